@@ -1,0 +1,22 @@
+"""The app manifest, ``kiln.toml``: models, mini-language units, and the loader with located errors."""
+
+from kiln.manifest.load import MANIFEST_FILE, find_manifest, load_manifest, parse_manifest
+from kiln.manifest.model import AddonKind, Health, Manifest, Resources, Runtime, Scaling
+from kiln.manifest.units import Accelerator, GpuSpec, Memory, ModelRef
+
+__all__ = [
+    "MANIFEST_FILE",
+    "Accelerator",
+    "AddonKind",
+    "GpuSpec",
+    "Health",
+    "Manifest",
+    "Memory",
+    "ModelRef",
+    "Resources",
+    "Runtime",
+    "Scaling",
+    "find_manifest",
+    "load_manifest",
+    "parse_manifest",
+]

@@ -1,0 +1,288 @@
+"""The ``kiln.toml`` manifest as pydantic models: every field typed and described.
+
+>>> Manifest.model_validate({"name": "echo", "scaling": {"min_replicas": 0}}).scaling.min_replicas
+0
+
+The JSON Schema that ``kiln manifest:schema`` prints comes from these models, and nothing else.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AddonKind", "Health", "Manifest", "Resources", "Runtime", "Scaling"]
+
+import enum
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+
+from kiln import names
+from kiln.manifest.units import GPU_HELP, SIZE_HELP, GpuSpec, Memory, ModelRef
+
+
+class Runtime(enum.StrEnum):
+    """Kiln's runtimes (its buildpacks): each turns a kind of app into something that serves HTTP."""
+
+    PYTHON = "python"
+    MODEL = "model"
+    LLM = "llm"
+    EMBEDDINGS = "embeddings"
+
+
+class AddonKind(enum.StrEnum):
+    """Managed add-ons an app can attach."""
+
+    API_KEYS = "api-keys"
+    VECTOR_STORE = "vector-store"
+
+
+def _check_app_name(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            names.app_name(value)
+        except Exception as exc:  # names raises KilnError; pydantic wants ValueError
+            raise ValueError(str(exc)) from None
+    return value
+
+
+def _parse_gpus(value: object) -> tuple[GpuSpec, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, GpuSpec)):
+        return (GpuSpec.parse(value),)
+    if isinstance(value, (list, tuple)):
+        specs = []
+        for index, item in enumerate(value):
+            try:
+                specs.append(GpuSpec.parse(item))
+            except ValueError as exc:
+                raise ValueError(f"item {index}: {exc}") from None
+        return tuple(specs)
+    raise ValueError(f"must be {GPU_HELP}, or a list of them in order of preference")
+
+
+def _stringify_env(value: object) -> object:
+    """TOML gives ints, floats and bools for unquoted values; a dyno's environment wants strings."""
+    if not isinstance(value, dict):
+        return value
+    out: dict[object, object] = {}
+    for key, item in value.items():
+        if isinstance(item, bool):
+            out[key] = "true" if item else "false"
+        elif isinstance(item, (int, float)):
+            out[key] = str(item)
+        else:
+            out[key] = item
+    return out
+
+
+def _check_env_key(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            names.config_key(value)
+        except Exception as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+MemoryField = Annotated[
+    Memory,
+    BeforeValidator(Memory.parse),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "description": SIZE_HELP, "examples": ["512Mi", "4Gi"]}),
+]
+GpuField = Annotated[
+    tuple[GpuSpec, ...],
+    BeforeValidator(_parse_gpus),
+    PlainSerializer(lambda specs: [str(s) for s in specs], return_type=list[str]),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "examples": ["H100", "H100:2", "any:0.5"]},
+                {"type": "array", "items": {"type": "string"}, "examples": [["H100", "A100:2"]]},
+            ],
+            "description": GPU_HELP,
+        }
+    ),
+]
+ModelField = Annotated[
+    ModelRef,
+    BeforeValidator(ModelRef.parse),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "examples": ["Qwen/Qwen2.5-0.5B-Instruct@main"]}),
+]
+EnvKey = Annotated[str, BeforeValidator(_check_env_key)]
+
+_ENTRYPOINT = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Section):
+    """What one replica (dyno) needs from its node."""
+
+    cpu: float = Field(1.0, gt=0, le=512, description="CPU cores per replica (fractions allowed).")
+    memory: MemoryField | None = Field(
+        None, description='Memory per replica, e.g. "4Gi"; Ray reserves it on the node.'
+    )
+    gpu: GpuField = Field(
+        (),
+        description=(
+            'GPUs per replica: "H100", "H100:2", "any:0.5" (a fraction shares one GPU), or a list '
+            "of acceptable specs in order of preference. Empty: CPU only."
+        ),
+    )
+    gpu_memory: MemoryField | None = Field(
+        None,
+        description="GPU memory one replica needs; fractional replicas are only packed onto a GPU "
+        "with this much free.",
+    )
+
+
+class Scaling(_Section):
+    """How many replicas run, and how Ray Serve's autoscaler moves between them."""
+
+    min_replicas: int = Field(1, ge=0, le=1000, description="Fewest replicas; 0 = scale to zero.")
+    max_replicas: int = Field(
+        1,
+        le=1000,
+        json_schema_extra={"minimum": 1},
+        description="Most replicas the autoscaler may run; at least 1 and at least min_replicas.",
+    )
+    target_ongoing_requests: float = Field(
+        2.0, gt=0, description="Requests in flight per replica the autoscaler aims for."
+    )
+    upscale_delay_s: float = Field(
+        1.0, ge=0, description="Seconds load must stay high before replicas are added."
+    )
+    downscale_delay_s: float = Field(
+        60.0, ge=0, description="Seconds load must stay low before replicas are removed."
+    )
+    downscale_to_zero_delay_s: float | None = Field(
+        None,
+        ge=0,
+        description="Seconds without requests before the last replica stops (when min_replicas "
+        "is 0); defaults to downscale_delay_s.",
+    )
+    max_ongoing_requests: int = Field(
+        8, ge=1, description="Requests one replica handles at once; more wait in the queue."
+    )
+    max_queued_requests: int | None = Field(
+        None,
+        ge=0,
+        description="Requests that may wait for a replica before new ones get 503; unset = no limit.",
+    )
+
+    @field_validator("max_replicas")
+    @classmethod
+    def _max_at_least_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_replicas")
+        if isinstance(low, int) and low >= 1 and value < low:
+            raise ValueError(f"must be >= scaling.min_replicas ({low})")
+        if value < 1:
+            raise ValueError("must be >= 1 (use min_replicas = 0 to scale to zero)")
+        return value
+
+
+class Health(_Section):
+    """How the platform knows a dyno is ready and still alive."""
+
+    path: str = Field(
+        "/healthz",
+        pattern=r"^/[^\s]*$",
+        description="HTTP path that answers 200 once the dyno is ready to serve.",
+    )
+    startup_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a new dyno may take to become ready before the release fails.",
+    )
+    period_s: float = Field(
+        2.0, gt=0, description="Seconds between health checks of a running dyno."
+    )
+    timeout_s: float = Field(10.0, gt=0, description="Seconds one health check may take.")
+
+
+class Manifest(_Section):
+    """An app's ``kiln.toml``: what it is, how to build it, what it needs, how it scales."""
+
+    name: Annotated[str | None, BeforeValidator(_check_app_name)] = Field(
+        None, description=f"The app's name ({names.APP_NAME_RULE}); `-a APP` can give it instead."
+    )
+    runtime: Runtime | None = Field(
+        None, description="Which runtime builds and serves the app; detected when left out."
+    )
+    entrypoint: str | None = Field(
+        None,
+        description='What the runtime serves, as "module:attribute": an ASGI/WSGI app '
+        '("main:app") or a model class ("model:Model").',
+    )
+    requirements: str | None = Field(
+        None,
+        description="The Python dependency file, relative to the app: requirements.txt or "
+        "pyproject.toml; detected when left out.",
+    )
+    model: ModelField | None = Field(
+        None, description='Hugging Face model the app serves: "org/name" with optional "@revision".'
+    )
+    addons: list[AddonKind] = Field(
+        default_factory=list, description="Add-ons to attach when the app is created."
+    )
+    release: str | None = Field(
+        None,
+        min_length=1,
+        description="A command run once per release before traffic moves (migrations, warm-up).",
+    )
+    resources: Resources = Field(default_factory=Resources, description="What each replica needs.")
+    scaling: Scaling = Field(default_factory=Scaling, description="Replica counts and autoscaling.")
+    health: Health = Field(default_factory=Health, description="Readiness and liveness checks.")
+    env: dict[EnvKey, str] = Field(
+        default_factory=dict,
+        description="Non-secret environment defaults; config vars (kiln config:set) override them.",
+    )
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_strings(cls, value: object) -> object:
+        return _stringify_env(value)
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint_form(cls, value: str | None) -> str | None:
+        if value is not None and not _ENTRYPOINT.fullmatch(value):
+            raise ValueError('must be "module:attribute", e.g. "main:app" or "model:Model"')
+        return value
+
+    @field_validator("requirements")
+    @classmethod
+    def _requirements_inside(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts or not value.strip():
+            raise ValueError("must be a path inside the app, e.g. requirements.txt")
+        return value
+
+    @field_validator("addons")
+    @classmethod
+    def _addons_once(cls, value: list[AddonKind]) -> list[AddonKind]:
+        seen = [a for i, a in enumerate(value) if a in value[:i]]
+        if seen:
+            raise ValueError(f"lists {seen[0].value} twice; each add-on attaches once")
+        return value
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The manifest as plain TOML-ready data, without unset optional values."""
+        return self.model_dump(mode="json", exclude_none=True)
