@@ -1,0 +1,72 @@
+"""The control-plane API: ``create_app(settings)`` builds the FastAPI app; nothing at import time.
+
+app = create_app(Settings())          # opens and migrates the store
+uvicorn.run(app, port=7100)
+"""
+
+from __future__ import annotations
+
+__all__ = ["create_app"]
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from kiln import __version__
+from kiln.api.auth import require_token
+from kiln.api.routes import apps, config, releases, system, tokens
+from kiln.errors import KilnError
+from kiln.models import ErrorBody, ErrorDetail
+from kiln.settings import Settings
+from kiln.store import Store
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message))
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+async def _kiln_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, KilnError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"] if part != "body")
+        problems.append(f"{where}: {error['msg']}")
+    return error_response(422, "invalid_request", "invalid request: " + "; ".join(problems))
+
+
+def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+    """The API over ``store`` (opened from ``settings`` when not given, and closed with the app)."""
+    owned = store is None
+    the_store = store or Store.open(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            the_store.close()
+
+    api = FastAPI(
+        title="Kiln control plane",
+        version=__version__,
+        lifespan=lifespan,
+        responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}},
+    )
+    api.state.store = the_store
+    api.state.settings = settings
+    api.add_exception_handler(KilnError, _kiln_error)
+    api.add_exception_handler(RequestValidationError, _validation_error)
+    api.include_router(system.public)
+    api.include_router(system.router)
+    for module in (apps, config, releases, tokens):
+        api.include_router(module.router, dependencies=[Depends(require_token)])
+    return api

@@ -1,0 +1,96 @@
+"""The records every stage shares: what the store returns, the API sends and the CLI shows.
+
+Each is a pydantic model with described fields, so the OpenAPI document and the CLI's ``--json``
+output come from one definition.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AppCreate",
+    "AppInfo",
+    "ConfigChange",
+    "ConfigUpdate",
+    "ErrorBody",
+    "ErrorDetail",
+    "NewToken",
+    "ReleaseInfo",
+    "ReleaseStatus",
+    "TokenCreate",
+    "TokenInfo",
+]
+
+import enum
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+
+class ReleaseStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class AppInfo(_Record):
+    name: str = Field(description="The app's name; also its URL path.")
+    created_at: datetime = Field(description="When the app was created (UTC).")
+    release: int | None = Field(None, description="The newest release's version number.")
+
+
+class ReleaseInfo(_Record):
+    version: int = Field(description="The release number: v1, v2, ... in order.")
+    description: str = Field(description="What this release changed.")
+    status: ReleaseStatus = Field(description="Whether the release went live.")
+    actor: str = Field(description="Who made it: the platform token's name.")
+    created_at: datetime = Field(description="When it was made (UTC).")
+    config_keys: list[str] = Field(
+        default_factory=list, description="Names of the config vars it carries (never values)."
+    )
+
+
+class TokenInfo(_Record):
+    id: int = Field(description="The token's id, used to revoke it.")
+    name: str = Field(description="What the token is for.")
+    prefix: str = Field(description="The token's first characters, to recognise it.")
+    created_at: datetime
+    last_used_at: datetime | None = Field(None, description="Last authenticated request (UTC).")
+
+
+class NewToken(TokenInfo):
+    token: str = Field(description="The secret itself; shown this once and never stored.")
+
+
+class AppCreate(BaseModel):
+    name: str = Field(description="Name for the new app.")
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100, description="What the token is for.")
+
+
+class ConfigUpdate(BaseModel):
+    """Config vars to change: a string sets a var, ``null`` removes it (as Heroku's API does)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"HF_TOKEN": "hf_x", "OLD": None}]})
+
+    vars: dict[str, str | None] = Field(description="Names mapped to new values, or null to unset.")
+
+
+class ConfigChange(_Record):
+    changed: bool = Field(description="False when every var already had the value asked for.")
+    release: ReleaseInfo = Field(description="The release now current (new when changed).")
+    config: dict[str, str] = Field(description="The app's config vars after the change.")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="A stable identifier for the kind of error.")
+    message: str = Field(description="What was wrong, where, and what to do next.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

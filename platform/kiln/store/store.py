@@ -1,0 +1,236 @@
+"""The store: apps, their numbered releases with encrypted config, and platform tokens.
+
+store = Store.open(Settings(home=Path("/tmp/kiln-demo")))
+store.create_app("echo", actor="me").release      # 1: every app starts at v1
+store.update_config("echo", {"HF_TOKEN": "hf_x"}, actor="me").release.version  # 2
+"""
+
+from __future__ import annotations
+
+__all__ = ["Store"]
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import timedelta
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from kiln import names, tokens
+from kiln.errors import Conflict, InvalidInput, NotFound
+from kiln.models import AppInfo, ConfigChange, NewToken, ReleaseInfo, ReleaseStatus, TokenInfo
+from kiln.settings import Settings
+from kiln.store.crypto import Vault, load_vault
+from kiln.store.db import migrate, open_engine
+from kiln.store.tables import App, Release, Token, utcnow
+
+# Writing last_used_at on every request would make each API call a write; once a minute is enough.
+_TOKEN_TOUCH_INTERVAL = timedelta(seconds=60)
+
+
+class Store:
+    """All of the control plane's durable state, behind plain methods returning shared models."""
+
+    def __init__(self, engine: Engine, vault: Vault) -> None:
+        self.engine = engine
+        self._vault = vault
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Store:
+        """Open (and migrate) the store these settings name."""
+        engine = open_engine(settings.resolved_database_url)
+        migrate(engine)
+        return cls(engine, load_vault(settings))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # -- apps ----------------------------------------------------------------------------------
+
+    def create_app(self, name: str, *, actor: str) -> AppInfo:
+        names.app_name(name)
+        try:
+            with self._session() as session:
+                app = App(name=name)
+                session.add(app)
+                session.flush()
+                session.add(self._release(app, 1, "Initial release", {}, actor))
+        except IntegrityError:
+            raise Conflict(
+                f"app {name} already exists; pick another name, or use it with -a {name}",
+                code="app_exists",
+            ) from None
+        return self.get_app(name)
+
+    def list_apps(self) -> list[AppInfo]:
+        with self._session() as session:
+            rows = session.execute(
+                select(App, func.max(Release.version))
+                .outerjoin(Release)
+                .group_by(App.id)
+                .order_by(App.name)
+            ).all()
+            return [_app_info(app, version) for app, version in rows]
+
+    def get_app(self, name: str) -> AppInfo:
+        with self._session() as session:
+            app = self._app(session, name)
+            return _app_info(app, self._latest(session, app).version)
+
+    def destroy_app(self, name: str) -> None:
+        with self._session() as session:
+            session.delete(self._app(session, name))
+
+    # -- config and releases -------------------------------------------------------------------
+
+    def get_config(self, name: str) -> dict[str, str]:
+        with self._session() as session:
+            return self._vault.open(self._latest(session, self._app(session, name)).config_sealed)
+
+    def update_config(
+        self, name: str, changes: Mapping[str, str | None], *, actor: str
+    ) -> ConfigChange:
+        """Set (str) and unset (None) config vars; a real change makes a new release."""
+        if not changes:
+            raise InvalidInput("no config vars given; e.g. kiln config:set KEY=VALUE", code="empty")
+        for key in changes:
+            names.config_key(key)
+        with self._session() as session:
+            app = self._app(session, name)
+            current = self._latest(session, app)
+            config = self._vault.open(current.config_sealed)
+            updated = {k: v for k, v in config.items() if changes.get(k, v) is not None}
+            updated.update({k: v for k, v in changes.items() if v is not None})
+            if updated == config:
+                return ConfigChange(changed=False, release=self._info(current), config=config)
+            release = self._release(
+                app, current.version + 1, _describe(config, updated), updated, actor
+            )
+            session.add(release)
+            session.flush()
+            return ConfigChange(changed=True, release=self._info(release), config=updated)
+
+    def list_releases(self, name: str) -> list[ReleaseInfo]:
+        with self._session() as session:
+            app = self._app(session, name)
+            rows = session.scalars(
+                select(Release).where(Release.app_id == app.id).order_by(Release.version.desc())
+            )
+            return [self._info(release) for release in rows]
+
+    def get_release(self, name: str, version: int) -> ReleaseInfo:
+        with self._session() as session:
+            app = self._app(session, name)
+            release = session.scalar(
+                select(Release).where(Release.app_id == app.id, Release.version == version)
+            )
+            if release is None:
+                raise NotFound(
+                    f"app {name} has no release v{version}; see kiln releases -a {name}",
+                    code="release_not_found",
+                )
+            return self._info(release)
+
+    # -- platform tokens -----------------------------------------------------------------------
+
+    def create_token(self, name: str) -> NewToken:
+        secret = tokens.mint(tokens.PLATFORM_TOKEN)
+        with self._session() as session:
+            token = Token(
+                name=name, prefix=tokens.display_prefix(secret), digest=tokens.digest(secret)
+            )
+            session.add(token)
+            session.flush()
+            return NewToken(**TokenInfo.model_validate(token).model_dump(), token=secret)
+
+    def list_tokens(self) -> list[TokenInfo]:
+        with self._session() as session:
+            return [TokenInfo.model_validate(t) for t in session.scalars(select(Token))]
+
+    def revoke_token(self, token_id: int) -> TokenInfo:
+        with self._session() as session:
+            token = session.get(Token, token_id)
+            if token is None:
+                raise NotFound(
+                    f"no platform token with id {token_id}; see kiln tokens", code="token_not_found"
+                )
+            session.delete(token)
+            return TokenInfo.model_validate(token)
+
+    def authenticate(self, secret: str) -> TokenInfo | None:
+        """The token a secret belongs to, or None; malformed secrets never reach the database."""
+        if not tokens.well_formed(secret, tokens.PLATFORM_TOKEN):
+            return None
+        with self._session() as session:
+            token = session.scalar(select(Token).where(Token.digest == tokens.digest(secret)))
+            if token is None:
+                return None
+            now = utcnow()
+            if token.last_used_at is None or now - token.last_used_at > _TOKEN_TOUCH_INTERVAL:
+                token.last_used_at = now
+            return TokenInfo.model_validate(token)
+
+    def count_tokens(self) -> int:
+        with self._session() as session:
+            return session.scalar(select(func.count(Token.id))) or 0
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _app(self, session: Session, name: str) -> App:
+        names.app_name(name)
+        app = session.scalar(select(App).where(App.name == name))
+        if app is None:
+            raise NotFound(f"app {name} not found; see kiln apps", code="app_not_found")
+        return app
+
+    def _latest(self, session: Session, app: App) -> Release:
+        release = session.scalar(
+            select(Release).where(Release.app_id == app.id).order_by(Release.version.desc())
+        )
+        assert release is not None, f"app {app.name} has no release; every app is created with v1"
+        return release
+
+    def _release(
+        self, app: App, version: int, description: str, config: dict[str, str], actor: str
+    ) -> Release:
+        return Release(
+            app=app,
+            version=version,
+            description=description,
+            config_sealed=self._vault.seal(config),
+            status=ReleaseStatus.SUCCEEDED,
+            actor=actor,
+        )
+
+    def _info(self, release: Release) -> ReleaseInfo:
+        return ReleaseInfo(
+            version=release.version,
+            description=release.description,
+            status=ReleaseStatus(release.status),
+            actor=release.actor,
+            created_at=release.created_at,
+            config_keys=sorted(self._vault.open(release.config_sealed)),
+        )
+
+
+def _app_info(app: App, version: int | None) -> AppInfo:
+    return AppInfo(name=app.name, created_at=app.created_at, release=version)
+
+
+def _describe(before: dict[str, str], after: dict[str, str]) -> str:
+    """Heroku's wording: "Set A, B config vars", "Remove C config vars", or both."""
+    changed = sorted(k for k in after if before.get(k) != after[k])
+    removed = sorted(k for k in before if k not in after)
+    parts = []
+    if changed:
+        parts.append(f"Set {', '.join(changed)}")
+    if removed:
+        parts.append(f"{'remove' if parts else 'Remove'} {', '.join(removed)}")
+    return f"{' and '.join(parts)} config vars"
