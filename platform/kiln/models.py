@@ -14,6 +14,7 @@ __all__ = [
     "ErrorBody",
     "ErrorDetail",
     "NewToken",
+    "PlatformStatus",
     "ReleaseInfo",
     "ReleaseStatus",
     "TokenCreate",
@@ -85,6 +86,12 @@ class ConfigChange(_Record):
     changed: bool = Field(description="False when every var already had the value asked for.")
     release: ReleaseInfo = Field(description="The release now current (new when changed).")
     config: dict[str, str] = Field(description="The app's config vars after the change.")
+
+
+class PlatformStatus(_Record):
+    version: str = Field(description="Kiln's version.")
+    store: str = Field(description="The store's database kind: sqlite or postgresql.")
+    apps: int = Field(description="How many apps exist.")
 
 
 class ErrorDetail(BaseModel):

@@ -59,7 +59,9 @@ def parse_manifest(text: str, *, file: str = MANIFEST_FILE) -> Manifest:
         return Manifest.model_validate(data)
     except ValidationError as exc:
         lines = _key_lines(text)
-        raise ManifestError([_problem(error, file, lines) for error in exc.errors()]) from None
+        problems = [_problem(error, file, lines) for error in exc.errors()]
+        problems.sort(key=lambda p: (p.line is None, p.line or 0))
+        raise ManifestError(problems) from None
 
 
 def _problem(error: ErrorDetails, file: str, lines: dict[tuple[str, ...], int]) -> ManifestProblem:

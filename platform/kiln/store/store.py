@@ -103,7 +103,7 @@ class Store:
         for key in changes:
             names.config_key(key)
         with self._session() as session:
-            app = self._app(session, name)
+            app = self._app(session, name, lock=True)
             current = self._latest(session, app)
             config = self._vault.open(current.config_sealed)
             updated = {k: v for k, v in config.items() if changes.get(k, v) is not None}
@@ -183,9 +183,11 @@ class Store:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _app(self, session: Session, name: str) -> App:
+    def _app(self, session: Session, name: str, *, lock: bool = False) -> App:
+        """The app row; ``lock`` holds it until commit so concurrent releases number in turn."""
         names.app_name(name)
-        app = session.scalar(select(App).where(App.name == name))
+        query = select(App).where(App.name == name)
+        app = session.scalar(query.with_for_update() if lock else query)
         if app is None:
             raise NotFound(f"app {name} not found; see kiln apps", code="app_not_found")
         return app

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from kiln import __version__
 from kiln.api.auth import StoreDep, require_token
+from kiln.models import PlatformStatus
 
 public = APIRouter(tags=["system"])
 router = APIRouter(tags=["system"], dependencies=[Depends(require_token)])
@@ -16,17 +17,13 @@ class Health(BaseModel):
     ok: bool = True
 
 
-class Status(BaseModel):
-    version: str = Field(description="Kiln's version.")
-    store: str = Field(description="The store's database kind: sqlite or postgresql.")
-    apps: int = Field(description="How many apps exist.")
-
-
 @public.get("/healthz")
 def healthz() -> Health:
     return Health()
 
 
 @router.get("/status")
-def platform_status(store: StoreDep) -> Status:
-    return Status(version=__version__, store=store.engine.dialect.name, apps=len(store.list_apps()))
+def platform_status(store: StoreDep) -> PlatformStatus:
+    return PlatformStatus(
+        version=__version__, store=store.engine.dialect.name, apps=len(store.list_apps())
+    )

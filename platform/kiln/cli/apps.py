@@ -1,0 +1,75 @@
+"""``kiln apps``, ``apps:create``, ``apps:info``, ``apps:destroy``."""
+
+from __future__ import annotations
+
+import click
+
+from kiln.cli.client import ApiClient
+from kiln.cli.options import app_option, json_option, resolve_app, when
+from kiln.cli.output import console, emit_json, print_table, success
+from kiln.errors import InvalidInput
+from kiln.models import AppCreate, AppInfo
+
+
+@click.command("apps")
+@json_option
+def apps(as_json: bool) -> None:
+    """List apps."""
+    found = ApiClient.from_environment().get("/apps", list[AppInfo])
+    if as_json:
+        emit_json(found)
+        return
+    rows = [(a.name, f"v{a.release}" if a.release else "-", when(a.created_at)) for a in found]
+    print_table(
+        ("NAME", "RELEASE", "CREATED"), rows, "No apps yet. Create one: kiln apps:create NAME"
+    )
+
+
+@click.command("apps:create")
+@click.argument("name")
+@json_option
+def apps_create(name: str, as_json: bool) -> None:
+    """Create an app named NAME."""
+    app = ApiClient.from_environment().post("/apps", AppInfo, AppCreate(name=name).model_dump())
+    if as_json:
+        emit_json(app)
+        return
+    success(
+        f"Created {app.name} (v{app.release}).",
+        f"kiln config:set -a {app.name} KEY=VALUE, or kiln deploy -a {app.name}",
+    )
+
+
+@click.command("apps:info")
+@app_option
+@json_option
+def apps_info(app: str | None, as_json: bool) -> None:
+    """Show an app."""
+    info = ApiClient.from_environment().get(f"/apps/{resolve_app(app)}", AppInfo)
+    if as_json:
+        emit_json(info)
+        return
+    out = console()
+    out.print(f"=== {info.name}")
+    out.print(f"Release:  v{info.release}")
+    out.print(f"Created:  {when(info.created_at)}")
+
+
+@click.command("apps:destroy")
+@click.argument("name", required=False)
+@app_option
+@click.option("--confirm", metavar="NAME", help="The app's name again, to confirm.")
+def apps_destroy(name: str | None, app: str | None, confirm: str | None) -> None:
+    """Destroy an app, its releases and config. Cannot be undone."""
+    target = resolve_app(name or app)
+    if confirm != target:
+        raise InvalidInput(
+            f"this destroys {target} with all its releases and config, and cannot be undone; "
+            f"to proceed, run: kiln apps:destroy {target} --confirm {target}",
+            code="confirmation_required",
+        )
+    ApiClient.from_environment().delete(f"/apps/{target}", type(None))
+    success(f"Destroyed {target}.", "kiln apps")
+
+
+COMMANDS = [apps, apps_create, apps_info, apps_destroy]

@@ -1,0 +1,82 @@
+"""The CLI's typed HTTP client of the control-plane API; it turns API errors back into KilnErrors.
+
+client = ApiClient.from_environment()
+client.get("/apps", list[AppInfo])
+"""
+
+from __future__ import annotations
+
+__all__ = ["ApiClient"]
+
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+
+from kiln.credentials import Credentials, read_credentials
+from kiln.errors import Conflict, InvalidInput, KilnError, NotFound, Unauthorized, Unavailable
+from kiln.models import ErrorBody
+
+T = TypeVar("T")
+
+_BY_STATUS: dict[int, type[KilnError]] = {
+    400: InvalidInput,
+    401: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    422: InvalidInput,
+    503: Unavailable,
+}
+
+
+class ApiClient:
+    def __init__(self, credentials: Credentials, transport: httpx.BaseTransport | None = None):
+        self.base_url = credentials.api_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {credentials.token}"} if credentials.token else {}
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=60.0, transport=transport
+        )
+
+    @classmethod
+    def from_environment(cls) -> ApiClient:
+        return cls(read_credentials())
+
+    def get(self, path: str, into: type[T], **params: Any) -> T:
+        return self._call("GET", path, into, params=params or None)
+
+    def post(self, path: str, into: type[T], body: Any = None) -> T:
+        return self._call("POST", path, into, json=body)
+
+    def patch(self, path: str, into: type[T], body: Any = None) -> T:
+        return self._call("PATCH", path, into, json=body)
+
+    def delete(self, path: str, into: type[T]) -> T:
+        return self._call("DELETE", path, into)
+
+    def _call(self, method: str, path: str, into: type[T], **kwargs: Any) -> T:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unavailable(
+                f"cannot reach the Kiln API at {self.base_url} ({type(exc).__name__}); is the "
+                "platform running? Start it with kiln up, or set KILN_API_URL",
+                code="api_unreachable",
+            ) from None
+        if response.is_error:
+            raise _error_from(response)
+        if response.status_code == 204 or into is type(None):
+            return None  # type: ignore[return-value]
+        return TypeAdapter(into).validate_json(response.content)
+
+
+def _error_from(response: httpx.Response) -> KilnError:
+    kind = _BY_STATUS.get(response.status_code, KilnError)
+    try:
+        detail = ErrorBody.model_validate_json(response.content).error
+    except ValidationError:
+        return kind(
+            f"the API answered {response.status_code} {response.reason_phrase} at "
+            f"{response.request.url}; is KILN_API_URL a Kiln control plane?",
+            code="unexpected_response",
+        )
+    return kind(detail.message, code=detail.code)

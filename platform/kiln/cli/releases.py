@@ -1,0 +1,52 @@
+"""``kiln releases``, ``releases:info vN``: an app's numbered history."""
+
+from __future__ import annotations
+
+import click
+
+from kiln.cli.client import ApiClient
+from kiln.cli.options import app_option, json_option, resolve_app, when
+from kiln.cli.output import console, emit_json, print_table
+from kiln.errors import InvalidInput
+from kiln.models import ReleaseInfo
+
+
+@click.command("releases")
+@app_option
+@json_option
+@click.option("-n", "--num", default=15, show_default=True, help="How many releases to show.")
+def releases(app: str | None, as_json: bool, num: int) -> None:
+    """List an app's releases, newest first."""
+    name = resolve_app(app)
+    found = ApiClient.from_environment().get(f"/apps/{name}/releases", list[ReleaseInfo])[:num]
+    if as_json:
+        emit_json(found)
+        return
+    rows = [(f"v{r.version}", r.description, r.status, r.actor, when(r.created_at)) for r in found]
+    print_table(("VERSION", "DESCRIPTION", "STATUS", "BY", "CREATED"), rows, "No releases.")
+
+
+@click.command("releases:info")
+@click.argument("version")
+@app_option
+@json_option
+def releases_info(version: str, app: str | None, as_json: bool) -> None:
+    """Show one release (VERSION like v3 or 3)."""
+    number = version.removeprefix("v")
+    if not number.isdigit():
+        raise InvalidInput(f"{version!r} is not a release version; e.g. v3", code="bad_version")
+    name = resolve_app(app)
+    info = ApiClient.from_environment().get(f"/apps/{name}/releases/{int(number)}", ReleaseInfo)
+    if as_json:
+        emit_json(info)
+        return
+    out = console()
+    out.print(f"=== {name} release v{info.version}")
+    out.print(f"Description: {info.description}")
+    out.print(f"Status:      {info.status}")
+    out.print(f"By:          {info.actor}")
+    out.print(f"Created:     {when(info.created_at)}")
+    out.print(f"Config vars: {', '.join(info.config_keys) or '(none)'}")
+
+
+COMMANDS = [releases, releases_info]

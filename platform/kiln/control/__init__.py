@@ -1,0 +1,1 @@
+"""Running the control plane: the foreground server and its background process (pid file)."""

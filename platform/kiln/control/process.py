@@ -1,0 +1,138 @@
+"""The control plane as a background process: a pid file, start-and-wait, and stop by PID.
+
+Processes are only ever stopped by the PID this module recorded, never by name.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PidFile", "start_detached", "stop"]
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from kiln.errors import Conflict, KilnError, NotFound
+from kiln.settings import Settings
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child counts as gone
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def _is_kiln(pid: int) -> bool:
+    """Guard against a recycled PID: the process must be a ``kiln up``."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return _alive(pid)
+    return any(b"kiln" in part for part in cmdline) and b"up" in cmdline
+
+
+class PidFile:
+    def __init__(self, home: Path) -> None:
+        self.path = home / "run" / "kiln.pid"
+
+    def read(self) -> int | None:
+        try:
+            pid = int(self.path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) and _is_kiln(pid) else None
+
+    def claim(self) -> None:
+        running = self.read()
+        if running is not None and running != os.getpid():
+            raise Conflict(
+                f"Kiln is already running from {self.path.parent.parent} (pid {running}); "
+                "stop it with kiln down, or use another --home",
+                code="already_running",
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(f"{os.getpid()}\n")
+
+    def release(self) -> None:
+        if self.read() in (None, os.getpid()):
+            self.path.unlink(missing_ok=True)
+
+
+def log_path(home: Path) -> Path:
+    return home / "logs" / "kiln.log"
+
+
+def start_detached(settings: Settings, timeout_s: float = 60.0) -> int:
+    """Start ``kiln up`` in the background and return its PID once its API answers."""
+    running = PidFile(settings.home).read()
+    if running is not None:
+        raise Conflict(
+            f"Kiln is already running from {settings.home} (pid {running}); kiln down stops it",
+            code="already_running",
+        )
+    log = log_path(settings.home)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "kiln", "up", "--home", str(settings.home),
+               "--api-host", settings.api_host, "--api-port", str(settings.api_port)]  # fmt: skip
+    with log.open("ab") as out:
+        child = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise KilnError(
+                f"kiln up exited with code {child.returncode} before answering; its log "
+                f"({log}) ends with:\n{_tail(log)}",
+                code="start_failed",
+            )
+        try:
+            if httpx.get(f"{settings.api_url}/healthz", timeout=1.0).status_code == 200:
+                return child.pid
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    child.terminate()
+    raise KilnError(
+        f"kiln up did not answer on {settings.api_url} within {timeout_s:.0f}s; see {log}",
+        code="start_timeout",
+    )
+
+
+def stop(home: Path, timeout_s: float = 20.0) -> int:
+    """Stop the control plane recorded in ``home``'s pid file: SIGTERM, then SIGKILL."""
+    pid_file = PidFile(home)
+    pid = pid_file.read()
+    if pid is None:
+        pid_file.path.unlink(missing_ok=True)
+        raise NotFound(
+            f"Kiln is not running from {home}; start it with kiln up", code="not_running"
+        )
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    pid_file.path.unlink(missing_ok=True)
+    return pid
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,76 @@
+"""The control plane in the foreground: open the store, make sure the local CLI has a token, serve.
+
+serve(Settings(api_port=7100))    # blocks until SIGINT/SIGTERM
+"""
+
+from __future__ import annotations
+
+__all__ = ["bootstrap_token", "check_port_free", "serve"]
+
+import errno
+import socket
+
+import uvicorn
+
+from kiln.api import create_app
+from kiln.control.process import PidFile
+from kiln.credentials import Credentials, read_credentials_file, write_credentials
+from kiln.errors import Conflict
+from kiln.settings import Settings
+from kiln.store import Store
+
+BOOTSTRAP_TOKEN_NAME = "local CLI (kiln up)"  # noqa: S105 (a label)
+
+
+def bootstrap_token(store: Store, settings: Settings) -> bool:
+    """Give the local CLI a working token and the API's URL; True if a new token was made."""
+    stored = read_credentials_file(settings.home)
+    if stored.token and store.authenticate(stored.token) is not None:
+        if stored.api_url != settings.api_url:
+            write_credentials(
+                Credentials(api_url=settings.api_url, token=stored.token), settings.home
+            )
+        return False
+    token = store.create_token(BOOTSTRAP_TOKEN_NAME)
+    write_credentials(Credentials(api_url=settings.api_url, token=token.token), settings.home)
+    return True
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise Conflict(
+                f"port {port} on {host} is already in use (another kiln up?); stop it with "
+                "kiln down, or pick another port with --api-port",
+                code="port_in_use",
+            ) from None
+
+
+def serve(settings: Settings) -> None:
+    """Run the control plane until interrupted; the pid file lets ``kiln down`` stop it."""
+    pid_file = PidFile(settings.home)
+    pid_file.claim()
+    try:
+        check_port_free(settings.api_host, settings.api_port)
+        store = Store.open(settings)
+        if bootstrap_token(store, settings):
+            print(f"-----> Created a platform token for the local CLI in {settings.home}")
+        print(
+            f"-----> Kiln control plane on {settings.api_url} (store: {store.engine.dialect.name})"
+        )
+        config = uvicorn.Config(
+            create_app(settings, store),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="warning",
+            access_log=False,
+        )
+        uvicorn.Server(config).run()
+        store.close()
+    finally:
+        pid_file.release()

@@ -1,0 +1,109 @@
+"""Shared fixtures: isolated settings, both stores, a live control plane on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from kiln.api import create_app
+from kiln.settings import Settings
+from kiln.store import Store
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's ~/.kiln or KILN_* variables."""
+    for key in list(os.environ):
+        if key.startswith("KILN_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("KILN_HOME", str(tmp_path / "kiln-home"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "kiln-home", api_port=free_port())
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 16 (with pgvector) from the pgserver package, for this test session."""
+    pgserver = pytest.importorskip("pgserver")
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A fresh, empty database on the session's PostgreSQL, as a SQLAlchemy URL."""
+    import psycopg
+
+    name = f"kiln_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return postgres_server.replace("postgresql://", "postgresql+psycopg://").replace(
+        "/postgres?", f"/{name}?"
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """Settings for each store: the embedded SQLite file and a real PostgreSQL."""
+    if request.param == "sqlite":
+        return settings
+    return settings.model_copy(update={"database_url": request.getfixturevalue("postgres_url")})
+
+
+@pytest.fixture
+def store(any_settings: Settings) -> Iterator[Store]:
+    opened = Store.open(any_settings)
+    yield opened
+    opened.close()
+
+
+class LiveApi:
+    def __init__(self, url: str, token: str, store: Store) -> None:
+        self.url = url
+        self.token = token
+        self.store = store
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token or self.token}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@pytest.fixture
+def live_api(settings: Settings) -> Iterator[LiveApi]:
+    """The real control plane served by uvicorn on a loopback port, in a thread."""
+    store = Store.open(settings)
+    token = store.create_token("test").token
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, store), host="127.0.0.1", port=settings.api_port, log_level="error"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "control plane did not start"
+        time.sleep(0.02)
+    yield LiveApi(settings.api_url, token, store)
+    server.should_exit = True
+    thread.join(timeout=10)
+    store.close()
