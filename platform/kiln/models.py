@@ -9,6 +9,10 @@ from __future__ import annotations
 __all__ = [
     "AppCreate",
     "AppInfo",
+    "Artifact",
+    "ArtifactKind",
+    "BuildInfo",
+    "BuildStatus",
     "ConfigChange",
     "ConfigUpdate",
     "ErrorBody",
@@ -37,6 +41,46 @@ class ReleaseStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class ArtifactKind(enum.StrEnum):
+    IMAGE = "image"
+    SLUG = "slug"
+
+
+class Artifact(_Record):
+    """What a build produced and a dyno runs: an OCI image, or a slug directory."""
+
+    kind: ArtifactKind = Field(
+        description="image (OCI, via a Docker API engine) or slug (venv + app)."
+    )
+    reference: str = Field(description="The image tag, or the slug's directory.")
+    digest: str = Field(description="The image id, or the slug's content digest.")
+    runtime: str = Field(description="The runtime that built it.")
+    command: list[str] = Field(description="The dyno's command line.")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment the runtime needs.")
+
+
+class BuildStatus(enum.StrEnum):
+    BUILDING = "building"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class BuildInfo(_Record):
+    id: int = Field(description="The build's number, unique across the platform.")
+    app: str = Field(description="The app it builds.")
+    status: BuildStatus = Field(description="building, succeeded or failed.")
+    source_digest: str | None = Field(None, description="SHA-256 of the source tree.")
+    commit: str | None = Field(None, description="The git commit built, for git pushes.")
+    runtime: str | None = Field(None, description="The runtime that built it.")
+    artifact: Artifact | None = Field(None, description="What it produced, when it succeeded.")
+    error: str | None = Field(None, description="Why it failed.")
+    release: int | None = Field(None, description="The release it created.")
+    actor: str = Field("", description="Who started it.")
+    created_at: datetime
+    finished_at: datetime | None = None
+    duration_s: float | None = Field(None, description="Seconds from start to finish.")
+
+
 class AppInfo(_Record):
     name: str = Field(description="The app's name; also its URL path.")
     created_at: datetime = Field(description="When the app was created (UTC).")
@@ -52,6 +96,8 @@ class ReleaseInfo(_Record):
     config_keys: list[str] = Field(
         default_factory=list, description="Names of the config vars it carries (never values)."
     )
+    build: int | None = Field(None, description="The build whose artifact it runs.")
+    artifact: Artifact | None = Field(None, description="What it runs; none before a first deploy.")
 
 
 class TokenInfo(_Record):

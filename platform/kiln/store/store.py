@@ -19,8 +19,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from kiln import names, tokens
 from kiln.errors import Conflict, InvalidInput, NotFound
-from kiln.models import AppInfo, ConfigChange, NewToken, ReleaseInfo, ReleaseStatus, TokenInfo
+from kiln.models import (
+    AppInfo,
+    Artifact,
+    ConfigChange,
+    NewToken,
+    ReleaseInfo,
+    ReleaseStatus,
+    TokenInfo,
+)
 from kiln.settings import Settings
+from kiln.store.builds import BuildStore
 from kiln.store.crypto import Vault, load_vault
 from kiln.store.db import migrate, open_engine
 from kiln.store.tables import App, Release, Token, utcnow
@@ -36,6 +45,7 @@ class Store:
         self.engine = engine
         self._vault = vault
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.builds = BuildStore(self._session, self._app)
 
     @classmethod
     def open(cls, settings: Settings) -> Store:
@@ -111,11 +121,40 @@ class Store:
             if updated == config:
                 return ConfigChange(changed=False, release=self._info(current), config=config)
             release = self._release(
-                app, current.version + 1, _describe(config, updated), updated, actor
+                app, current.version + 1, _describe(config, updated), updated, actor, current
             )
             session.add(release)
             session.flush()
             return ConfigChange(changed=True, release=self._info(release), config=updated)
+
+    def release_build(
+        self,
+        name: str,
+        *,
+        build_id: int,
+        artifact: Artifact,
+        manifest: str | None,
+        description: str,
+        actor: str,
+    ) -> ReleaseInfo:
+        """A new release running ``artifact``, with the config of the app's latest release."""
+        with self._session() as session:
+            app = self._app(session, name, lock=True)
+            current = self._latest(session, app)
+            release = Release(
+                app=app,
+                version=current.version + 1,
+                description=description,
+                config_sealed=current.config_sealed,
+                status=ReleaseStatus.SUCCEEDED,
+                actor=actor,
+                build_id=build_id,
+                artifact=artifact.model_dump_json(),
+                manifest=manifest,
+            )
+            session.add(release)
+            session.flush()
+            return self._info(release)
 
     def list_releases(self, name: str) -> list[ReleaseInfo]:
         with self._session() as session:
@@ -200,7 +239,13 @@ class Store:
         return release
 
     def _release(
-        self, app: App, version: int, description: str, config: dict[str, str], actor: str
+        self,
+        app: App,
+        version: int,
+        description: str,
+        config: dict[str, str],
+        actor: str,
+        previous: Release | None = None,
     ) -> Release:
         return Release(
             app=app,
@@ -209,6 +254,10 @@ class Store:
             config_sealed=self._vault.seal(config),
             status=ReleaseStatus.SUCCEEDED,
             actor=actor,
+            # A config change keeps running what the previous release ran.
+            build_id=previous.build_id if previous else None,
+            artifact=previous.artifact if previous else None,
+            manifest=previous.manifest if previous else None,
         )
 
     def _info(self, release: Release) -> ReleaseInfo:
@@ -219,6 +268,8 @@ class Store:
             actor=release.actor,
             created_at=release.created_at,
             config_keys=sorted(self._vault.open(release.config_sealed)),
+            build=release.build_id,
+            artifact=Artifact.model_validate_json(release.artifact) if release.artifact else None,
         )
 
 

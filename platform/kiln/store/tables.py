@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["App", "Base", "Release", "Token", "UtcDateTime", "utcnow"]
+__all__ = ["App", "Base", "Build", "Release", "Token", "UtcDateTime", "utcnow"]
 
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +46,9 @@ class App(Base):
     releases: Mapped[list[Release]] = relationship(
         back_populates="app", cascade="all, delete-orphan", passive_deletes=True
     )
+    builds: Mapped[list[Build]] = relationship(
+        back_populates="app", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class Release(Base):
@@ -63,7 +66,34 @@ class Release(Base):
     status: Mapped[str] = mapped_column(String(20), default="succeeded")
     actor: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    build_id: Mapped[int | None] = mapped_column(
+        ForeignKey("builds.id", ondelete="SET NULL"), default=None
+    )
+    # JSON of kiln.models.Artifact and of the app's Manifest at the build; None before a deploy.
+    artifact: Mapped[str | None] = mapped_column(Text, default=None)
+    manifest: Mapped[str | None] = mapped_column(Text, default=None)
     app: Mapped[App] = relationship(back_populates="releases")
+
+
+class Build(Base):
+    """One build of an app's source into an artifact, with its whole log."""
+
+    __tablename__ = "builds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    source_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    commit: Mapped[str | None] = mapped_column(String(64), default=None)
+    runtime: Mapped[str | None] = mapped_column(String(40), default=None)
+    artifact: Mapped[str | None] = mapped_column(Text, default=None)
+    manifest: Mapped[str | None] = mapped_column(Text, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    log: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    app: Mapped[App] = relationship(back_populates="builds")
 
 
 class Token(Base):

@@ -1,0 +1,1 @@
+"""The ``python`` runtime: an ASGI or WSGI app (FastAPI, Starlette, Flask) served by uvicorn."""
