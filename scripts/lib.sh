@@ -25,12 +25,14 @@ ensure_venv() {
         "$(pick_python)" -m venv "$VENV"
     fi
     local stamp="$VENV/.kiln-installed-${extra:-base}"
-    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] ||
+        [ "$ROOT/runtimes/pyproject.toml" -nt "$stamp" ]; then
         echo "-----> Installing Kiln${extra:+ with [$extra]} into $VENV"
         "$VENV/bin/python" -m pip install -q --upgrade pip uv
-        if ! "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -e "$spec"; then
+        # kiln-runtime (runtimes/) is the in-dyno distribution the platform's buildpacks come from.
+        if ! "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -e "$ROOT/runtimes" -e "$spec"; then
             echo "       uv could not install; trying pip"
-            "$VENV/bin/python" -m pip install -q -e "$spec"
+            "$VENV/bin/python" -m pip install -q -e "$ROOT/runtimes" -e "$spec"
         fi
         touch "$stamp"
     fi

@@ -11,6 +11,7 @@ __all__ = [
     "AppInfo",
     "Artifact",
     "ArtifactKind",
+    "BuildEvent",
     "BuildInfo",
     "BuildStatus",
     "ConfigChange",
@@ -39,6 +40,15 @@ class ReleaseStatus(enum.StrEnum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="A stable identifier for the kind of error.")
+    message: str = Field(description="What was wrong, where, and what to do next.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
 
 
 class ArtifactKind(enum.StrEnum):
@@ -79,6 +89,14 @@ class BuildInfo(_Record):
     created_at: datetime
     finished_at: datetime | None = None
     duration_s: float | None = Field(None, description="Seconds from start to finish.")
+
+
+class BuildEvent(BaseModel):
+    """One line of ``POST /apps/{app}/builds``'s NDJSON stream: a log line, then the result."""
+
+    line: str | None = Field(None, description="A line of the build log, as it is written.")
+    build: BuildInfo | None = Field(None, description="The finished build (last event).")
+    error: ErrorDetail | None = Field(None, description="Why the build could not start.")
 
 
 class AppInfo(_Record):
@@ -138,12 +156,3 @@ class PlatformStatus(_Record):
     version: str = Field(description="Kiln's version.")
     store: str = Field(description="The store's database kind: sqlite or postgresql.")
     apps: int = Field(description="How many apps exist.")
-
-
-class ErrorDetail(BaseModel):
-    code: str = Field(description="A stable identifier for the kind of error.")
-    message: str = Field(description="What was wrong, where, and what to do next.")
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail

@@ -6,12 +6,20 @@
 
 from __future__ import annotations
 
-__all__ = ["Settings", "default_home"]
+__all__ = ["ArtifactChoice", "Settings", "default_home"]
 
+import enum
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ArtifactChoice(enum.StrEnum):
+    AUTO = "auto"
+    IMAGE = "image"
+    SLUG = "slug"
 
 
 def default_home() -> Path:
@@ -40,6 +48,36 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Interface the control-plane API binds.")
     api_port: int = Field(7100, ge=1, le=65535, description="Port of the control-plane API.")
 
+    builder: ArtifactChoice = Field(
+        ArtifactChoice.AUTO,
+        description="What builds make: image (needs a Docker API engine), slug (uv venv + app), or "
+        "auto: an image where an engine answers, else a slug.",
+    )
+    docker_host: str | None = Field(
+        None, description="The Docker Engine API (dockerd or podman); default: DOCKER_HOST."
+    )
+    base_image: str | None = Field(
+        None,
+        description="Base image for CPU apps; default python:3.11-slim, or kiln/base:bookworm "
+        "(kiln images:bootstrap) where that is the one present.",
+    )
+    gpu_base_image: str | None = Field(
+        None,
+        description="Base image for GPU apps; default: nvidia/cuda:12.4.1-runtime-ubuntu22.04.",
+    )
+    index_url: str | None = Field(
+        None, description="Python package index for builds; default: UV_INDEX_URL or PIP_INDEX_URL."
+    )
+    ca_bundle: Path | None = Field(
+        None,
+        description="CA bundle for HTTPS inside builds (corporate proxies); default: SSL_CERT_FILE, "
+        "PIP_CERT or REQUESTS_CA_BUNDLE when set.",
+    )
+    max_upload_bytes: int = Field(512 * 2**20, gt=0, description="Largest source upload accepted.")
+    max_source_bytes: int = Field(
+        2 * 2**30, gt=0, description="Largest source tree accepted, uncompressed."
+    )
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'kiln.db'}"
@@ -47,3 +85,29 @@ class Settings(BaseSettings):
     @property
     def api_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def resolved_docker_host(self) -> str | None:
+        return self.docker_host or os.environ.get("DOCKER_HOST")
+
+    @property
+    def resolved_index_url(self) -> str | None:
+        """The package index builds use, when one is set and reachable over HTTP(S)."""
+        for url in (
+            self.index_url,
+            os.environ.get("UV_INDEX_URL"),
+            os.environ.get("PIP_INDEX_URL"),
+        ):
+            if url and url.startswith(("http://", "https://")):
+                return url
+        return None
+
+    @property
+    def resolved_ca_bundle(self) -> Path | None:
+        for value in (self.ca_bundle, *(os.environ.get(k) for k in _CA_VARIABLES)):
+            if value and Path(value).is_file():
+                return Path(value)
+        return None
+
+
+_CA_VARIABLES = ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE")

@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 
 from kiln import __version__
 from kiln.api.auth import require_token
-from kiln.api.routes import apps, config, releases, system, tokens
+from kiln.api.routes import apps, builds, config, releases, system, tokens
+from kiln.build.builder import Builder, choose_artifact_builder
 from kiln.errors import KilnError
 from kiln.models import ErrorBody, ErrorDetail
 from kiln.settings import Settings
@@ -44,10 +45,17 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", "invalid request: " + "; ".join(problems))
 
 
-def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
-    """The API over ``store`` (opened from ``settings`` when not given, and closed with the app)."""
+def create_app(
+    settings: Settings, store: Store | None = None, builder: Builder | None = None
+) -> FastAPI:
+    """The API over ``store`` (opened from ``settings`` when not given, and closed with the app).
+
+    ``builder`` defaults to images where a container engine answers, else slugs.
+    """
     owned = store is None
     the_store = store or Store.open(settings)
+    the_builder = builder or Builder(the_store, settings, choose_artifact_builder(settings))
+    the_store.builds.fail_interrupted()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -63,10 +71,12 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     )
     api.state.store = the_store
     api.state.settings = settings
+    api.state.builder = the_builder
+    api.state.tasks = set()
     api.add_exception_handler(KilnError, _kiln_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.include_router(system.public)
     api.include_router(system.router)
-    for module in (apps, config, releases, tokens):
+    for module in (apps, builds, config, releases, tokens):
         api.include_router(module.router, dependencies=[Depends(require_token)])
     return api

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 __all__ = ["ApiClient"]
 
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import IO, Any, TypeVar
 
 import httpx
 from pydantic import TypeAdapter, ValidationError
@@ -24,6 +25,7 @@ _BY_STATUS: dict[int, type[KilnError]] = {
     401: Unauthorized,
     404: NotFound,
     409: Conflict,
+    413: InvalidInput,
     422: InvalidInput,
     503: Unavailable,
 }
@@ -53,7 +55,30 @@ class ApiClient:
     def delete(self, path: str, into: type[T]) -> T:
         return self._call("DELETE", path, into)
 
-    def _call(self, method: str, path: str, into: type[T], **kwargs: Any) -> T:
+    def text(self, path: str) -> str:
+        return self._call("GET", path, str, raw=True)
+
+    def upload_lines(
+        self, path: str, body: IO[bytes], content_type: str, **params: str
+    ) -> Iterator[str]:
+        """POST ``body`` and yield the response's lines as they arrive (a streamed build log)."""
+        try:
+            with self._http.stream(
+                "POST", path, content=_chunks(body), params=params or None,
+                headers={"Content-Type": content_type}, timeout=httpx.Timeout(60.0, read=None),
+            ) as response:  # fmt: skip
+                if response.is_error:
+                    response.read()
+                    raise _error_from(response)
+                yield from response.iter_lines()
+        except httpx.TransportError as exc:
+            raise Unavailable(
+                f"lost the Kiln API at {self.base_url} during the upload or build "
+                f"({type(exc).__name__}); the build may go on: see kiln builds",
+                code="api_unreachable",
+            ) from None
+
+    def _call(self, method: str, path: str, into: type[T], raw: bool = False, **kwargs: Any) -> T:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -66,7 +91,14 @@ class ApiClient:
             raise _error_from(response)
         if response.status_code == 204 or into is type(None):
             return None  # type: ignore[return-value]
+        if raw:
+            return response.text  # type: ignore[return-value]
         return TypeAdapter(into).validate_json(response.content)
+
+
+def _chunks(body: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
+    while chunk := body.read(size):
+        yield chunk
 
 
 def _error_from(response: httpx.Response) -> KilnError:

@@ -240,6 +240,11 @@ class Manifest(_Section):
     addons: list[AddonKind] = Field(
         default_factory=list, description="Add-ons to attach when the app is created."
     )
+    base_image: str | None = Field(
+        None,
+        min_length=1,
+        description="Base image for this app's OCI image (overrides the platform's default).",
+    )
     release: str | None = Field(
         None,
         min_length=1,
