@@ -1,0 +1,1 @@
+"""The build stage: source -> runtime (buildpack) -> build plan -> artifact (OCI image or slug)."""

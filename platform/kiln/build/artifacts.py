@@ -1,0 +1,53 @@
+"""What every artifact builder is given and must provide (image and slug builders)."""
+
+from __future__ import annotations
+
+__all__ = ["ArtifactBuilder", "BuildJob", "run_streaming"]
+
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from kiln_runtime.plan import BuildPlan
+
+from kiln.build.log import BuildLog
+from kiln.manifest import Manifest
+from kiln.models import Artifact, ArtifactKind
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    app: str
+    build_id: int
+    source: Path  # the extracted app, owned by this build
+    source_digest: str
+    plan: BuildPlan
+    manifest: Manifest | None
+    workdir: Path  # scratch space, removed after the build
+
+
+class ArtifactBuilder(Protocol):
+    kind: ArtifactKind
+
+    def describe(self) -> str: ...
+    def build(self, job: BuildJob, log: BuildLog) -> Artifact: ...
+
+
+def run_streaming(
+    command: Sequence[str], on_line: Callable[[str], None], *, env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> tuple[int, list[str]]:  # fmt: skip
+    """Run a command, passing each output line on as it comes; returns (exit code, all lines)."""
+    lines: list[str] = []
+    with subprocess.Popen(
+        list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        errors="replace", env=dict(env) if env is not None else None, cwd=cwd,
+    ) as process:  # fmt: skip
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.rstrip()
+            lines.append(line)
+            on_line(line)
+    return process.returncode, lines

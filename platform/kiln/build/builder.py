@@ -1,0 +1,152 @@
+"""One build, start to finish: upload -> source -> plan -> artifact -> release, with a live log.
+
+    builder = Builder(store, settings, SlugBuilder(settings))
+    info = builder.build("echo", Path("upload.tar.gz"), actor="me", sink=print)
+
+Builds of one app run one at a time: a second waits, and says so in its log. A failed build
+changes nothing that runs: no release is made.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Builder", "choose_artifact_builder"]
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from kiln_runtime.plan import DirectorySource
+
+from kiln.build.artifacts import ArtifactBuilder, BuildJob
+from kiln.build.engine import connect_engine
+from kiln.build.image import ImageBuilder
+from kiln.build.log import BuildFailed, BuildLog
+from kiln.build.runtimes import plan_build
+from kiln.build.slug import SlugBuilder
+from kiln.build.source import SourceLimits, extract, tree_digest
+from kiln.errors import KilnError, ManifestError, Unavailable
+from kiln.manifest import load_manifest
+from kiln.models import BuildInfo, BuildStatus
+from kiln.settings import ArtifactChoice, Settings
+from kiln.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+def choose_artifact_builder(settings: Settings) -> ArtifactBuilder:
+    """Images where a Docker API engine answers (or when asked for), else slugs."""
+    if settings.builder == ArtifactChoice.SLUG:
+        return SlugBuilder(settings)
+    engine = connect_engine(settings.resolved_docker_host)
+    if engine is not None:
+        return ImageBuilder(engine, settings)
+    if settings.builder == ArtifactChoice.IMAGE:
+        raise Unavailable(
+            f"KILN_BUILDER=image, but no container engine answers at "
+            f"{settings.resolved_docker_host or 'the default Docker socket'}; start dockerd or "
+            "podman system service, set DOCKER_HOST, or use KILN_BUILDER=slug",
+            code="no_engine",
+        )
+    return SlugBuilder(settings)
+
+
+class Builder:
+    def __init__(self, store: Store, settings: Settings, artifacts: ArtifactBuilder) -> None:
+        self.store = store
+        self.settings = settings
+        self.artifacts = artifacts
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def build(
+        self,
+        app: str,
+        archive: Path,
+        *,
+        actor: str,
+        sink: Callable[[str], None] | None = None,
+        commit: str | None = None,
+    ) -> BuildInfo:
+        """Build an uploaded archive of ``app``'s source and release it; never raises for a
+        failed build (the result says failed, the log says why)."""
+        self.store.get_app(app)  # an unknown app is an error, not a failed build
+        log = BuildLog(sink)
+        lock = self._lock(app)
+        if not lock.acquire(blocking=False):
+            log.step(f"Waiting for the build of {app} in progress to finish")
+            lock.acquire()
+        try:
+            return self._build(app, archive, actor, log, commit)
+        finally:
+            lock.release()
+
+    def _lock(self, app: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(app, threading.Lock())
+
+    def _build(
+        self, app: str, archive: Path, actor: str, log: BuildLog, commit: str | None
+    ) -> BuildInfo:
+        record = self.store.builds.start(app, actor=actor, commit=commit)
+        started = time.monotonic()
+        log.step(f"Build {record.id} of {app}, as {self.artifacts.describe()}")
+        workdir = Path(tempfile.mkdtemp(prefix=f"build-{record.id}-", dir=self._scratch()))
+        digest = runtime = manifest_json = None
+        try:
+            source = workdir / "source"
+            source.mkdir()
+            files = extract(archive, source, SourceLimits(max_bytes=self.settings.max_source_bytes))
+            digest = tree_digest(source)
+            log.info(f"Received {files} files (source {digest[:12]})")
+            manifest = load_manifest(source)
+            if manifest is not None and manifest.name and manifest.name != app:
+                log.info(f"kiln.toml names the app {manifest.name}; building it as {app}, as asked")
+            plan = plan_build(DirectorySource(source), manifest)
+            runtime = plan.runtime
+            manifest_json = manifest.model_dump_json() if manifest else None
+            log.step(f"Detected a {plan.runtime} app ({plan.entrypoint})")
+            deps = plan.dependencies
+            log.info(f"dependencies: {deps.path if deps else 'none (no requirements.txt or pyproject.toml)'}")
+            job = BuildJob(app, record.id, source, digest, plan, manifest, workdir)
+            artifact = self.artifacts.build(job, log)
+            release = self.store.release_build(
+                app,
+                build_id=record.id,
+                artifact=artifact,
+                manifest=manifest_json,
+                description=f"Deploy build {record.id} ({plan.runtime} {artifact.kind})",
+                actor=actor,
+            )
+            log.step(f"Released v{release.version} in {time.monotonic() - started:.1f}s")
+            return self.store.builds.finish(
+                record.id, status=BuildStatus.SUCCEEDED, log=log.text(), source_digest=digest,
+                runtime=runtime, artifact=artifact, manifest=manifest_json,
+            )  # fmt: skip
+        except (BuildFailed, ManifestError, KilnError) as exc:
+            return self._fail(record.id, log, exc.message, digest, runtime, manifest_json)
+        except Exception as exc:  # a bug: fail the build, keep the platform up, keep the trace
+            logger.exception("build %s of %s crashed", record.id, app)
+            message = f"internal error: {type(exc).__name__}: {exc} (see the control plane's log)"
+            return self._fail(record.id, log, message, digest, runtime, manifest_json)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _fail(
+        self, build_id: int, log: BuildLog, message: str, digest: str | None, runtime: str | None,
+        manifest_json: str | None,
+    ) -> BuildInfo:  # fmt: skip
+        log.error(f"Build failed: {message}")
+        log.error("Nothing was released; the app keeps running its current release.")
+        return self.store.builds.finish(
+            build_id, status=BuildStatus.FAILED, log=log.text(), source_digest=digest,
+            runtime=runtime, manifest=manifest_json, error=message.splitlines()[0],
+        )  # fmt: skip
+
+    def _scratch(self) -> Path:
+        path = self.settings.home / "builds"
+        path.mkdir(parents=True, exist_ok=True)
+        return path

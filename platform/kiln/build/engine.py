@@ -1,0 +1,145 @@
+"""The container engine, through the Docker Engine API (dockerd, or podman's compatible socket).
+
+All of Kiln's calls to an engine go through ``DockerEngine``; tests that need no engine use a
+fake with the same methods (``ContainerEngine``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["ContainerEngine", "DockerEngine", "EngineError", "connect_engine"]
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from kiln.errors import Unavailable
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# The classic builder's bookkeeping lines say nothing a user needs.
+_NOISE = re.compile(r"^\s*(---> Running in |Removing intermediate container |---> [0-9a-f]{12}$)")
+
+
+class EngineError(Unavailable):
+    default_code = "engine_error"
+
+
+class ContainerEngine(Protocol):
+    name: str
+
+    def has_image(self, reference: str) -> bool: ...
+    def pull(self, reference: str) -> None: ...
+    def build(
+        self, context: Path, tag: str, buildargs: dict[str, str], on_line: Callable[[str], None]
+    ) -> str: ...
+    def import_rootfs(self, tarball: IO[bytes], repository: str, tag: str) -> str: ...
+
+
+class DockerEngine:
+    """A Docker Engine API endpoint; ``name`` says which engine answered (docker or podman)."""
+
+    def __init__(self, client: docker.DockerClient, url: str) -> None:
+        self.client = client
+        self.url = url
+        version = client.version()
+        components = " ".join(c.get("Name", "") for c in version.get("Components", []))
+        self.name = "podman" if "podman" in components.lower() else "docker"
+        self.version = str(version.get("Version", "?"))
+
+    def has_image(self, reference: str) -> bool:
+        try:
+            self.client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.APIError as exc:  # podman answers some unknown names with a 500
+            if exc.status_code in (404, 500):
+                return False
+            raise
+        return True
+
+    def pull(self, reference: str) -> None:
+        try:
+            self.client.images.pull(reference)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise EngineError(f"could not pull {reference}: {_reason(exc)}") from None
+
+    def build(
+        self, context: Path, tag: str, buildargs: dict[str, str], on_line: Callable[[str], None]
+    ) -> str:
+        """Build ``context`` (with its Dockerfile) as ``tag``; each output line goes to ``on_line``.
+
+        Returns the image id. A failing step raises ``EngineError`` with the engine's message.
+        """
+        image_id = ""
+        try:
+            stream = self.client.api.build(
+                path=str(context), tag=tag, rm=True, forcerm=True, pull=False, decode=True,
+                buildargs=buildargs or None,
+            )  # fmt: skip
+            for chunk in _chunks(stream):
+                if "error" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                    raise EngineError(str(detail).strip(), code="image_build_failed")
+                for line in _ANSI.sub("", str(chunk.get("stream", ""))).splitlines():
+                    if line.strip() and not _NOISE.match(line):
+                        on_line(line.rstrip())
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and aux.get("ID"):
+                    image_id = str(aux["ID"])
+        except docker.errors.APIError as exc:
+            raise EngineError(_reason(exc), code="image_build_failed") from None
+        except requests.exceptions.RequestException as exc:
+            raise EngineError(f"lost the engine at {self.url}: {exc}") from None
+        return image_id or str(self.client.images.get(tag).id)
+
+    def import_rootfs(self, tarball: IO[bytes], repository: str, tag: str) -> str:
+        """Import a root filesystem tarball as ``repository:tag`` (``docker import``)."""
+        try:
+            result = self.client.api.import_image_from_stream(tarball, repository=repository, tag=tag)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"could not import {repository}:{tag}: {_reason(exc)}") from None
+        text = str(result).strip()
+        try:  # dockerd answers {"status": "sha256:..."}; podman the bare id
+            return str(json.loads(text.splitlines()[-1]).get("status", text))
+        except (json.JSONDecodeError, AttributeError, IndexError):
+            return text
+
+
+def _chunks(stream: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    """Build output as dicts; podman sometimes packs several JSON lines in one chunk."""
+    for item in stream:
+        if isinstance(item, dict):
+            yield item
+            continue
+        for line in str(item).splitlines():
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    yield {"stream": line}
+
+
+def _reason(exc: Exception) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc).strip()
+
+
+def connect_engine(url: str | None, timeout_s: float = 5.0) -> DockerEngine | None:
+    """The engine at ``url`` (or DOCKER_HOST, or the default socket), or None if none answers."""
+    try:
+        if url:
+            client = docker.DockerClient(base_url=url, timeout=600)
+        else:
+            client = docker.from_env(timeout=600)
+        client.api.timeout = timeout_s
+        client.ping()
+        client.api.timeout = 600
+        return DockerEngine(client, url or client.api.base_url)
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
+        return None

@@ -1,0 +1,139 @@
+"""OCI images: the build context and generated Dockerfile, built through the Docker Engine API."""
+
+from __future__ import annotations
+
+__all__ = ["DEFAULT_BASE", "DEFAULT_GPU_BASE", "LOCAL_BASE", "ImageBuilder"]
+
+import re
+import shutil
+from pathlib import Path, PurePosixPath
+
+from uv import find_uv_bin
+
+from kiln.build.artifacts import BuildJob
+from kiln.build.bundle import REQUIREMENTS_FILE, runtime_bundle
+from kiln.build.dockerfile import DockerfileOptions, render_dockerfile
+from kiln.build.engine import ContainerEngine, EngineError
+from kiln.build.log import BuildFailed, BuildLog
+from kiln.models import Artifact, ArtifactKind
+from kiln.settings import Settings
+
+DEFAULT_BASE = "python:3.11-slim"
+DEFAULT_GPU_BASE = "nvidia/cuda:12.4.1-runtime-ubuntu22.04"
+LOCAL_BASE = "kiln/base:bookworm"  # made by `kiln images:bootstrap` where no registry is reachable
+
+_STEP = re.compile(r"^(Step \d+/\d+ :|STEP \d+/\d+:)\s*(.*)$")
+
+
+class ImageBuilder:
+    kind = ArtifactKind.IMAGE
+
+    def __init__(self, engine: ContainerEngine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    def describe(self) -> str:
+        return f"image ({self.engine.name} at {getattr(self.engine, 'url', '?')})"
+
+    def build(self, job: BuildJob, log: BuildLog) -> Artifact:
+        base = self._base_image(job, log)
+        context = self._context(job)
+        ca = self.settings.resolved_ca_bundle
+        index = self.settings.resolved_index_url
+        (context / "Dockerfile").write_text(
+            render_dockerfile(
+                job.plan, DockerfileOptions(base_image=base, ca_bundle=ca is not None, index_url=bool(index))
+            )
+        )
+        tag = f"kiln/{job.app}:b{job.build_id}"
+        log.step(f"Building image {tag} with {self.engine.name} (base {base})")
+        steps = _StepTracker(log)
+        try:
+            image_id = self.engine.build(context, tag, {"KILN_INDEX_URL": index} if index else {}, steps)
+        except EngineError as exc:
+            raise BuildFailed(steps.explain(exc.message, job), code="image_build_failed") from None
+        log.step(f"Built {tag} ({image_id.removeprefix('sha256:')[:12]})")
+        return Artifact(
+            kind=ArtifactKind.IMAGE,
+            reference=tag,
+            digest=image_id,
+            runtime=job.plan.runtime,
+            command=list(job.plan.command),
+            env=dict(job.plan.env),
+        )
+
+    def _context(self, job: BuildJob) -> Path:
+        context = job.workdir / "context"
+        kiln = context / "kiln"
+        (kiln / "deps").mkdir(parents=True)
+        shutil.copytree(job.source, context / "app", symlinks=True)
+        shutil.copy2(find_uv_bin(), kiln / "uv")
+        ca = self.settings.resolved_ca_bundle
+        if ca is not None:
+            shutil.copyfile(ca, kiln / "ca.crt")
+        bundle = runtime_bundle()
+        bundle.write_requirements(kiln / "deps" / REQUIREMENTS_FILE)
+        if job.plan.dependencies is not None:
+            name = PurePosixPath(job.plan.dependencies.path).name
+            shutil.copyfile(job.source / job.plan.dependencies.path, kiln / "deps" / name)
+        bundle.copy_to(kiln / "runtime")
+        return context
+
+    def _base_image(self, job: BuildJob, log: BuildLog) -> str:
+        gpu = job.plan.gpu
+        chosen = (job.manifest.base_image if job.manifest else None) or (
+            self.settings.gpu_base_image if gpu else self.settings.base_image
+        )
+        if chosen:
+            return self._ensure(chosen, log)
+        default = DEFAULT_GPU_BASE if gpu else DEFAULT_BASE
+        for candidate in (default, LOCAL_BASE):
+            if self.engine.has_image(candidate):
+                return candidate
+        return self._ensure(default, log)
+
+    def _ensure(self, image: str, log: BuildLog) -> str:
+        if self.engine.has_image(image):
+            return image
+        log.step(f"Pulling base image {image}")
+        try:
+            self.engine.pull(image)
+        except EngineError as exc:
+            raise BuildFailed(
+                f"base image {image} is not on the engine and could not be pulled ({exc.message}).\n"
+                f"Without a registry, build a local base with: kiln images:bootstrap (it makes "
+                f"{LOCAL_BASE}, which builds then use); or set KILN_BASE_IMAGE, or base_image in "
+                "kiln.toml, to an image the engine has",
+                code="base_image_missing",
+            ) from None
+        return image
+
+
+class _StepTracker:
+    """Passes build output to the log, remembering the current Dockerfile step and its output."""
+
+    def __init__(self, log: BuildLog) -> None:
+        self.log = log
+        self.step = ""
+        self.output: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        match = _STEP.match(line)
+        if match:
+            self.step, self.output = match.group(2), []
+        else:
+            self.output.append(line)
+        self.log.info(line)
+
+    def explain(self, engine_message: str, job: BuildJob) -> str:
+        detail = "\n".join(line for line in self.output[-10:] if line.strip())
+        if "uv pip install" in self.step:
+            deps = job.plan.dependencies
+            cause = f"could not install the dependencies{f' from {deps.path}' if deps else ''}"
+        elif "compileall" in self.step:
+            cause = "the app does not compile"
+        elif "uv venv" in self.step:
+            cause = "could not create the Python environment (does the base image have Python 3.11?)"
+        else:
+            cause = f"the image build failed at: {self.step or 'the start'}"
+        return f"{cause}:\n{detail}\n({engine_message})" if detail else f"{cause} ({engine_message})"
