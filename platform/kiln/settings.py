@@ -73,6 +73,9 @@ class Settings(BaseSettings):
         description="CA bundle for HTTPS inside builds (corporate proxies); default: SSL_CERT_FILE, "
         "PIP_CERT or REQUESTS_CA_BUNDLE when set.",
     )
+    uv_cache_dir: Path | None = Field(
+        None, description="uv's package cache for slug builds; default KILN_HOME/cache/uv."
+    )
     max_upload_bytes: int = Field(512 * 2**20, gt=0, description="Largest source upload accepted.")
     max_source_bytes: int = Field(
         2 * 2**30, gt=0, description="Largest source tree accepted, uncompressed."

@@ -28,7 +28,9 @@ def test_migrating_twice_is_harmless_and_keeps_data(any_settings: Settings) -> N
         assert (
             connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
         )
-        assert {"apps", "releases", "tokens", "builds"} <= set(inspect(connection).get_table_names())
+        assert {"apps", "releases", "tokens", "builds"} <= set(
+            inspect(connection).get_table_names()
+        )
     store.close()
 
 

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from kiln_runtime.plan import BuildPlan
-
 from kiln.build.log import BuildLog
 from kiln.manifest import Manifest
 from kiln.models import Artifact, ArtifactKind
+from kiln_runtime.plan import BuildPlan
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kiln_runtime.plan import DirectorySource
-
 from kiln.build.artifacts import ArtifactBuilder, BuildJob
 from kiln.build.engine import connect_engine
 from kiln.build.image import ImageBuilder
@@ -33,6 +31,7 @@ from kiln.manifest import load_manifest
 from kiln.models import BuildInfo, BuildStatus
 from kiln.settings import ArtifactChoice, Settings
 from kiln.store import Store
+from kiln_runtime.plan import DirectorySource
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ import requests.exceptions
 
 from kiln.errors import Unavailable
 
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # The classic builder's bookkeeping lines say nothing a user needs.
 _NOISE = re.compile(r"^\s*(---> Running in |Removing intermediate container |---> [0-9a-f]{12}$)")

@@ -6,15 +6,15 @@ __all__ = ["BUILDPACKS", "plan_build"]
 
 from types import ModuleType
 
+from kiln.build.log import BuildFailed
+from kiln.manifest import Manifest
 from kiln_runtime.model import buildpack as model_buildpack
 from kiln_runtime.plan import BuildPlan, DetectionError, Source
 from kiln_runtime.python import buildpack as python_buildpack
 
-from kiln.build.log import BuildFailed
-from kiln.manifest import Manifest
-
-# In detection order: an explicit web app wins over a model class.
-BUILDPACKS: dict[str, ModuleType] = {"python": python_buildpack, "model": model_buildpack}
+# In detection order: a class with load() and predict() is the narrower signature, so it goes
+# first; the python runtime then takes any app with a dependency file and a main module.
+BUILDPACKS: dict[str, ModuleType] = {"model": model_buildpack, "python": python_buildpack}
 
 
 def plan_build(source: Source, manifest: Manifest | None) -> BuildPlan:

@@ -40,6 +40,8 @@ class SlugBuilder:
         self.index_url = settings.resolved_index_url
         self.ca_bundle = settings.resolved_ca_bundle
         self.uv = find_uv_bin()
+        # Slugs hard-link packages from this cache, so it must be on the same filesystem.
+        self.cache = settings.uv_cache_dir or self.home / "cache" / "uv"
 
     def describe(self) -> str:
         return f"slug (uv virtualenv + app tree, under {self.home})"
@@ -65,7 +67,7 @@ class SlugBuilder:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(UV_CACHE_DIR=str(self.home / "cache" / "uv"), UV_LINK_MODE="hardlink",
+        env.update(UV_CACHE_DIR=str(self.cache), UV_LINK_MODE="hardlink",
                    UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1")  # fmt: skip
         if self.ca_bundle:
             env["SSL_CERT_FILE"] = str(self.ca_bundle)

@@ -40,7 +40,7 @@ class SourceLimits:
 def ignore_spec(rules_text: str | None) -> pathspec.PathSpec[Any]:
     """Gitignore-style rules (from .kilnignore, else .dockerignore) plus what is always ignored."""
     lines = list(ALWAYS_IGNORED) + (rules_text.splitlines() if rules_text else [])
-    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
+    return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
 def _rules_in(root: Path) -> str | None:
@@ -180,7 +180,7 @@ def tree_digest(root: Path) -> str:
     for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
         rel = path.relative_to(root).as_posix()
         if path.is_symlink():
-            digest.update(f"L {rel} {os.readlink(path)}\n".encode())
+            digest.update(f"L {rel} {path.readlink()}\n".encode())
             continue
         executable = "x" if os.access(path, os.X_OK) else "-"
         digest.update(f"F {rel} {executable} {_file_hash(path)}\n".encode())

@@ -23,11 +23,9 @@ LOOKED_FOR = (
 
 
 def _find_app(source: Source) -> str | None:
+    """The first candidate module's app object; a syntax error in a candidate is reported."""
     for module in _MODULES:
-        try:
-            names = module_names(source, module)
-        except DetectionError:
-            continue
+        names = module_names(source, module)
         for name in _OBJECTS:
             if names is not None and name in names:
                 return f"{module}:{name}"
@@ -35,8 +33,9 @@ def _find_app(source: Source) -> str | None:
 
 
 def detect(source: Source) -> bool:
+    """A dependency file and a candidate module: plan() then says what, if anything, is wrong."""
     has_dependencies = source.exists("requirements.txt") or source.exists("pyproject.toml")
-    return has_dependencies and _find_app(source) is not None
+    return has_dependencies and any(source.exists(f"{module}.py") for module in _MODULES)
 
 
 def plan(source: Source, manifest: AppManifest | None) -> BuildPlan:

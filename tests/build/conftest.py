@@ -1,0 +1,83 @@
+"""Build-stage fixtures: fixture apps, archives of them, a real container engine when there is one."""
+
+import io
+import os
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kiln.build.engine import DockerEngine, connect_engine
+from kiln.build.image import DEFAULT_BASE, LOCAL_BASE
+from kiln.build.source import pack
+from kiln.settings import Settings
+from kiln.store import Store
+
+APPS = Path(__file__).parent / "apps"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture
+def archive_of(tmp_path: Path) -> Callable[[Path], Path]:
+    """Pack an app directory as kiln deploy does; returns the .tar.gz."""
+
+    def make(directory: Path) -> Path:
+        out = tmp_path / f"{directory.name}.tar.gz"
+        with out.open("wb") as file:
+            pack(directory, file)
+        return out
+
+    return make
+
+
+@pytest.fixture
+def craft_archive(tmp_path: Path) -> Callable[..., Path]:
+    """Write a .tar.gz with exactly the members given: (TarInfo, bytes or None)."""
+
+    def make(*members: tuple[tarfile.TarInfo, bytes | None]) -> Path:
+        out = tmp_path / "crafted.tar.gz"
+        with tarfile.open(out, "w:gz") as tar:
+            for info, data in members:
+                if data is not None:
+                    info.size = len(data)
+                tar.addfile(info, io.BytesIO(data) if data is not None else None)
+        return out
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uv cache for the session's slug builds (they hard-link from it)."""
+    return tmp_path_factory.mktemp("uv-cache")
+
+
+@pytest.fixture
+def build_settings(settings: Settings, uv_cache: Path) -> Settings:
+    return settings.model_copy(update={"uv_cache_dir": uv_cache})
+
+
+@pytest.fixture
+def sqlite_store(build_settings: Settings) -> Iterator[Store]:
+    store = Store.open(build_settings)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def engine() -> DockerEngine:
+    """The container engine at DOCKER_HOST with a base image; skipped where there is none, unless
+    KILN_REQUIRE_ENGINE=1 (as in CI), where its absence fails the tests."""
+    found = connect_engine(os.environ.get("DOCKER_HOST"))
+    problem = None
+    if found is None:
+        problem = "no container engine answers at DOCKER_HOST"
+    elif not (found.has_image(LOCAL_BASE) or found.has_image(DEFAULT_BASE)):
+        problem = f"the engine has neither {LOCAL_BASE} nor {DEFAULT_BASE} (kiln images:bootstrap)"
+    if problem is not None:
+        if os.environ.get("KILN_REQUIRE_ENGINE") == "1":
+            pytest.fail(f"KILN_REQUIRE_ENGINE=1 but {problem}")
+        pytest.skip(problem)
+    assert found is not None
+    return found

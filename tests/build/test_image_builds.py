@@ -1,0 +1,117 @@
+"""Real image builds through the Docker Engine API (dockerd or podman at DOCKER_HOST)."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.build.conftest import APPS, EXAMPLES
+from tests.build.dynos import run_image
+
+from kiln.build.builder import Builder
+from kiln.build.engine import DockerEngine
+from kiln.build.image import ImageBuilder
+from kiln.models import ArtifactKind, BuildStatus
+from kiln.settings import Settings
+from kiln.store import Store
+
+Archive = Callable[[Path], Path]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def builder(sqlite_store: Store, build_settings: Settings, engine: DockerEngine) -> Builder:
+    sqlite_store.create_app("echo", actor="test")
+    return Builder(sqlite_store, build_settings, ImageBuilder(engine, build_settings))
+
+
+def test_the_echo_example_builds_into_an_image_that_runs_alone(
+    builder: Builder, engine: DockerEngine, archive_of: Archive
+) -> None:
+    lines: list[str] = []
+    build = builder.build("echo", archive_of(EXAMPLES / "echo"), actor="test", sink=lines.append)
+    assert build.status is BuildStatus.SUCCEEDED, "\n".join(lines)
+    artifact = build.artifact
+    assert artifact is not None and artifact.kind is ArtifactKind.IMAGE
+    assert artifact.reference == f"kiln/echo:b{build.id}" and artifact.digest.startswith("sha256:")
+    image = engine.client.images.get(artifact.reference)
+    assert image.attrs["Config"]["User"] == "10001:10001"
+    assert image.attrs["Config"]["Env"].count("PORT=8080") == 1
+    with run_image(engine, artifact) as url:
+        assert httpx.get(f"{url}/").json() == {"hello": "world"}
+
+
+def test_a_code_only_change_reuses_the_dependency_layer(
+    builder: Builder, tmp_path: Path, archive_of: Archive
+) -> None:
+    app = tmp_path / "echo"
+    app.mkdir()
+    for name in ("main.py", "requirements.txt"):
+        (app / name).write_text((EXAMPLES / "echo" / name).read_text())
+    builder.build("echo", archive_of(app), actor="test")
+    (app / "main.py").write_text((app / "main.py").read_text() + "\nVERSION = 2\n")
+    lines: list[str] = []
+    second = builder.build("echo", archive_of(app), actor="test", sink=lines.append)
+    assert second.status is BuildStatus.SUCCEEDED
+    install = next(i for i, line in enumerate(lines) if "uv pip install" in line)
+    assert (
+        "Using cache" in lines[install + 1]
+    )  # docker: " ---> Using cache"; podman: "--> Using cache"
+
+
+def test_the_model_runtime_image_stops_promptly_on_sigterm(
+    builder: Builder, engine: DockerEngine, archive_of: Archive
+) -> None:
+    import time
+
+    build = builder.build("echo", archive_of(APPS / "model_class"), actor="test")
+    assert build.artifact is not None, build.error
+    container = engine.client.containers.run(build.artifact.reference, detach=True)
+    try:
+        time.sleep(1.5)
+        started = time.monotonic()
+        container.stop(timeout=20)
+        assert time.monotonic() - started < 5, "SIGTERM did not stop the dyno"
+        container.reload()
+        assert container.attrs["State"]["ExitCode"] == 0
+    finally:
+        container.remove(force=True)
+
+
+def test_a_missing_requirement_fails_at_the_dependency_step(
+    builder: Builder, archive_of: Archive
+) -> None:
+    build = builder.build("echo", archive_of(APPS / "missing_requirement"), actor="test")
+    assert build.status is BuildStatus.FAILED and build.error is not None
+    assert build.error.startswith("could not install the dependencies from requirements.txt")
+    log = builder.store.builds.log("echo", build.id)
+    assert "kiln-no-such-package-anywhere" in log
+    assert builder.store.get_app("echo").release == 1
+
+
+def test_a_syntax_error_in_a_helper_module_fails_the_compile_step(
+    builder: Builder, tmp_path: Path, archive_of: Archive
+) -> None:
+    app = tmp_path / "helper_syntax_error"
+    app.mkdir()
+    (app / "requirements.txt").write_text("fastapi\n")
+    (app / "main.py").write_text("from fastapi import FastAPI\nimport helpers\napp = FastAPI()\n")
+    (app / "helpers.py").write_text("def broken(:\n    pass\n")
+    build = builder.build("echo", archive_of(app), actor="test")
+    assert build.error is not None and build.error.startswith("the app does not compile")
+    assert "helpers.py" in builder.store.builds.log("echo", build.id)
+
+
+def test_a_missing_base_image_says_how_to_make_one(
+    sqlite_store: Store, build_settings: Settings, engine: DockerEngine, archive_of: Archive
+) -> None:
+    sqlite_store.create_app("echo", actor="test")
+    settings = build_settings.model_copy(update={"base_image": "kiln/no-such-base:never"})
+    builder = Builder(sqlite_store, settings, ImageBuilder(engine, settings))
+    build = builder.build("echo", archive_of(EXAMPLES / "echo"), actor="test")
+    assert build.error is not None
+    assert (
+        "base image kiln/no-such-base:never is not on the engine and could not be pulled"
+        in build.error
+    )
+    assert "kiln images:bootstrap" in builder.store.builds.log("echo", build.id)

@@ -1,0 +1,134 @@
+"""Real slug builds with uv: examples and fixture apps, run and called over HTTP; failures explained."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.build.conftest import APPS, EXAMPLES
+from tests.build.dynos import run_slug
+
+from kiln.build.builder import Builder
+from kiln.build.slug import SlugBuilder
+from kiln.models import ArtifactKind, BuildStatus
+from kiln.settings import Settings
+from kiln.store import Store
+
+Archive = Callable[[Path], Path]
+
+
+@pytest.fixture
+def builder(sqlite_store: Store, build_settings: Settings) -> Builder:
+    sqlite_store.create_app("echo", actor="test")
+    return Builder(sqlite_store, build_settings, SlugBuilder(build_settings))
+
+
+def test_the_echo_example_builds_into_a_slug_that_serves(
+    builder: Builder, archive_of: Archive
+) -> None:
+    lines: list[str] = []
+    build = builder.build("echo", archive_of(EXAMPLES / "echo"), actor="test", sink=lines.append)
+    assert build.status is BuildStatus.SUCCEEDED, "\n".join(lines)
+    assert build.artifact is not None and build.artifact.kind is ArtifactKind.SLUG
+    assert build.release == 2 and builder.store.get_app("echo").release == 2
+    assert "-----> Detected a python app (main:app)" in lines
+    assert lines[-1].startswith("-----> Released v2")
+    assert (Path(build.artifact.reference) / "app" / "main.py").exists()
+    with run_slug(build.artifact) as url:
+        assert httpx.get(f"{url}/").json() == {"hello": "world"}
+        assert httpx.post(f"{url}/echo", json={"a": [1, 2]}).json() == {"echo": {"a": [1, 2]}}
+
+
+def test_a_code_only_change_reuses_the_dependencies(
+    builder: Builder, tmp_path: Path, archive_of: Archive
+) -> None:
+    app = tmp_path / "echo"
+    app.mkdir()
+    for name in ("main.py", "requirements.txt"):
+        (app / name).write_text((EXAMPLES / "echo" / name).read_text())
+    first = builder.build("echo", archive_of(app), actor="test")
+    (app / "main.py").write_text((app / "main.py").read_text() + "\nVERSION = 2\n")
+    lines: list[str] = []
+    second = builder.build("echo", archive_of(app), actor="test", sink=lines.append)
+    assert first.artifact and second.artifact and first.artifact.digest != second.artifact.digest
+    assert any(line.startswith("-----> Reusing dependencies") for line in lines)
+    assert first.artifact.command == second.artifact.command  # the same virtualenv
+    assert second.release == 3
+
+
+def test_the_same_source_twice_reuses_the_slug(builder: Builder, archive_of: Archive) -> None:
+    first = builder.build("echo", archive_of(EXAMPLES / "echo"), actor="test")
+    lines: list[str] = []
+    second = builder.build("echo", archive_of(EXAMPLES / "echo"), actor="test", sink=lines.append)
+    assert first.artifact and second.artifact and first.artifact.digest == second.artifact.digest
+    assert any("already built from this exact source" in line for line in lines)
+
+
+def test_a_model_class_builds_and_predicts(builder: Builder, archive_of: Archive) -> None:
+    build = builder.build("echo", archive_of(APPS / "model_class"), actor="test")
+    assert build.status is BuildStatus.SUCCEEDED and build.runtime == "model"
+    assert build.artifact is not None
+    with run_slug(build.artifact) as url:
+        response = httpx.post(f"{url}/predict", json={"x": 4, "label": "q"})
+        assert response.json() == {"output": {"value": 8.0, "label": "q"}}
+        assert httpx.post(f"{url}/predict", json={"x": "four"}).status_code == 422
+
+
+def test_a_wsgi_app_builds_and_serves(builder: Builder, archive_of: Archive) -> None:
+    build = builder.build("echo", archive_of(APPS / "wsgi_app"), actor="test")
+    assert build.artifact is not None, build.error
+    with run_slug(build.artifact) as url:
+        assert httpx.get(f"{url}/hello").text == "wsgi says /hello"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "cause"),
+    [("syntax_error", "main.py:8: syntax error"),
+     ("missing_requirement", "could not install the dependencies from requirements.txt"),
+     ("no_app_object", "main.py defines no `app`"),
+     ("no_runtime", "could not detect how to build this app")],
+)  # fmt: skip
+def test_bad_sources_fail_with_the_cause_and_release_nothing(
+    builder: Builder, archive_of: Archive, fixture: str, cause: str
+) -> None:
+    lines: list[str] = []
+    build = builder.build("echo", archive_of(APPS / fixture), actor="test", sink=lines.append)
+    assert build.status is BuildStatus.FAILED
+    assert build.error is not None and cause in build.error
+    errors = [line for line in lines if line.startswith(" !     ")]
+    assert cause in "\n".join(errors)
+    assert errors[-1] == " !     Nothing was released; the app keeps running its current release."
+    assert builder.store.get_app("echo").release == 1
+    assert builder.store.builds.log("echo", build.id) == "\n".join(lines) + "\n"
+
+
+def test_the_syntax_error_names_file_and_line(builder: Builder, archive_of: Archive) -> None:
+    build = builder.build("echo", archive_of(APPS / "syntax_error"), actor="test")
+    log = builder.store.builds.log("echo", build.id)
+    assert " !     Build failed: main.py:8: syntax error: " in log
+
+
+def test_the_missing_package_is_named(builder: Builder, archive_of: Archive) -> None:
+    build = builder.build("echo", archive_of(APPS / "missing_requirement"), actor="test")
+    assert "kiln-no-such-package-anywhere" in builder.store.builds.log("echo", build.id)
+
+
+def test_an_unsafe_archive_fails_the_build_not_the_platform(
+    builder: Builder, archive_of: Archive
+) -> None:
+    build = builder.build("echo", archive_of(APPS / "symlink_escape"), actor="test")
+    assert build.status is BuildStatus.FAILED and build.error is not None
+    assert "outside the app" in build.error
+
+
+def test_a_syntax_error_in_a_helper_module_fails_the_compile_step(
+    builder: Builder, tmp_path: Path, archive_of: Archive
+) -> None:
+    app = tmp_path / "helper_syntax_error"
+    app.mkdir()
+    (app / "requirements.txt").write_text("fastapi\n")
+    (app / "main.py").write_text("from fastapi import FastAPI\nimport helpers\napp = FastAPI()\n")
+    (app / "helpers.py").write_text("def broken(:\n    pass\n")
+    build = builder.build("echo", archive_of(app), actor="test")
+    assert build.error is not None and build.error.startswith("the app does not compile")
+    assert "helpers.py" in builder.store.builds.log("echo", build.id)
