@@ -18,6 +18,8 @@ from kiln.api import create_app
 from kiln.settings import Settings
 from kiln.store import Store
 
+pytest_plugins = ["tests.support.fixtures"]
+
 
 def free_port() -> int:
     with socket.socket() as probe:

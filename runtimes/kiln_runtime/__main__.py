@@ -5,14 +5,16 @@ Arguments override the environment: ``python -m kiln_runtime python main:app``.
 
 import os
 import sys
+from pathlib import Path
 
 
 def main() -> None:
     runtime = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("KILN_RUNTIME", "python")
     if len(sys.argv) > 2:
         os.environ["KILN_ENTRYPOINT"] = sys.argv[2]
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    here = str(Path.cwd())
+    if "" not in sys.path and here not in sys.path:  # the app's modules sit in the working dir
+        sys.path.insert(0, here)
     if runtime == "python":
         from kiln_runtime.python.server import main as run
     elif runtime == "model":

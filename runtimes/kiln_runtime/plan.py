@@ -6,7 +6,14 @@ The platform passes its ``Manifest``; any object with the same attributes does (
 
 from __future__ import annotations
 
-__all__ = ["AppManifest", "BuildPlan", "DependencyFile", "DetectionError", "DirectorySource", "Source"]
+__all__ = [
+    "AppManifest",
+    "BuildPlan",
+    "DependencyFile",
+    "DetectionError",
+    "DirectorySource",
+    "Source",
+]
 
 import ast
 import hashlib
@@ -72,7 +79,9 @@ class AppManifest(Protocol):
 class DependencyFile(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    path: str = Field(description="The file, relative to the app: requirements.txt or pyproject.toml.")
+    path: str = Field(
+        description="The file, relative to the app: requirements.txt or pyproject.toml."
+    )
     sha256: str = Field(description="Hash of its content: the dependency layer's cache key.")
 
 
@@ -95,7 +104,9 @@ def dependency_file(source: Source, manifest: AppManifest | None) -> DependencyF
     candidates = [named] if named else ["requirements.txt", "pyproject.toml"]
     for path in candidates:
         if source.exists(path):
-            return DependencyFile(path=path, sha256=hashlib.sha256(source.read_bytes(path)).hexdigest())
+            return DependencyFile(
+                path=path, sha256=hashlib.sha256(source.read_bytes(path)).hexdigest()
+            )
     if named:
         raise DetectionError(
             f"kiln.toml names requirements = {named!r}, but the app has no such file"

@@ -5,8 +5,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.build.conftest import APPS, EXAMPLES
-from tests.build.dynos import run_image
 
 from kiln.build.builder import Builder
 from kiln.build.engine import DockerEngine
@@ -14,6 +12,8 @@ from kiln.build.image import ImageBuilder
 from kiln.models import ArtifactKind, BuildStatus
 from kiln.settings import Settings
 from kiln.store import Store
+from tests.support.apps import APPS, EXAMPLES
+from tests.support.dynos import run_image
 
 Archive = Callable[[Path], Path]
 pytestmark = pytest.mark.integration

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.build.conftest import APPS, EXAMPLES
-from tests.build.dynos import run_slug
 
 from kiln.build.builder import Builder
 from kiln.build.slug import SlugBuilder
 from kiln.models import ArtifactKind, BuildStatus
 from kiln.settings import Settings
 from kiln.store import Store
+from tests.support.apps import APPS, EXAMPLES
+from tests.support.dynos import run_slug
 
 Archive = Callable[[Path], Path]
 

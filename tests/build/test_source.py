@@ -5,10 +5,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.build.conftest import APPS
 
 from kiln.build.source import SourceLimits, extract, tree_digest
 from kiln.errors import InvalidInput
+from tests.support.apps import APPS
 
 Crafter = Callable[..., Path]
 

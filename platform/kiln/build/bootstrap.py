@@ -56,7 +56,9 @@ def bootstrap_base_image(
             code="no_debootstrap",
         )
     if os.geteuid() != 0:
-        raise KilnError("images:bootstrap needs root (debootstrap does); rerun as root", code="not_root")
+        raise KilnError(
+            "images:bootstrap needs root (debootstrap does); rerun as root", code="not_root"
+        )
     mirror = mirror or debian_mirror()
     with tempfile.TemporaryDirectory(prefix="kiln-rootfs-") as scratch:
         rootfs = Path(scratch) / "rootfs"

@@ -109,7 +109,9 @@ class Builder:
             manifest_json = manifest.model_dump_json() if manifest else None
             log.step(f"Detected a {plan.runtime} app ({plan.entrypoint})")
             deps = plan.dependencies
-            log.info(f"dependencies: {deps.path if deps else 'none (no requirements.txt or pyproject.toml)'}")
+            log.info(
+                f"dependencies: {deps.path if deps else 'none (no requirements.txt or pyproject.toml)'}"
+            )
             job = BuildJob(app, record.id, source, digest, plan, manifest, workdir)
             artifact = self.artifacts.build(job, log)
             release = self.store.release_build(

@@ -37,9 +37,7 @@ class RuntimeBundle:
 def runtime_bundle() -> RuntimeBundle:
     """The installed kiln_runtime: its package folder, requirements and a digest of both."""
     package = Path(kiln_runtime.__file__).parent
-    requirements = tuple(
-        r for r in metadata.requires("kiln-runtime") or () if "extra ==" not in r
-    )
+    requirements = tuple(r for r in metadata.requires("kiln-runtime") or () if "extra ==" not in r)
     digest = hashlib.sha256("\n".join(requirements).encode())
     for path in sorted(package.rglob("*.py")):
         digest.update(path.relative_to(package).as_posix().encode())

@@ -100,7 +100,9 @@ class DockerEngine:
     def import_rootfs(self, tarball: IO[bytes], repository: str, tag: str) -> str:
         """Import a root filesystem tarball as ``repository:tag`` (``docker import``)."""
         try:
-            result = self.client.api.import_image_from_stream(tarball, repository=repository, tag=tag)
+            result = self.client.api.import_image_from_stream(
+                tarball, repository=repository, tag=tag
+            )
         except docker.errors.APIError as exc:
             raise EngineError(f"could not import {repository}:{tag}: {_reason(exc)}") from None
         text = str(result).strip()

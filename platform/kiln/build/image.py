@@ -42,14 +42,17 @@ class ImageBuilder:
         index = self.settings.resolved_index_url
         (context / "Dockerfile").write_text(
             render_dockerfile(
-                job.plan, DockerfileOptions(base_image=base, ca_bundle=ca is not None, index_url=bool(index))
+                job.plan,
+                DockerfileOptions(base_image=base, ca_bundle=ca is not None, index_url=bool(index)),
             )
         )
         tag = f"kiln/{job.app}:b{job.build_id}"
         log.step(f"Building image {tag} with {self.engine.name} (base {base})")
         steps = _StepTracker(log)
         try:
-            image_id = self.engine.build(context, tag, {"KILN_INDEX_URL": index} if index else {}, steps)
+            image_id = self.engine.build(
+                context, tag, {"KILN_INDEX_URL": index} if index else {}, steps
+            )
         except EngineError as exc:
             raise BuildFailed(steps.explain(exc.message, job), code="image_build_failed") from None
         log.step(f"Built {tag} ({image_id.removeprefix('sha256:')[:12]})")
@@ -133,7 +136,11 @@ class _StepTracker:
         elif "compileall" in self.step:
             cause = "the app does not compile"
         elif "uv venv" in self.step:
-            cause = "could not create the Python environment (does the base image have Python 3.11?)"
+            cause = (
+                "could not create the Python environment (does the base image have Python 3.11?)"
+            )
         else:
             cause = f"the image build failed at: {self.step or 'the start'}"
-        return f"{cause}:\n{detail}\n({engine_message})" if detail else f"{cause} ({engine_message})"
+        return (
+            f"{cause}:\n{detail}\n({engine_message})" if detail else f"{cause} ({engine_message})"
+        )

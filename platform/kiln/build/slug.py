@@ -96,7 +96,11 @@ class SlugBuilder:
                 command += ["-r", str(job.source / deps.path)]
             if self.index_url:
                 command += ["--default-index", self.index_url]
-            self._uv(command, log, failure=f"could not install the dependencies{f' from {deps.path}' if deps else ''}")
+            self._uv(
+                command,
+                log,
+                failure=f"could not install the dependencies{f' from {deps.path}' if deps else ''}",
+            )
             bundle.copy_to(Path(_site_packages(scratch)))
             frozen = subprocess.run(
                 [self.uv, "pip", "freeze", "--python", str(scratch / "bin" / "python")],

@@ -124,7 +124,9 @@ def extract(archive: Path, dest: Path, limits: SourceLimits) -> int:
             tar.extractall(dest, members=kept, filter="data")
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         if isinstance(exc, tarfile.FilterError):
-            raise InvalidInput(f"the source archive was refused: {exc}", code="unsafe_archive") from None
+            raise InvalidInput(
+                f"the source archive was refused: {exc}", code="unsafe_archive"
+            ) from None
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True, exist_ok=True)
         raise InvalidInput(

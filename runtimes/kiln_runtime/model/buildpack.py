@@ -47,7 +47,9 @@ def plan(source: Source, manifest: AppManifest | None) -> BuildPlan:
         )
     methods = class_methods(source, module).get(name)
     if methods is not None and "predict" not in methods:
-        raise DetectionError(f"{entrypoint} has no predict() method; the model runtime calls it per request")
+        raise DetectionError(
+            f"{entrypoint} has no predict() method; the model runtime calls it per request"
+        )
     health = manifest.health.path if manifest else "/healthz"
     return BuildPlan(
         runtime=NAME,

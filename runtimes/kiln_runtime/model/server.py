@@ -67,7 +67,11 @@ def build_app(model_class: type, health: str = "/healthz") -> FastAPI:
                 model.load()
         except BaseException:
             traceback.print_exc()
-            print(f"kiln_runtime: {model_class.__name__}.load() failed; the dyno exits", file=sys.stderr, flush=True)
+            print(
+                f"kiln_runtime: {model_class.__name__}.load() failed; the dyno exits",
+                file=sys.stderr,
+                flush=True,
+            )
             os._exit(1)  # the supervisor records the exit and the log lines above
         state.ready.set()
 
@@ -141,4 +145,4 @@ def _event(payload: dict[str, Any]) -> bytes:
 
 def main() -> None:
     entrypoint = os.environ.get("KILN_ENTRYPOINT", "model:Model")
-    serve(build_app(load_object(entrypoint), health_path()))  # type: ignore[arg-type]
+    serve(build_app(load_object(entrypoint), health_path()))

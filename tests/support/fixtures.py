@@ -1,21 +1,27 @@
-"""Build-stage fixtures: fixture apps, archives of them, a real container engine when there is one."""
+"""Fixtures shared across stages: fixture apps, archives of them, a slug-building control plane,
+and a real container engine when there is one."""
 
 import io
 import os
 import tarfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
 
+from kiln.api import create_app
+from kiln.build.builder import Builder
 from kiln.build.engine import DockerEngine, connect_engine
 from kiln.build.image import DEFAULT_BASE, LOCAL_BASE
+from kiln.build.slug import SlugBuilder
 from kiln.build.source import pack
 from kiln.settings import Settings
 from kiln.store import Store
-
-APPS = Path(__file__).parent / "apps"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from tests.conftest import LiveApi
+from tests.support.apps import APPS, EXAMPLES  # noqa: F401 (re-exported for tests)
 
 
 @pytest.fixture
@@ -81,3 +87,23 @@ def engine() -> DockerEngine:
         pytest.skip(problem)
     assert found is not None
     return found
+
+
+@pytest.fixture
+def slug_api(settings: Settings, uv_cache: Path) -> Iterator[LiveApi]:
+    """The control plane with a slug builder (no engine needed) and a small upload limit."""
+    settings = settings.model_copy(update={"uv_cache_dir": uv_cache, "max_upload_bytes": 2**20})
+    store = Store.open(settings)
+    token = store.create_token("test").token
+    app = create_app(settings, store, Builder(store, settings, SlugBuilder(settings)))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=settings.api_port, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    yield LiveApi(settings.api_url, token, store)
+    server.should_exit = True
+    thread.join(timeout=10)
+    store.close()

@@ -8,10 +8,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from tests.conftest import free_port
 
 from kiln.build.engine import DockerEngine
 from kiln.models import Artifact
+from tests.conftest import free_port
 
 
 def wait_healthy(url: str, timeout_s: float = 60) -> None:
