@@ -71,16 +71,25 @@ def sqlite_store(build_settings: Settings) -> Iterator[Store]:
     store.close()
 
 
-@pytest.fixture(scope="session")
-def engine() -> DockerEngine:
-    """The container engine at DOCKER_HOST with a base image; skipped where there is none, unless
-    KILN_REQUIRE_ENGINE=1 (as in CI), where its absence fails the tests."""
-    found = connect_engine(os.environ.get("DOCKER_HOST"))
+def _engine_urls() -> list[str]:
+    return (
+        os.environ.get("KILN_TEST_ENGINES") or os.environ.get("DOCKER_HOST") or "default"
+    ).split()
+
+
+@pytest.fixture(scope="session", params=_engine_urls())
+def engine(request: pytest.FixtureRequest) -> DockerEngine:
+    """Each container engine of KILN_TEST_ENGINES (else DOCKER_HOST) with a base image; skipped
+    where there is none, unless KILN_REQUIRE_ENGINE=1 (as in CI), where that fails the tests."""
+    url = None if request.param == "default" else request.param
+    found = connect_engine(url)
     problem = None
     if found is None:
-        problem = "no container engine answers at DOCKER_HOST"
+        problem = f"no container engine answers at {url or 'the default socket'}"
     elif not (found.has_image(LOCAL_BASE) or found.has_image(DEFAULT_BASE)):
-        problem = f"the engine has neither {LOCAL_BASE} nor {DEFAULT_BASE} (kiln images:bootstrap)"
+        problem = (
+            f"{found.name} has neither {LOCAL_BASE} nor {DEFAULT_BASE} (kiln images:bootstrap)"
+        )
     if problem is not None:
         if os.environ.get("KILN_REQUIRE_ENGINE") == "1":
             pytest.fail(f"KILN_REQUIRE_ENGINE=1 but {problem}")

@@ -76,8 +76,8 @@ def bootstrap_base_image(
         (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
         repository, _, tag = reference.rpartition(":")
         on_line(f"-----> Importing the root filesystem as {reference}")
-        with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
-            assert tar.stdout is not None
-            image = engine.import_rootfs(tar.stdout, repository, tag)
+        tarball = Path(scratch) / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+        image = engine.import_rootfs(tarball, repository, tag)
         on_line(f"-----> {reference} is ready ({image})")
         return image

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import docker
 import docker.errors
@@ -37,7 +37,7 @@ class ContainerEngine(Protocol):
     def build(
         self, context: Path, tag: str, buildargs: dict[str, str], on_line: Callable[[str], None]
     ) -> str: ...
-    def import_rootfs(self, tarball: IO[bytes], repository: str, tag: str) -> str: ...
+    def import_rootfs(self, tarball: Path, repository: str, tag: str) -> str: ...
 
 
 class DockerEngine:
@@ -97,19 +97,24 @@ class DockerEngine:
             raise EngineError(f"lost the engine at {self.url}: {exc}") from None
         return image_id or str(self.client.images.get(tag).id)
 
-    def import_rootfs(self, tarball: IO[bytes], repository: str, tag: str) -> str:
-        """Import a root filesystem tarball as ``repository:tag`` (``docker import``)."""
+    def import_rootfs(self, tarball: Path, repository: str, tag: str) -> str:
+        """Import a root filesystem tarball as ``repository:tag`` (``docker import``).
+
+        A file, not a stream: podman's API refuses the chunked upload a stream would need.
+        """
         try:
-            result = self.client.api.import_image_from_stream(
-                tarball, repository=repository, tag=tag
+            result = self.client.api.import_image_from_file(
+                str(tarball), repository=repository, tag=tag
             )
         except docker.errors.APIError as exc:
             raise EngineError(f"could not import {repository}:{tag}: {_reason(exc)}") from None
         text = str(result).strip()
         try:  # dockerd answers {"status": "sha256:..."}; podman the bare id
-            return str(json.loads(text.splitlines()[-1]).get("status", text))
+            image_id = str(json.loads(text.splitlines()[-1]).get("status", text))
         except (json.JSONDecodeError, AttributeError, IndexError):
-            return text
+            image_id = text
+        self.client.api.tag(image_id, repository, tag)  # podman ignores the tag given to import
+        return image_id
 
 
 def _chunks(stream: Iterable[Any]) -> Iterator[dict[str, Any]]:
