@@ -57,6 +57,4 @@ def test_dependencies_come_before_the_code_so_code_changes_reuse_their_layer() -
 
 def test_the_dyno_runs_as_a_non_root_user() -> None:
     dockerfile = render_dockerfile(PYTHON_PLAN, DockerfileOptions(base_image="b"))
-    assert "USER 10001:10001" in dockerfile and dockerfile.rstrip().endswith(
-        'CMD ["python", "-m", "kiln_runtime"]'
-    )
+    assert "USER 10001:10001" in dockerfile and 'CMD ["python", "-m", "kiln_runtime"]' in dockerfile

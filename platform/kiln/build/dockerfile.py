@@ -3,7 +3,6 @@
 The build context it expects (made by ``kiln.build.image``)::
 
     app/                 the app's source
-    kiln/uv              the uv binary
     kiln/ca.crt          the host's CA bundle, when builds need one
     kiln/deps/           runtime-requirements.txt and the app's dependency file
     kiln/runtime/        the kiln_runtime package
@@ -26,6 +25,7 @@ PORT = 8080
 @dataclass(frozen=True)
 class DockerfileOptions:
     base_image: str
+    uv_image: str = "kiln/uv:latest"  # holds /uv; kept out of the context so uploads stay small
     python: str = "3.11"
     ca_bundle: bool = False
     index_url: bool = False
@@ -45,7 +45,7 @@ def render_dockerfile(plan: BuildPlan, options: DockerfileOptions) -> str:
         "ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 VIRTUAL_ENV=/opt/venv \\",
         "    PATH=/opt/venv/bin:$PATH UV_PYTHON_INSTALL_DIR=/opt/python UV_LINK_MODE=copy \\",
         "    UV_NO_CACHE=1",
-        "COPY kiln/uv /usr/local/bin/uv",
+        f"COPY --from={options.uv_image} /uv /usr/local/bin/uv",
         *(["COPY kiln/ca.crt /etc/kiln/ca.crt"] if options.ca_bundle else []),
         *(["ARG KILN_INDEX_URL"] if options.index_url else []),
         f"RUN {cert}uv venv --python {options.python} /opt/venv",
@@ -54,14 +54,15 @@ def render_dockerfile(plan: BuildPlan, options: DockerfileOptions) -> str:
         "COPY kiln/deps/ /opt/kiln/deps/",
         f"RUN {cert}{index}uv pip install --python /opt/venv/bin/python {requirements}",
         "COPY kiln/runtime/ /opt/kiln/runtime/",
-        f"COPY --chown={DYNO_UID}:{DYNO_UID} app/ /app/",
+        f"RUN mkdir -p /home/kiln /app && chown {DYNO_UID}:{DYNO_UID} /home/kiln /app",
         "WORKDIR /app",
-        "RUN python -m compileall -q . && "
-        f"mkdir -p /home/kiln && chown {DYNO_UID}:{DYNO_UID} /home/kiln",
         "ENV " + " \\\n    ".join(f"{key}={json.dumps(value)}" for key, value in env.items()),
         f"USER {DYNO_UID}:{DYNO_UID}",
         f"EXPOSE {PORT}",
         "STOPSIGNAL SIGTERM",
         f"CMD {json.dumps(list(plan.command))}",
+        "# The app comes last: a code-only change rebuilds only these two layers.",
+        f"COPY --chown={DYNO_UID}:{DYNO_UID} app/ /app/",
+        "RUN python -m compileall -q .",
     ]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,8 @@ __all__ = ["DEFAULT_BASE", "DEFAULT_GPU_BASE", "LOCAL_BASE", "ImageBuilder"]
 
 import re
 import shutil
+import tempfile
+from importlib import metadata
 from pathlib import Path, PurePosixPath
 
 from uv import find_uv_bin
@@ -40,12 +42,11 @@ class ImageBuilder:
         context = self._context(job)
         ca = self.settings.resolved_ca_bundle
         index = self.settings.resolved_index_url
-        (context / "Dockerfile").write_text(
-            render_dockerfile(
-                job.plan,
-                DockerfileOptions(base_image=base, ca_bundle=ca is not None, index_url=bool(index)),
-            )
-        )
+        options = DockerfileOptions(
+            base_image=base, uv_image=self._uv_image(log), ca_bundle=ca is not None,
+            index_url=bool(index),
+        )  # fmt: skip
+        (context / "Dockerfile").write_text(render_dockerfile(job.plan, options))
         tag = f"kiln/{job.app}:b{job.build_id}"
         log.step(f"Building image {tag} with {self.engine.name} (base {base})")
         steps = _StepTracker(log)
@@ -70,7 +71,6 @@ class ImageBuilder:
         kiln = context / "kiln"
         (kiln / "deps").mkdir(parents=True)
         shutil.copytree(job.source, context / "app", symlinks=True)
-        shutil.copy2(find_uv_bin(), kiln / "uv")
         ca = self.settings.resolved_ca_bundle
         if ca is not None:
             shutil.copyfile(ca, kiln / "ca.crt")
@@ -81,6 +81,22 @@ class ImageBuilder:
             shutil.copyfile(job.source / job.plan.dependencies.path, kiln / "deps" / name)
         bundle.copy_to(kiln / "runtime")
         return context
+
+    def _uv_image(self, log: BuildLog) -> str:
+        """``kiln/uv:<version>``, an image holding only the host's uv binary (made once)."""
+        tag = f"kiln/uv:{metadata.version('uv')}"
+        if self.engine.has_image(tag):
+            return tag
+        log.step(f"Making {tag} (uv for image builds; once per uv version)")
+        with tempfile.TemporaryDirectory(prefix="kiln-uv-") as scratch:
+            context = Path(scratch)
+            shutil.copy2(find_uv_bin(), context / "uv")
+            (context / "Dockerfile").write_text("FROM scratch\nCOPY uv /uv\n")
+            try:
+                self.engine.build(context, tag, {}, lambda _line: None)
+            except EngineError as exc:
+                raise BuildFailed(f"could not make {tag}: {exc.message}") from None
+        return tag
 
     def _base_image(self, job: BuildJob, log: BuildLog) -> str:
         gpu = job.plan.gpu

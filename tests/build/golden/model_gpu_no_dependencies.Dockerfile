@@ -3,16 +3,15 @@ FROM nvidia/cuda:12.4.1-runtime-ubuntu22.04
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH UV_PYTHON_INSTALL_DIR=/opt/python UV_LINK_MODE=copy \
     UV_NO_CACHE=1
-COPY kiln/uv /usr/local/bin/uv
+COPY --from=kiln/uv:latest /uv /usr/local/bin/uv
 RUN uv venv --python 3.11 /opt/venv
 # Dependencies get their own layer: it is rebuilt only when the dependency file or the
 # runtime changes, so a code-only change reuses it.
 COPY kiln/deps/ /opt/kiln/deps/
 RUN uv pip install --python /opt/venv/bin/python -r /opt/kiln/deps/runtime-requirements.txt
 COPY kiln/runtime/ /opt/kiln/runtime/
-COPY --chown=10001:10001 app/ /app/
+RUN mkdir -p /home/kiln /app && chown 10001:10001 /home/kiln /app
 WORKDIR /app
-RUN python -m compileall -q . && mkdir -p /home/kiln && chown 10001:10001 /home/kiln
 ENV HOME="/home/kiln" \
     PYTHONPATH="/opt/kiln/runtime" \
     PORT="8080" \
@@ -23,3 +22,6 @@ USER 10001:10001
 EXPOSE 8080
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "kiln_runtime"]
+# The app comes last: a code-only change rebuilds only these two layers.
+COPY --chown=10001:10001 app/ /app/
+RUN python -m compileall -q .

@@ -3,7 +3,7 @@ FROM kiln/base:bookworm
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH UV_PYTHON_INSTALL_DIR=/opt/python UV_LINK_MODE=copy \
     UV_NO_CACHE=1
-COPY kiln/uv /usr/local/bin/uv
+COPY --from=kiln/uv:latest /uv /usr/local/bin/uv
 COPY kiln/ca.crt /etc/kiln/ca.crt
 ARG KILN_INDEX_URL
 RUN SSL_CERT_FILE=/etc/kiln/ca.crt uv venv --python 3.11 /opt/venv
@@ -12,9 +12,8 @@ RUN SSL_CERT_FILE=/etc/kiln/ca.crt uv venv --python 3.11 /opt/venv
 COPY kiln/deps/ /opt/kiln/deps/
 RUN SSL_CERT_FILE=/etc/kiln/ca.crt UV_DEFAULT_INDEX="$KILN_INDEX_URL" uv pip install --python /opt/venv/bin/python -r /opt/kiln/deps/runtime-requirements.txt -r /opt/kiln/deps/requirements.txt
 COPY kiln/runtime/ /opt/kiln/runtime/
-COPY --chown=10001:10001 app/ /app/
+RUN mkdir -p /home/kiln /app && chown 10001:10001 /home/kiln /app
 WORKDIR /app
-RUN python -m compileall -q . && mkdir -p /home/kiln && chown 10001:10001 /home/kiln
 ENV HOME="/home/kiln" \
     PYTHONPATH="/opt/kiln/runtime" \
     PORT="8080" \
@@ -25,3 +24,6 @@ USER 10001:10001
 EXPOSE 8080
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "kiln_runtime"]
+# The app comes last: a code-only change rebuilds only these two layers.
+COPY --chown=10001:10001 app/ /app/
+RUN python -m compileall -q .

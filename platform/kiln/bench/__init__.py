@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m kiln.bench.<name>`` prints figures side by side; never run as tests."""
