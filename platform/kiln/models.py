@@ -16,12 +16,17 @@ __all__ = [
     "BuildStatus",
     "ConfigChange",
     "ConfigUpdate",
+    "Deployment",
     "ErrorBody",
     "ErrorDetail",
+    "Formation",
     "NewToken",
     "PlatformStatus",
+    "ProcessList",
     "ReleaseInfo",
     "ReleaseStatus",
+    "ReplicaInfo",
+    "RollbackRequest",
     "TokenCreate",
     "TokenInfo",
 ]
@@ -99,16 +104,63 @@ class BuildEvent(BaseModel):
     error: ErrorDetail | None = Field(None, description="Why the build could not start.")
 
 
+class Formation(_Record):
+    """How many replicas an app runs: fixed (``kiln scale``) or autoscaled (``kiln autoscale``)."""
+
+    min_replicas: int = Field(ge=0, le=1000, description="Fewest replicas; 0 scales to zero.")
+    max_replicas: int = Field(ge=0, le=1000, description="Most replicas.")
+    target_ongoing_requests: float | None = Field(
+        None, gt=0, description="In-flight requests per replica the autoscaler aims for."
+    )
+
+    @property
+    def fixed(self) -> bool:
+        return self.min_replicas == self.max_replicas
+
+
+class ReplicaInfo(_Record):
+    replica: str = Field(description="The replica's id (its dyno is dyno.<first 6 chars>).")
+    state: str = Field(description="STARTING, RUNNING, STOPPING, ... as Ray Serve reports it.")
+    node: str | None = Field(None, description="The node's IP address.")
+    pid: int | None = Field(None, description="The supervisor's process id on that node.")
+    uptime_s: float | None = Field(None, description="Seconds since the replica started.")
+
+
+class ProcessList(_Record):
+    """``kiln ps``: what runs for an app right now."""
+
+    app: str
+    release: int | None = Field(None, description="The release being run (or rolled out).")
+    status: str = Field(description="The Serve application's status, or STOPPED.")
+    message: str = Field("", description="Why replicas are pending or failing, if they are.")
+    formation: Formation = Field(description="The replica counts in force.")
+    replicas: list[ReplicaInfo] = Field(default_factory=list)
+    url: str = Field(description="Where the app answers.")
+
+
+class RollbackRequest(BaseModel):
+    version: int | None = Field(
+        None, description="The release to return to; default: the last good one before now."
+    )
+
+
 class AppInfo(_Record):
     name: str = Field(description="The app's name; also its URL path.")
     created_at: datetime = Field(description="When the app was created (UTC).")
     release: int | None = Field(None, description="The newest release's version number.")
+    url: str | None = Field(None, description="Where the app answers, once it runs.")
 
 
 class ReleaseInfo(_Record):
     version: int = Field(description="The release number: v1, v2, ... in order.")
     description: str = Field(description="What this release changed.")
-    status: ReleaseStatus = Field(description="Whether the release went live.")
+    status: ReleaseStatus = Field(
+        description="pending (being rolled out), succeeded (went live) or failed (never became "
+        "healthy; the previous release kept serving)."
+    )
+    status_message: str | None = Field(
+        None, description="Why it failed, with the dyno's last lines."
+    )
     actor: str = Field(description="Who made it: the platform token's name.")
     created_at: datetime = Field(description="When it was made (UTC).")
     config_keys: list[str] = Field(
@@ -138,6 +190,18 @@ class TokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100, description="What the token is for.")
 
 
+class Deployment(_Record):
+    """What the run stage should run for one app (the store's answer to the reconciler)."""
+
+    app: str
+    release: int
+    status: ReleaseStatus
+    artifact: Artifact
+    config_sealed: str = Field(repr=False)
+    manifest: str | None = Field(None, description="The manifest's JSON, from the build.")
+    formation: str | None = Field(None, description="The formation's JSON, if one was set.")
+
+
 class ConfigUpdate(BaseModel):
     """Config vars to change: a string sets a var, ``null`` removes it (as Heroku's API does)."""
 
@@ -156,3 +220,5 @@ class PlatformStatus(_Record):
     version: str = Field(description="Kiln's version.")
     store: str = Field(description="The store's database kind: sqlite or postgresql.")
     apps: int = Field(description="How many apps exist.")
+    run: bool = Field(True, description="Whether this platform runs apps (Ray Serve).")
+    apps_url: str = Field("", description="Base URL of the apps.")

@@ -48,6 +48,30 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Interface the control-plane API binds.")
     api_port: int = Field(7100, ge=1, le=65535, description="Port of the control-plane API.")
 
+    run: bool = Field(
+        True,
+        description="Run apps (Ray Serve and the reconciler); off: the control plane only "
+        "(builds and releases are recorded, nothing is served).",
+    )
+    http_host: str = Field("127.0.0.1", description="Interface apps are served on (Serve's proxy).")
+    http_port: int = Field(8000, ge=1, le=65535, description="Port apps are served on.")
+    public_url: str | None = Field(
+        None, description="Base URL users reach apps at; default http://HTTP_HOST:HTTP_PORT."
+    )
+    ray_address: str | None = Field(
+        None,
+        description="An existing Ray cluster to run on (host:port of its GCS); default: start a "
+        "local single-node Ray. RAY_ADDRESS works too.",
+    )
+    ray_dashboard_url: str | None = Field(
+        None,
+        description="The Ray dashboard (Serve's REST API) of that cluster; default "
+        "http://127.0.0.1:RAY_DASHBOARD_PORT.",
+    )
+    ray_port: int = Field(6380, ge=1, le=65535, description="GCS port of the local Ray.")
+    ray_dashboard_port: int = Field(
+        8265, ge=1, le=65535, description="Dashboard port of the local Ray."
+    )
     builder: ArtifactChoice = Field(
         ArtifactChoice.AUTO,
         description="What builds make: image (needs a Docker API engine), slug (uv venv + app), or "
@@ -88,6 +112,18 @@ class Settings(BaseSettings):
     @property
     def api_url(self) -> str:
         return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def apps_url(self) -> str:
+        return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
+
+    @property
+    def dashboard_url(self) -> str:
+        return (self.ray_dashboard_url or f"http://127.0.0.1:{self.ray_dashboard_port}").rstrip("/")
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs" / "apps"
 
     @property
     def resolved_docker_host(self) -> str | None:

@@ -22,10 +22,10 @@ def kiln(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 
 def test_up_detached_serves_the_cli_then_down_stops_it(settings: Settings) -> None:
     home, port = settings.home, str(settings.api_port)
-    started = kiln("up", "--detach", "--api-port", port, home=home)
+    started = kiln("up", "--detach", "--no-run", "--api-port", port, home=home)
     assert started.returncode == 0, started.stderr
     try:
-        assert f"Kiln is up on http://127.0.0.1:{port}" in started.stdout
+        assert f"Kiln is up: API http://127.0.0.1:{port}" in started.stdout
         credentials = home / "credentials.json"
         assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
         stored = json.loads(credentials.read_text())
@@ -33,11 +33,11 @@ def test_up_detached_serves_the_cli_then_down_stops_it(settings: Settings) -> No
             "kiln_tok_"
         )
         assert kiln("apps:create", "echo", home=home).returncode == 0
-        again = kiln("up", "--detach", "--api-port", port, home=home)
+        again = kiln("up", "--detach", "--no-run", "--api-port", port, home=home)
         assert again.returncode == 1 and "already running" in again.stderr
     finally:
         stopped = kiln("down", home=home)
-    assert stopped.returncode == 0 and "Stopped Kiln" in stopped.stdout
+    assert stopped.returncode == 0 and "Stopped the control plane" in stopped.stdout
     assert not (home / "run" / "kiln.pid").exists()
     try:
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
@@ -45,7 +45,7 @@ def test_up_detached_serves_the_cli_then_down_stops_it(settings: Settings) -> No
     except httpx.TransportError:
         pass
     # A restart keeps the data and the CLI's token.
-    assert kiln("up", "--detach", "--api-port", port, home=home).returncode == 0
+    assert kiln("up", "--detach", "--no-run", "--api-port", port, home=home).returncode == 0
     try:
         listing = kiln("apps", "--json", home=home)
         assert [a["name"] for a in json.loads(listing.stdout)] == ["echo"]
@@ -64,6 +64,6 @@ def test_up_on_a_busy_port_says_so(settings: Settings) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", settings.api_port))
         busy.listen()
-        result = kiln("up", "--detach", "--api-port", str(settings.api_port), home=settings.home)
+        result = kiln("up", "--detach", "--no-run", "--api-port", str(settings.api_port), home=settings.home)
     assert result.returncode == 1
     assert f"port {settings.api_port} on 127.0.0.1 is already in use" in result.stderr

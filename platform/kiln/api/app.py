@@ -17,10 +17,11 @@ from fastapi.responses import JSONResponse
 
 from kiln import __version__
 from kiln.api.auth import require_token
-from kiln.api.routes import apps, builds, config, releases, system, tokens
-from kiln.build.builder import Builder, choose_artifact_builder
+from kiln.api.routes import apps, builds, config, formation, logs, releases, system, tokens
+from kiln.build.builder import Builder, choose_artifact_builders
 from kiln.errors import KilnError
 from kiln.models import ErrorBody, ErrorDetail
+from kiln.run.reconciler import Reconciler
 from kiln.settings import Settings
 from kiln.store import Store
 
@@ -46,20 +47,28 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(
-    settings: Settings, store: Store | None = None, builder: Builder | None = None
+    settings: Settings,
+    store: Store | None = None,
+    builder: Builder | None = None,
+    reconciler: Reconciler | None = None,
 ) -> FastAPI:
     """The API over ``store`` (opened from ``settings`` when not given, and closed with the app).
 
-    ``builder`` defaults to images where a container engine answers, else slugs.
+    ``builder`` defaults to images where a container engine answers, else slugs. With a
+    ``reconciler``, the app runs it while serving (the run stage); without, nothing is served.
     """
     owned = store is None
     the_store = store or Store.open(settings)
-    the_builder = builder or Builder(the_store, settings, choose_artifact_builder(settings))
+    the_builder = builder or Builder(the_store, settings, choose_artifact_builders(settings))
     the_store.builds.fail_interrupted()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if reconciler is not None:
+            reconciler.start()
         yield
+        if reconciler is not None:
+            reconciler.stop()
         if owned:
             the_store.close()
 
@@ -73,10 +82,11 @@ def create_app(
     api.state.settings = settings
     api.state.builder = the_builder
     api.state.tasks = set()
+    api.state.reconciler = reconciler
     api.add_exception_handler(KilnError, _kiln_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.include_router(system.public)
     api.include_router(system.router)
-    for module in (apps, builds, config, releases, tokens):
+    for module in (apps, builds, config, formation, logs, releases, tokens):
         api.include_router(module.router, dependencies=[Depends(require_token)])
     return api

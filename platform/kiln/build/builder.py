@@ -9,7 +9,7 @@ changes nothing that runs: no release is made.
 
 from __future__ import annotations
 
-__all__ = ["Builder", "choose_artifact_builder"]
+__all__ = ["Builder", "choose_artifact_builders"]
 
 import logging
 import shutil
@@ -26,9 +26,9 @@ from kiln.build.log import BuildFailed, BuildLog
 from kiln.build.runtimes import plan_build
 from kiln.build.slug import SlugBuilder
 from kiln.build.source import SourceLimits, extract, tree_digest
-from kiln.errors import KilnError, ManifestError, Unavailable
+from kiln.errors import InvalidInput, KilnError, ManifestError, Unavailable
 from kiln.manifest import load_manifest
-from kiln.models import BuildInfo, BuildStatus
+from kiln.models import ArtifactKind, BuildInfo, BuildStatus
 from kiln.settings import ArtifactChoice, Settings
 from kiln.store import Store
 from kiln_runtime.plan import DirectorySource
@@ -36,13 +36,14 @@ from kiln_runtime.plan import DirectorySource
 logger = logging.getLogger(__name__)
 
 
-def choose_artifact_builder(settings: Settings) -> ArtifactBuilder:
-    """Images where a Docker API engine answers (or when asked for), else slugs."""
+def choose_artifact_builders(settings: Settings) -> list[ArtifactBuilder]:
+    """The kinds of artifact this host can build, the default first: images where a Docker API
+    engine answers (unless KILN_BUILDER=slug), and slugs always (they need only Python)."""
     if settings.builder == ArtifactChoice.SLUG:
-        return SlugBuilder(settings)
+        return [SlugBuilder(settings)]
     engine = connect_engine(settings.resolved_docker_host)
     if engine is not None:
-        return ImageBuilder(engine, settings)
+        return [ImageBuilder(engine, settings), SlugBuilder(settings)]
     if settings.builder == ArtifactChoice.IMAGE:
         raise Unavailable(
             f"KILN_BUILDER=image, but no container engine answers at "
@@ -50,14 +51,16 @@ def choose_artifact_builder(settings: Settings) -> ArtifactBuilder:
             "podman system service, set DOCKER_HOST, or use KILN_BUILDER=slug",
             code="no_engine",
         )
-    return SlugBuilder(settings)
+    return [SlugBuilder(settings)]
 
 
 class Builder:
-    def __init__(self, store: Store, settings: Settings, artifacts: ArtifactBuilder) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, artifacts: ArtifactBuilder | list[ArtifactBuilder]
+    ) -> None:
         self.store = store
         self.settings = settings
-        self.artifacts = artifacts
+        self.kinds = artifacts if isinstance(artifacts, list) else [artifacts]
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -69,30 +72,44 @@ class Builder:
         actor: str,
         sink: Callable[[str], None] | None = None,
         commit: str | None = None,
+        kind: ArtifactKind | None = None,
     ) -> BuildInfo:
         """Build an uploaded archive of ``app``'s source and release it; never raises for a
-        failed build (the result says failed, the log says why)."""
+        failed build (the result says failed, the log says why). ``kind`` picks image or slug
+        (default: the host's default)."""
         self.store.get_app(app)  # an unknown app is an error, not a failed build
+        artifacts = self.artifacts_for(kind)
         log = BuildLog(sink)
         lock = self._lock(app)
         if not lock.acquire(blocking=False):
             log.step(f"Waiting for the build of {app} in progress to finish")
             lock.acquire()
         try:
-            return self._build(app, archive, actor, log, commit)
+            return self._build(app, archive, actor, log, commit, artifacts)
         finally:
             lock.release()
+
+    def artifacts_for(self, kind: ArtifactKind | None) -> ArtifactBuilder:
+        for builder in self.kinds:
+            if kind is None or builder.kind == kind:
+                return builder
+        raise InvalidInput(
+            f"this platform cannot build {kind} artifacts here (it builds: "
+            f"{', '.join(b.kind for b in self.kinds)}); an image needs a container engine",
+            code="artifact_unavailable",
+        )
 
     def _lock(self, app: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(app, threading.Lock())
 
     def _build(
-        self, app: str, archive: Path, actor: str, log: BuildLog, commit: str | None
-    ) -> BuildInfo:
+        self, app: str, archive: Path, actor: str, log: BuildLog, commit: str | None,
+        artifacts: ArtifactBuilder,
+    ) -> BuildInfo:  # fmt: skip
         record = self.store.builds.start(app, actor=actor, commit=commit)
         started = time.monotonic()
-        log.step(f"Build {record.id} of {app}, as {self.artifacts.describe()}")
+        log.step(f"Build {record.id} of {app}, as {artifacts.describe()}")
         workdir = Path(tempfile.mkdtemp(prefix=f"build-{record.id}-", dir=self._scratch()))
         digest = runtime = manifest_json = None
         try:
@@ -113,7 +130,7 @@ class Builder:
                 f"dependencies: {deps.path if deps else 'none (no requirements.txt or pyproject.toml)'}"
             )
             job = BuildJob(app, record.id, source, digest, plan, manifest, workdir)
-            artifact = self.artifacts.build(job, log)
+            artifact = artifacts.build(job, log)
             release = self.store.release_build(
                 app,
                 build_id=record.id,

@@ -52,7 +52,20 @@ def apps_info(app: str | None, as_json: bool) -> None:
     out = console()
     out.print(f"=== {info.name}")
     out.print(f"Release:  v{info.release}")
+    out.print(f"URL:      {info.url}", highlight=False)
     out.print(f"Created:  {when(info.created_at)}")
+
+
+@click.command("open")
+@app_option
+def open_app(app: str | None) -> None:
+    """Print the app's URL (and open it in a browser, where there is one)."""
+    import webbrowser
+
+    info = ApiClient.from_environment().get(f"/apps/{resolve_app(app)}", AppInfo)
+    click.echo(info.url)
+    if info.url:
+        webbrowser.open(info.url)
 
 
 @click.command("apps:destroy")
@@ -72,4 +85,4 @@ def apps_destroy(name: str | None, app: str | None, confirm: str | None) -> None
     success(f"Destroyed {target}.", "kiln apps")
 
 
-COMMANDS = [apps, apps_create, apps_info, apps_destroy]
+COMMANDS = [apps, apps_create, apps_info, apps_destroy, open_app]

@@ -49,6 +49,25 @@ class ApiClient:
     def post(self, path: str, into: type[T], body: Any = None) -> T:
         return self._call("POST", path, into, json=body)
 
+    def put(self, path: str, into: type[T], body: Any = None) -> T:
+        return self._call("PUT", path, into, json=body)
+
+    def stream_lines(self, path: str, **params: str) -> Iterator[str]:
+        """GET ``path`` and yield its lines as they arrive (logs, --tail)."""
+        try:
+            with self._http.stream(
+                "GET", path, params=params or None, timeout=httpx.Timeout(60.0, read=None)
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise _error_from(response)
+                yield from response.iter_lines()
+        except httpx.TransportError as exc:
+            raise Unavailable(
+                f"lost the Kiln API at {self.base_url} ({type(exc).__name__})",
+                code="api_unreachable",
+            ) from None
+
     def patch(self, path: str, into: type[T], body: Any = None) -> T:
         return self._call("PATCH", path, into, json=body)
 

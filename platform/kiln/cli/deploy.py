@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import click
@@ -12,14 +13,18 @@ from kiln.cli.client import ApiClient
 from kiln.cli.options import app_option, resolve_app
 from kiln.cli.output import console
 from kiln.errors import KilnError
-from kiln.models import BuildEvent, BuildStatus
+from kiln.models import AppInfo, BuildEvent, BuildStatus, PlatformStatus, ReleaseInfo, ReleaseStatus
 
 
 @click.command("deploy")
 @click.argument("directory", default=".", type=click.Path(path_type=Path, file_okay=False))
 @app_option
-def deploy(directory: Path, app: str | None) -> None:
-    """Build DIR (default: here) and release it."""
+@click.option(
+    "--artifact", type=click.Choice(["image", "slug"]),
+    help="Build an OCI image or a slug  [default: image where a container engine runs]",
+)  # fmt: skip
+def deploy(directory: Path, app: str | None, artifact: str | None) -> None:
+    """Build DIR (default: here), release it, and wait until it is live on its URL."""
     name = resolve_app(app, directory)
     out = console()
     with tempfile.TemporaryFile() as archive:
@@ -32,8 +37,9 @@ def deploy(directory: Path, app: str | None) -> None:
             highlight=False,
         )
         result = None
+        params = {"artifact": artifact} if artifact else {}
         for raw in ApiClient.from_environment().upload_lines(
-            f"/apps/{name}/builds", archive, "application/gzip"
+            f"/apps/{name}/builds", archive, "application/gzip", **params
         ):
             if not raw.strip():
                 continue
@@ -54,7 +60,43 @@ def deploy(directory: Path, app: str | None) -> None:
             f"(full log: kiln builds:log {result.id} -a {name})",
             code="build_failed",
         )
-    out.print(f"[dim]Next: kiln releases -a {name}[/dim]")
+    if result.release is not None:
+        _await_release(name, result.release)
+
+
+def _await_release(name: str, version: int) -> None:
+    """Follow the release until it is live (print its URL) or has failed (say why, exit 1)."""
+    client = ApiClient.from_environment()
+    out = console()
+    if not client.get("/status", PlatformStatus).run:
+        out.print(f"-----> v{version} recorded; this platform runs no apps (kiln up --no-run)")
+        return
+    out.print(f"-----> Launching v{version}", highlight=False)
+    started = time.monotonic()
+    while True:
+        release = client.get(f"/apps/{name}/releases/{version}", ReleaseInfo)
+        if release.status is ReleaseStatus.SUCCEEDED:
+            url = client.get(f"/apps/{name}", AppInfo).url
+            out.print(
+                f"-----> v{version} is live in {time.monotonic() - started:.1f}s: {url}",
+                highlight=False,
+            )
+            out.print(
+                f"[dim]Next: curl {url}   |   kiln logs -a {name} --tail[/dim]", highlight=False
+            )
+            return
+        if release.status is ReleaseStatus.FAILED:
+            out.print(
+                f" !     v{version} failed to start; the previous release keeps serving.",
+                markup=False,
+            )
+            for line in (release.status_message or "").splitlines():
+                out.print(f" !     {line}", markup=False, highlight=False)
+            raise KilnError(
+                f"release v{version} of {name} did not start (see above; kiln logs -a {name})",
+                code="release_failed",
+            )
+        time.sleep(0.5)
 
 
 COMMANDS = [deploy]

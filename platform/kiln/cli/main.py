@@ -15,7 +15,19 @@ from typing import Any
 import click
 
 from kiln import __version__
-from kiln.cli import apps, builds, config, deploy, images, manifest, releases, system, tokens
+from kiln.cli import (
+    apps,
+    builds,
+    config,
+    deploy,
+    images,
+    logs,
+    manifest,
+    ps,
+    releases,
+    system,
+    tokens,
+)
 from kiln.cli.output import err_console
 from kiln.errors import KilnError
 
@@ -58,7 +70,7 @@ def cli(debug: bool) -> None:
     """Kiln: git push (or kiln deploy) a model-serving app; it runs on Ray Serve, on a URL."""
 
 
-for _module in (system, apps, deploy, builds, config, releases, tokens, images, manifest):
+for _module in (system, apps, deploy, builds, ps, logs, config, releases, tokens, images, manifest):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

@@ -6,9 +6,9 @@ import click
 
 from kiln.cli.client import ApiClient
 from kiln.cli.options import app_option, json_option, resolve_app, when
-from kiln.cli.output import console, emit_json, print_table
+from kiln.cli.output import console, emit_json, print_table, success
 from kiln.errors import InvalidInput
-from kiln.models import ReleaseInfo
+from kiln.models import ReleaseInfo, RollbackRequest
 
 
 @click.command("releases")
@@ -32,11 +32,9 @@ def releases(app: str | None, as_json: bool, num: int) -> None:
 @json_option
 def releases_info(version: str, app: str | None, as_json: bool) -> None:
     """Show one release (VERSION like v3 or 3)."""
-    number = version.removeprefix("v")
-    if not number.isdigit():
-        raise InvalidInput(f"{version!r} is not a release version; e.g. v3", code="bad_version")
+    number = parse_version(version)
     name = resolve_app(app)
-    info = ApiClient.from_environment().get(f"/apps/{name}/releases/{int(number)}", ReleaseInfo)
+    info = ApiClient.from_environment().get(f"/apps/{name}/releases/{number}", ReleaseInfo)
     if as_json:
         emit_json(info)
         return
@@ -47,6 +45,31 @@ def releases_info(version: str, app: str | None, as_json: bool) -> None:
     out.print(f"By:          {info.actor}")
     out.print(f"Created:     {when(info.created_at)}")
     out.print(f"Config vars: {', '.join(info.config_keys) or '(none)'}")
+    if info.artifact:
+        out.print(f"Runs:        {info.artifact.kind} {info.artifact.reference}", highlight=False)
+    if info.status_message:
+        out.print(f"Why:         {info.status_message}", markup=False, highlight=False)
 
 
-COMMANDS = [releases, releases_info]
+def parse_version(text: str) -> int:
+    number = text.removeprefix("v")
+    if not number.isdigit():
+        raise InvalidInput(f"{text!r} is not a release version; e.g. v3", code="bad_version")
+    return int(number)
+
+
+@click.command("rollback")
+@click.argument("version", required=False)
+@app_option
+def rollback(version: str | None, app: str | None) -> None:
+    """Run an earlier release's artifact and config again, as a new release (default: the last
+    good one before the current)."""
+    name = resolve_app(app)
+    body = RollbackRequest(version=parse_version(version) if version else None)
+    release = ApiClient.from_environment().post(
+        f"/apps/{name}/releases/rollback", ReleaseInfo, body.model_dump()
+    )
+    success(f"{release.description}: release v{release.version} of {name}.", f"kiln ps -a {name}")
+
+
+COMMANDS = [releases, releases_info, rollback]

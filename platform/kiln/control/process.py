@@ -20,7 +20,7 @@ from kiln.errors import Conflict, KilnError, NotFound
 from kiln.settings import Settings
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -39,7 +39,7 @@ def _is_kiln(pid: int) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return _alive(pid)
+        return alive(pid)
     return any(b"kiln" in part for part in cmdline) and b"up" in cmdline
 
 
@@ -52,7 +52,7 @@ class PidFile:
             pid = int(self.path.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) and _is_kiln(pid) else None
+        return pid if alive(pid) and _is_kiln(pid) else None
 
     def claim(self) -> None:
         running = self.read()
@@ -74,7 +74,7 @@ def log_path(home: Path) -> Path:
     return home / "logs" / "kiln.log"
 
 
-def start_detached(settings: Settings, timeout_s: float = 60.0) -> int:
+def start_detached(settings: Settings, timeout_s: float = 180.0) -> int:
     """Start ``kiln up`` in the background and return its PID once its API answers."""
     running = PidFile(settings.home).read()
     if running is not None:
@@ -85,7 +85,12 @@ def start_detached(settings: Settings, timeout_s: float = 60.0) -> int:
     log = log_path(settings.home)
     log.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "kiln", "up", "--home", str(settings.home),
-               "--api-host", settings.api_host, "--api-port", str(settings.api_port)]  # fmt: skip
+               "--api-host", settings.api_host, "--api-port", str(settings.api_port),
+               "--http-port", str(settings.http_port)]  # fmt: skip
+    if not settings.run:
+        command.append("--no-run")
+    if settings.ray_address:
+        command += ["--ray-address", settings.ray_address]
     with log.open("ab") as out:
         child = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -96,7 +101,7 @@ def start_detached(settings: Settings, timeout_s: float = 60.0) -> int:
         if child.poll() is not None:
             raise KilnError(
                 f"kiln up exited with code {child.returncode} before answering; its log "
-                f"({log}) ends with:\n{_tail(log)}",
+                f"({log}) ends with:\n{log_tail(log)}",
                 code="start_failed",
             )
         try:
@@ -123,15 +128,15 @@ def stop(home: Path, timeout_s: float = 20.0) -> int:
         )
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _alive(pid):
+    if alive(pid):
         os.kill(pid, signal.SIGKILL)
     pid_file.path.unlink(missing_ok=True)
     return pid
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:

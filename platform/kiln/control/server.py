@@ -9,6 +9,7 @@ __all__ = ["bootstrap_token", "check_port_free", "serve"]
 
 import errno
 import socket
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -18,6 +19,9 @@ from kiln.credentials import Credentials, read_credentials_file, write_credentia
 from kiln.errors import Conflict
 from kiln.settings import Settings
 from kiln.store import Store
+
+if TYPE_CHECKING:
+    from kiln.run.reconciler import Reconciler
 
 BOOTSTRAP_TOKEN_NAME = "local CLI (kiln up)"  # noqa: S105 (a label)
 
@@ -51,6 +55,27 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+def _start_run_stage(settings: Settings, store: Store) -> Reconciler:
+    """Ray (local, started unless it runs already; or the cluster at --ray-address) + Serve."""
+    from kiln.run.cluster import LocalRay
+    from kiln.run.reconciler import Reconciler
+    from kiln.run.serve_api import ServeRest
+
+    if settings.ray_address:
+        print(f"-----> Using the Ray cluster at {settings.ray_address} ({settings.dashboard_url})")
+    else:
+        ray = LocalRay(settings)
+        running = ray.pid()
+        print(
+            f"-----> Ray already runs (pid {running}); apps kept serving"
+            if running
+            else "-----> Starting Ray (single node, loopback)"
+        )
+        ray.ensure()
+    print(f"-----> Apps are served at {settings.apps_url}/<app>/")
+    return Reconciler(store, ServeRest(settings.dashboard_url), settings)
+
+
 def serve(settings: Settings) -> None:
     """Run the control plane until interrupted; the pid file lets ``kiln down`` stop it."""
     pid_file = PidFile(settings.home)
@@ -63,8 +88,11 @@ def serve(settings: Settings) -> None:
         print(
             f"-----> Kiln control plane on {settings.api_url} (store: {store.engine.dialect.name})"
         )
+        reconciler = None
+        if settings.run:
+            reconciler = _start_run_stage(settings, store)
         config = uvicorn.Config(
-            create_app(settings, store),
+            create_app(settings, store, reconciler=reconciler),
             host=settings.api_host,
             port=settings.api_port,
             log_level="warning",

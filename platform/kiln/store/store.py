@@ -23,6 +23,7 @@ from kiln.models import (
     AppInfo,
     Artifact,
     ConfigChange,
+    Deployment,
     NewToken,
     ReleaseInfo,
     ReleaseStatus,
@@ -30,9 +31,9 @@ from kiln.models import (
 )
 from kiln.settings import Settings
 from kiln.store.builds import BuildStore
-from kiln.store.crypto import Vault, load_vault
 from kiln.store.db import migrate, open_engine
 from kiln.store.tables import App, Release, Token, utcnow
+from kiln.vault import Vault, load_vault
 
 # Writing last_used_at on every request would make each API call a write; once a minute is enough.
 _TOKEN_TOUCH_INTERVAL = timedelta(seconds=60)
@@ -121,8 +122,9 @@ class Store:
             if updated == config:
                 return ConfigChange(changed=False, release=self._info(current), config=config)
             release = self._release(
-                app, current.version + 1, _describe(config, updated), updated, actor, current
-            )
+                app, current.version + 1, _describe(config, updated), updated, actor,
+                self._runnable(session, app),
+            )  # fmt: skip
             session.add(release)
             session.flush()
             return ConfigChange(changed=True, release=self._info(release), config=updated)
@@ -146,7 +148,7 @@ class Store:
                 version=current.version + 1,
                 description=description,
                 config_sealed=current.config_sealed,
-                status=ReleaseStatus.SUCCEEDED,
+                status=ReleaseStatus.PENDING,
                 actor=actor,
                 build_id=build_id,
                 artifact=artifact.model_dump_json(),
@@ -155,6 +157,83 @@ class Store:
             session.add(release)
             session.flush()
             return self._info(release)
+
+    def rollback(self, name: str, version: int | None, *, actor: str) -> ReleaseInfo:
+        """A new release with the artifact, config and manifest of ``version`` (default: the
+        last good release before the current one)."""
+        with self._session() as session:
+            app = self._app(session, name, lock=True)
+            current = self._latest(session, app)
+            if version is None:
+                target = session.scalar(
+                    select(Release)
+                    .where(Release.app_id == app.id, Release.version < current.version,
+                           Release.status == ReleaseStatus.SUCCEEDED, Release.artifact.is_not(None))
+                    .order_by(Release.version.desc())
+                )  # fmt: skip
+                if target is None:
+                    raise InvalidInput(
+                        f"{name} has no earlier release that ran; see kiln releases -a {name}",
+                        code="nothing_to_roll_back_to",
+                    )
+            else:
+                target = self._release_row(session, app, version)
+            if target.artifact is None:
+                raise InvalidInput(
+                    f"v{target.version} of {name} ran nothing (it predates the first deploy); "
+                    "roll back to a release made by a deploy",
+                    code="nothing_to_roll_back_to",
+                )
+            release = Release(
+                app=app,
+                version=current.version + 1,
+                description=f"Rollback to v{target.version}",
+                config_sealed=target.config_sealed,
+                status=ReleaseStatus.PENDING,
+                actor=actor,
+                build_id=target.build_id,
+                artifact=target.artifact,
+                manifest=target.manifest,
+            )
+            session.add(release)
+            session.flush()
+            return self._info(release)
+
+    def deployables(self) -> list[Deployment]:
+        """For each app with something to run: its newest release that has not failed."""
+        with self._session() as session:
+            found = []
+            for app in session.scalars(select(App).order_by(App.name)):
+                release = self._runnable(session, app)
+                if release is not None and release.artifact is not None:
+                    found.append(
+                        Deployment(
+                            app=app.name,
+                            release=release.version,
+                            status=ReleaseStatus(release.status),
+                            artifact=Artifact.model_validate_json(release.artifact),
+                            config_sealed=release.config_sealed,
+                            manifest=release.manifest,
+                            formation=app.formation,
+                        )
+                    )
+            return found
+
+    def set_release_status(
+        self, name: str, version: int, status: ReleaseStatus, message: str | None = None
+    ) -> None:
+        with self._session() as session:
+            release = self._release_row(session, self._app(session, name), version)
+            release.status = status
+            release.status_message = message
+
+    def get_formation(self, name: str) -> str | None:
+        with self._session() as session:
+            return self._app(session, name).formation
+
+    def set_formation(self, name: str, formation: str | None) -> None:
+        with self._session() as session:
+            self._app(session, name, lock=True).formation = formation
 
     def list_releases(self, name: str) -> list[ReleaseInfo]:
         with self._session() as session:
@@ -166,16 +245,26 @@ class Store:
 
     def get_release(self, name: str, version: int) -> ReleaseInfo:
         with self._session() as session:
-            app = self._app(session, name)
-            release = session.scalar(
-                select(Release).where(Release.app_id == app.id, Release.version == version)
+            return self._info(self._release_row(session, self._app(session, name), version))
+
+    def _release_row(self, session: Session, app: App, version: int) -> Release:
+        release = session.scalar(
+            select(Release).where(Release.app_id == app.id, Release.version == version)
+        )
+        if release is None:
+            raise NotFound(
+                f"app {app.name} has no release v{version}; see kiln releases -a {app.name}",
+                code="release_not_found",
             )
-            if release is None:
-                raise NotFound(
-                    f"app {name} has no release v{version}; see kiln releases -a {name}",
-                    code="release_not_found",
-                )
-            return self._info(release)
+        return release
+
+    def _runnable(self, session: Session, app: App) -> Release | None:
+        """The newest release that has not failed: what the app should run."""
+        return session.scalar(
+            select(Release)
+            .where(Release.app_id == app.id, Release.status != ReleaseStatus.FAILED)
+            .order_by(Release.version.desc())
+        )
 
     # -- platform tokens -----------------------------------------------------------------------
 
@@ -252,7 +341,10 @@ class Store:
             version=version,
             description=description,
             config_sealed=self._vault.seal(config),
-            status=ReleaseStatus.SUCCEEDED,
+            # Something to run means the run stage must bring it up before it counts.
+            status=ReleaseStatus.PENDING
+            if previous is not None and previous.artifact
+            else ReleaseStatus.SUCCEEDED,
             actor=actor,
             # A config change keeps running what the previous release ran.
             build_id=previous.build_id if previous else None,
@@ -268,6 +360,7 @@ class Store:
             actor=release.actor,
             created_at=release.created_at,
             config_keys=sorted(self._vault.open(release.config_sealed)),
+            status_message=release.status_message,
             build=release.build_id,
             artifact=Artifact.model_validate_json(release.artifact) if release.artifact else None,
         )

@@ -43,6 +43,8 @@ class App(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(30), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # JSON of kiln.run.spec.Formation (kiln scale / autoscale); None: the manifest's [scaling].
+    formation: Mapped[str | None] = mapped_column(Text, default=None)
     releases: Mapped[list[Release]] = relationship(
         back_populates="app", cascade="all, delete-orphan", passive_deletes=True
     )
@@ -64,6 +66,7 @@ class Release(Base):
     # The whole config at this release, Fernet-encrypted JSON: never a plaintext value on disk.
     config_sealed: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), default="succeeded")
+    status_message: Mapped[str | None] = mapped_column(Text, default=None)
     actor: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     build_id: Mapped[int | None] = mapped_column(

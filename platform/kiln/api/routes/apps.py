@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from kiln.api.auth import Caller, StoreDep
 from kiln.models import AppCreate, AppInfo
@@ -10,21 +10,27 @@ from kiln.models import AppCreate, AppInfo
 router = APIRouter(prefix="/apps", tags=["apps"])
 
 
+def _with_url(request: Request, info: AppInfo) -> AppInfo:
+    return info.model_copy(update={"url": f"{request.app.state.settings.apps_url}/{info.name}/"})
+
+
 @router.get("")
-def list_apps(store: StoreDep) -> list[AppInfo]:
-    return store.list_apps()
+def list_apps(store: StoreDep, request: Request) -> list[AppInfo]:
+    return [_with_url(request, app) for app in store.list_apps()]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_app(body: AppCreate, store: StoreDep, caller: Caller) -> AppInfo:
-    return store.create_app(body.name, actor=caller.name)
+def create_app(body: AppCreate, store: StoreDep, caller: Caller, request: Request) -> AppInfo:
+    return _with_url(request, store.create_app(body.name, actor=caller.name))
 
 
 @router.get("/{app}")
-def app_info(app: str, store: StoreDep) -> AppInfo:
-    return store.get_app(app)
+def app_info(app: str, store: StoreDep, request: Request) -> AppInfo:
+    return _with_url(request, store.get_app(app))
 
 
 @router.delete("/{app}", status_code=status.HTTP_204_NO_CONTENT)
-def destroy_app(app: str, store: StoreDep) -> None:
+def destroy_app(app: str, store: StoreDep, request: Request) -> None:
     store.destroy_app(app)
+    if request.app.state.reconciler is not None:
+        request.app.state.reconciler.poke()  # its Serve application goes with it

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from kiln.api.auth import Caller, StoreDep
 from kiln.build.builder import Builder
 from kiln.errors import InvalidInput, KilnError
-from kiln.models import BuildEvent, BuildInfo, ErrorDetail
+from kiln.models import ArtifactKind, BuildEvent, BuildInfo, ErrorDetail
 from kiln.settings import Settings
 
 router = APIRouter(prefix="/apps/{app}/builds", tags=["builds"])
@@ -54,12 +54,18 @@ async def _spool(request: Request, limit: int, directory: Path) -> Path:
     responses={200: {"content": {"application/x-ndjson": {}}, "description": "BuildEvent lines"}},
 )
 async def create_build(
-    app: str, request: Request, store: StoreDep, caller: Caller, commit: str | None = None
+    app: str,
+    request: Request,
+    store: StoreDep,
+    caller: Caller,
+    commit: str | None = None,
+    artifact: ArtifactKind | None = None,
 ) -> StreamingResponse:
     """Build the ``.tar.gz`` body; the response streams ``BuildEvent`` lines as the build runs."""
     store.get_app(app)
     settings: Settings = request.app.state.settings
     builder: Builder = request.app.state.builder
+    builder.artifacts_for(artifact)  # refuse a kind this host cannot build before the upload
     archive = await _spool(request, settings.max_upload_bytes, settings.home / "uploads")
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[BuildEvent] = asyncio.Queue()
@@ -70,8 +76,11 @@ async def create_build(
     async def run() -> None:
         try:
             result = await run_in_threadpool(
-                builder.build, app, archive, actor=caller.name, sink=sink, commit=commit
-            )
+                builder.build, app, archive, actor=caller.name, sink=sink, commit=commit,
+                kind=artifact,
+            )  # fmt: skip
+            if request.app.state.reconciler is not None:
+                request.app.state.reconciler.poke()  # roll the new release out
             events.put_nowait(BuildEvent(build=result))
         except KilnError as exc:
             events.put_nowait(BuildEvent(error=ErrorDetail(code=exc.code, message=exc.message)))

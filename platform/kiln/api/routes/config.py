@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from kiln.api.auth import Caller, StoreDep
 from kiln.models import ConfigChange, ConfigUpdate
@@ -16,5 +16,10 @@ def get_config(app: str, store: StoreDep) -> dict[str, str]:
 
 
 @router.patch("")
-def update_config(app: str, body: ConfigUpdate, store: StoreDep, caller: Caller) -> ConfigChange:
-    return store.update_config(app, body.vars, actor=caller.name)
+def update_config(
+    app: str, body: ConfigUpdate, store: StoreDep, caller: Caller, request: Request
+) -> ConfigChange:
+    change = store.update_config(app, body.vars, actor=caller.name)
+    if change.changed and request.app.state.reconciler is not None:
+        request.app.state.reconciler.poke()  # roll the new config out
+    return change

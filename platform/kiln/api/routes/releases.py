@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, status
 
-from kiln.api.auth import StoreDep
-from kiln.models import ReleaseInfo
+from kiln.api.auth import Caller, StoreDep
+from kiln.models import ReleaseInfo, RollbackRequest
 
 router = APIRouter(prefix="/apps/{app}/releases", tags=["releases"])
 
@@ -18,3 +18,14 @@ def list_releases(app: str, store: StoreDep) -> list[ReleaseInfo]:
 @router.get("/{version}")
 def release_info(app: str, version: int, store: StoreDep) -> ReleaseInfo:
     return store.get_release(app, version)
+
+
+@router.post("/rollback", status_code=status.HTTP_201_CREATED)
+def rollback(
+    app: str, body: RollbackRequest, store: StoreDep, caller: Caller, request: Request
+) -> ReleaseInfo:
+    """A new release that runs an earlier one's artifact and config (``kiln rollback [vN]``)."""
+    release = store.rollback(app, body.version, actor=caller.name)
+    if request.app.state.reconciler is not None:
+        request.app.state.reconciler.poke()
+    return release

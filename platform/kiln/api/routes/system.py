@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from kiln import __version__
@@ -23,7 +23,11 @@ def healthz() -> Health:
 
 
 @router.get("/status")
-def platform_status(store: StoreDep) -> PlatformStatus:
+def platform_status(store: StoreDep, request: Request) -> PlatformStatus:
     return PlatformStatus(
-        version=__version__, store=store.engine.dialect.name, apps=len(store.list_apps())
+        version=__version__,
+        store=store.engine.dialect.name,
+        apps=len(store.list_apps()),
+        run=request.app.state.reconciler is not None,
+        apps_url=request.app.state.settings.apps_url,
     )

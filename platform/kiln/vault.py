@@ -26,6 +26,7 @@ class Vault:
     def __init__(self, keys: list[bytes]) -> None:
         if not keys:
             raise KilnError("no encryption key given", code="no_secret_key")
+        self.key_material = ",".join(key.decode() for key in keys)
         try:
             self._fernet = MultiFernet([Fernet(key) for key in keys])
         except ValueError:

@@ -1,0 +1,84 @@
+"""``/apps/{app}/logs``: build, release, dyno and router lines, merged by time; ``follow`` streams."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from kiln.api.auth import StoreDep
+from kiln.errors import InvalidInput
+from kiln.run.logs import LogRecord, app_log, read_records
+from kiln.store import Store
+
+router = APIRouter(prefix="/apps/{app}/logs", tags=["logs"])
+SOURCES = ("build", "release", "dyno", "router")
+
+
+def _build_records(store: Store, app: str) -> list[LogRecord]:
+    records = []
+    for build in store.builds.list(app, limit=5):
+        base = build.created_at.timestamp()
+        for index, line in enumerate(store.builds.log(app, build.id).splitlines()):
+            records.append(
+                LogRecord(
+                    ts=base + index * 1e-6, source="build", process=f"build.{build.id}", line=line
+                )
+            )
+    return records
+
+
+def _records(store: Store, log_dir: Path, app: str, source: str | None) -> list[LogRecord]:
+    records = [] if source not in (None, "build") else _build_records(store, app)
+    if source != "build":
+        records += [r for r in read_records(log_dir, app) if source is None or r.source == source]
+    return sorted(records, key=lambda r: r.ts)
+
+
+@router.get(
+    "", response_class=StreamingResponse, responses={200: {"content": {"application/x-ndjson": {}}}}
+)
+async def logs(
+    app: str,
+    store: StoreDep,
+    request: Request,
+    n: int = Query(100, ge=1, le=100_000, description="How many recent lines."),
+    source: str | None = Query(None, description="Only build, release, dyno or router lines."),
+    follow: bool = Query(False, description="Keep streaming new lines (kiln logs --tail)."),
+) -> StreamingResponse:
+    store.get_app(app)
+    if source is not None and source not in SOURCES:
+        raise InvalidInput(
+            f"unknown log source {source!r}; one of: {', '.join(SOURCES)}", code="bad_source"
+        )
+    log_dir: Path = request.app.state.settings.log_dir
+    recent = _records(store, log_dir, app, source)[-n:]
+
+    async def stream() -> AsyncIterator[bytes]:
+        for record in recent:
+            yield record.model_dump_json().encode() + b"\n"
+        if not follow:
+            return
+        path = app_log(log_dir, app)
+        offset = path.stat().st_size if path.exists() else 0
+        while not await request.is_disconnected():
+            await asyncio.sleep(0.25)
+            if not path.exists() or path.stat().st_size <= offset:
+                continue
+            with path.open("rb") as file:
+                file.seek(offset)
+                chunk = file.read()
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            offset += len(complete)
+            for line in complete.splitlines():
+                try:
+                    record = LogRecord.model_validate_json(line)
+                except ValueError:
+                    continue
+                if source is None or record.source == source:
+                    yield line + b"\n"
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")

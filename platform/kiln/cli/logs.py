@@ -1,0 +1,38 @@
+"""``kiln logs [--tail] [-n N] [--source build|release|dyno|router]``."""
+
+from __future__ import annotations
+
+import click
+
+from kiln.cli.client import ApiClient
+from kiln.cli.options import app_option, resolve_app
+from kiln.run.logs import LogRecord, format_record
+
+
+@click.command("logs")
+@app_option
+@click.option("-t", "--tail", is_flag=True, help="Keep printing new lines until interrupted.")
+@click.option("-n", "--num", default=100, show_default=True, help="How many recent lines.")
+@click.option(
+    "-s",
+    "--source",
+    type=click.Choice(["build", "release", "dyno", "router"]),
+    help="Only one source.",
+)
+def logs(app: str | None, tail: bool, num: int, source: str | None) -> None:
+    """Show an app's logs: builds, releases, dyno output and requests, merged by time."""
+    name = resolve_app(app)
+    params: dict[str, str] = {"n": str(num)}
+    if source:
+        params["source"] = source
+    if tail:
+        params["follow"] = "true"
+    try:
+        for raw in ApiClient.from_environment().stream_lines(f"/apps/{name}/logs", **params):
+            if raw.strip():
+                click.echo(format_record(LogRecord.model_validate_json(raw)))
+    except KeyboardInterrupt:
+        pass
+
+
+COMMANDS = [logs]

@@ -1,0 +1,1 @@
+"""The run stage: releases as Ray Serve applications whose replicas supervise dynos."""

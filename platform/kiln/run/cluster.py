@@ -1,0 +1,135 @@
+"""The local Ray cluster ``kiln up`` runs: one head node on loopback, in the background, stopped
+by its PID (``ray start --block`` stops what it started when it gets SIGTERM); never ``ray stop``.
+
+The cluster outlives the control plane, so apps keep serving while the control plane restarts.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LocalRay", "ray_environment"]
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from kiln.control.process import alive, log_tail
+from kiln.errors import KilnError
+from kiln.settings import Settings
+from kiln.vault import load_vault
+
+
+def ray_environment(settings: Settings) -> dict[str, str]:
+    """What every Ray process (and so every dyno supervisor) needs in its environment."""
+    env = dict(os.environ)
+    env.update(
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # keep Ray on loopback (MACHINE.md)
+        RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"),
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_SERVE_ENABLE_HA_PROXY=os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1"),
+        # Fast autoscaling: replicas and handles report load twice a second (default 10 s).
+        RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S="0.5",
+        RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S="0.5",
+        # A stopping replica drains for this long so HAProxy stops sending it requests first;
+        # Serve's 30 s default is sized for many nodes, and held every rollout up for 30 s.
+        RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=os.environ.get(
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "5"
+        ),
+        KILN_HOME=str(settings.home),
+        KILN_SECRET_KEY=load_vault(settings).key_material,
+    )
+    if settings.resolved_docker_host:
+        env["DOCKER_HOST"] = settings.resolved_docker_host
+    return env
+
+
+def _temp_dir(home: Path) -> Path:
+    # Ray's unix socket paths must stay under ~107 bytes: a short directory, one per home.
+    return (
+        Path(tempfile.gettempdir())
+        / f"kiln-ray-{hashlib.sha256(str(home).encode()).hexdigest()[:10]}"
+    )
+
+
+class LocalRay:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pid_file = settings.home / "run" / "ray.pid"
+        self.log = settings.home / "logs" / "ray.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if alive(pid) else None
+
+    def answers(self) -> bool:
+        try:
+            return (
+                httpx.get(
+                    f"{self.settings.dashboard_url}/api/serve/applications/", timeout=2
+                ).status_code
+                == 200
+            )
+        except httpx.TransportError:
+            return False
+
+    def ensure(self, timeout_s: float = 120.0) -> int:
+        """Start the head node unless ours already runs; returns its PID once Serve's API answers."""
+        pid = self.pid()
+        if pid is None:
+            pid = self._spawn()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.answers():
+                return pid
+            if not alive(pid):
+                raise KilnError(
+                    f"Ray exited while starting; its log ({self.log}) ends with:\n{log_tail(self.log)}",
+                    code="ray_failed",
+                )
+            time.sleep(0.25)
+        raise KilnError(
+            f"Ray did not answer within {timeout_s:.0f}s; see {self.log}", code="ray_timeout"
+        )
+
+    def _spawn(self) -> int:
+        settings = self.settings
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        ray = Path(sys.executable).parent / "ray"
+        command = [
+            str(ray), "start", "--head", "--block", "--disable-usage-stats",
+            "--node-ip-address", "127.0.0.1", "--port", str(settings.ray_port),
+            "--temp-dir", str(_temp_dir(settings.home)),
+            "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(settings.ray_dashboard_port),
+        ]  # fmt: skip
+        with self.log.open("ab") as out:
+            process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=ray_environment(settings), start_new_session=True,
+            )  # fmt: skip
+        self.pid_file.write_text(f"{process.pid}\n")
+        return process.pid
+
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return None
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return pid

@@ -1,0 +1,205 @@
+"""Dynos: the release's artifact running as a plain process (slug) or a container (image).
+
+A dyno must not outlive its supervisor: a process gets a parent-death signal; a container gets a
+reaper process that removes it when the supervisor's pipe closes (also on SIGKILL).
+"""
+
+from __future__ import annotations
+
+__all__ = ["ContainerDyno", "Dyno", "LineSink", "ProcessDyno", "free_port"]
+
+import collections
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+LineSink = Callable[[str], None]
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Dyno(Protocol):
+    url: str
+
+    def start(self) -> None: ...
+    def alive(self) -> bool: ...
+    def exit_code(self) -> int | None: ...
+    def stop(self, timeout_s: float) -> None: ...
+    def recent_lines(self) -> list[str]: ...
+
+
+class _Output:
+    """The dyno's output: each line to the sink, the last ones kept for error reports."""
+
+    def __init__(self, sink: LineSink, keep: int = 40) -> None:
+        self.sink = sink
+        self.recent: collections.deque[str] = collections.deque(maxlen=keep)
+
+    def follow(self, lines: Iterable[bytes | str]) -> None:
+        threading.Thread(target=self._pump, args=(lines,), daemon=True, name="dyno-output").start()
+
+    def _pump(self, lines: Iterable[bytes | str]) -> None:
+        try:
+            for raw in lines:
+                text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+                for line in text.splitlines():
+                    self.recent.append(line)
+                    self.sink(line)
+        except Exception as exc:  # the stream ends with the dyno; a broken one is not fatal
+            self.sink(f"(log stream ended: {type(exc).__name__})")
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the supervisor's thread dies; own process group."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ProcessDyno:
+    """A slug dyno: ``command`` in ``cwd`` with ``$PORT`` on loopback."""
+
+    def __init__(self, command: list[str], cwd: Path, env: dict[str, str], sink: LineSink) -> None:
+        self.command = command
+        self.cwd = cwd
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._output = _Output(sink)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        self._process = subprocess.Popen(
+            self.command, cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, start_new_session=True,
+        )  # fmt: skip
+        assert self._process.stdout is not None
+        self._output.follow(self._process.stdout)
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def exit_code(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
+    def stop(self, timeout_s: float) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        except ProcessLookupError:
+            pass
+
+    def recent_lines(self) -> list[str]:
+        return list(self._output.recent)
+
+
+class ContainerDyno:
+    """An image dyno through the Docker Engine API, its port published on loopback only."""
+
+    def __init__(
+        self,
+        client: Any,  # docker.DockerClient
+        engine_url: str,
+        image: str,
+        env: dict[str, str],
+        sink: LineSink,
+        *,
+        name: str,
+        labels: dict[str, str],
+        gpu_ids: list[str],
+    ) -> None:
+        self.client = client
+        self.engine_url = engine_url
+        self.image = image
+        self.env = env
+        self.name = name
+        self.labels = labels
+        self.gpu_ids = gpu_ids
+        self.url = ""
+        self._output = _Output(sink)
+        self._container: Any = None
+        self._reaper: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import docker.types
+
+        devices = (
+            [docker.types.DeviceRequest(device_ids=self.gpu_ids, capabilities=[["gpu"]])]
+            if self.gpu_ids
+            else None
+        )
+        self._remove_quietly()
+        self._container = self.client.containers.run(
+            self.image, detach=True, name=self.name, environment={**self.env, "PORT": "8080"},
+            ports={"8080/tcp": ("127.0.0.1", None)}, labels=self.labels, init=True,
+            device_requests=devices,
+        )  # fmt: skip
+        self._reaper = _start_reaper(self.engine_url, self._container.id)
+        self._container.reload()
+        binding = self._container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]
+        self.url = f"http://127.0.0.1:{binding['HostPort']}"
+        self._output.follow(self._container.logs(stream=True, follow=True))
+
+    def alive(self) -> bool:
+        if self._container is None:
+            return False
+        try:
+            self._container.reload()
+        except Exception:
+            return False
+        return bool(self._container.attrs["State"]["Running"])
+
+    def exit_code(self) -> int | None:
+        if self._container is None:
+            return None
+        try:
+            self._container.reload()
+        except Exception:
+            return None
+        state = self._container.attrs["State"]
+        return None if state["Running"] else int(state["ExitCode"])
+
+    def stop(self, timeout_s: float) -> None:
+        if self._container is not None:
+            with contextlib.suppress(Exception):  # already gone
+                self._container.stop(timeout=int(timeout_s))
+            self._remove_quietly()
+        if self._reaper is not None and self._reaper.stdin is not None:
+            self._reaper.stdin.close()  # nothing left to reap: let it exit
+
+    def recent_lines(self) -> list[str]:
+        return list(self._output.recent)
+
+    def _remove_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # not there: nothing to remove
+            self.client.containers.get(self.name).remove(force=True)
+
+
+def _start_reaper(engine_url: str, container_id: str) -> subprocess.Popen[bytes]:
+    """A process that removes the container once our end of its stdin pipe closes (we died)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "kiln.run.reaper", engine_url, container_id],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip

@@ -1,0 +1,149 @@
+"""The data path inside a replica: an ASGI app that forwards each request to the dyno, streaming.
+
+Bodies and responses pass through as raw bytes (no decompression, no buffering of responses), so
+SSE and chunked streams arrive chunk by chunk, Content-Length stays true, and repeated headers
+(Set-Cookie) survive. aiohttp, not httpx: it costs far less CPU per request (MACHINE.md).
+"""
+
+from __future__ import annotations
+
+__all__ = ["Forwarder"]
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import aiohttp
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# Hop-by-hop headers belong to one connection, not to the request (RFC 9110 7.6.1).
+_HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
+                  b"te", b"trailer", b"transfer-encoding", b"upgrade", b"host"})  # fmt: skip
+_BUFFER_LIMIT = 8 * 2**20  # bodies with a Content-Length up to this are sent whole
+
+
+class Forwarder:
+    """ASGI app: requests under the app's route go to ``target()`` (the dyno's base URL)."""
+
+    def __init__(
+        self,
+        target: Callable[[], str],
+        ready: Callable[[], Awaitable[bool]],
+        on_request: Callable[[str, str, int, float], None] | None = None,
+    ) -> None:
+        self._target = target
+        self._ready = ready
+        self._on_request = on_request
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+                cookie_jar=aiohttp.DummyCookieJar(),  # never carry one caller's cookies to another
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":  # websockets: not forwarded yet
+            await send({"type": "websocket.close", "code": 1003})
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        status = await self._forward(scope, receive, send)
+        if self._on_request is not None:
+            self._on_request(scope["method"], scope["path"], status, loop.time() - started)
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> int:
+        if not await self._ready():
+            return await _error(send, 503, "the app's dyno is not ready; try again shortly")
+        path = _app_path(scope)
+        query = scope.get("query_string", b"")
+        url = f"{self._target()}{path}" + (f"?{query.decode('latin-1')}" if query else "")
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _HOP
+        ]
+        client = scope.get("client")
+        if client:
+            headers.append(("X-Forwarded-For", client[0]))
+        headers.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
+        if scope.get("root_path"):
+            headers.append(("X-Forwarded-Prefix", scope["root_path"]))
+        body = await _body(scope, receive)
+        try:
+            async with self.session().request(
+                scope["method"], url, headers=headers, data=body, allow_redirects=False,
+                compress=None, chunked=None,
+            ) as upstream:  # fmt: skip
+                await send({"type": "http.response.start", "status": upstream.status,
+                            "headers": [(k, v) for k, v in upstream.raw_headers if k.lower() not in _HOP]})  # fmt: skip
+                async for chunk in upstream.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+                return upstream.status
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            return await _error(send, 502, f"the app's dyno did not answer ({type(exc).__name__})")
+
+
+def _app_path(scope: Scope) -> str:
+    """The path as the app sees it: without the route prefix Serve matched."""
+    path: str = scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0] or scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path if path.startswith("/") else "/" + path
+
+
+async def _body(scope: Scope, receive: Receive) -> bytes | AsyncIterator[bytes]:
+    length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+    if length is not None and int(length) <= _BUFFER_LIMIT:
+        parts = []
+        while True:
+            message = await receive()
+            parts.append(message.get("body", b""))
+            if not message.get("more_body"):
+                return b"".join(parts)
+
+    async def stream() -> AsyncIterator[bytes]:
+        while True:
+            message = await receive()
+            if message.get("body"):
+                yield message["body"]
+            if not message.get("more_body"):
+                return
+
+    return stream()
+
+
+async def _error(send: Send, status: int, message: str) -> int:
+    body = json.dumps({"error": {"code": "dyno_unavailable", "message": message}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+    return status
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

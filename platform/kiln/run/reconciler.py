@@ -1,0 +1,127 @@
+"""The reconciler: makes Ray Serve run what the store says, and records what happened.
+
+Each pass: desired state (every app's newest release that has not failed, and its formation) ->
+Serve config (a pure function) -> applied when it differs from what was last applied or when Serve
+lost apps (Ray restarted). Then each pending release is judged from Serve's status: running ->
+succeeded; failed to deploy -> failed, with the dyno's last lines; the app then falls back to its
+previous release, which Serve kept serving all along.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Reconciler"]
+
+import logging
+import threading
+import time
+from typing import Any
+
+from kiln.errors import KilnError
+from kiln.manifest import Manifest
+from kiln.models import Deployment, Formation, ReleaseStatus
+from kiln.run.logs import LogRecord, append_records
+from kiln.run.serve_api import AppState, ServeBackend, failure_reason
+from kiln.run.serve_config import Deployable, serve_config
+from kiln.settings import Settings
+from kiln.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+def deployable(item: Deployment) -> Deployable:
+    manifest = Manifest.model_validate_json(item.manifest) if item.manifest else Manifest()
+    formation = Formation.model_validate_json(item.formation) if item.formation else None
+    return Deployable(
+        item.app, item.release, item.artifact, item.config_sealed, manifest, formation
+    )
+
+
+class Reconciler:
+    def __init__(
+        self, store: Store, backend: ServeBackend, settings: Settings, interval_s: float = 1.0
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.settings = settings
+        self.interval_s = interval_s
+        self.applied: dict[str, Any] | None = None
+        self.last_status: dict[str, AppState] = {}
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="kiln-reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def poke(self) -> None:
+        """Reconcile now rather than at the next tick (after a release or a scale)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.reconcile()
+                self.last_error = None
+            except KilnError as exc:
+                if exc.message != self.last_error:
+                    logger.warning("reconcile: %s", exc.message)
+                self.last_error = exc.message
+            except Exception:
+                logger.exception("reconcile failed")
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+
+    # -- one pass ------------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        items = self.store.deployables()
+        desired = serve_config(
+            [deployable(item) for item in items],
+            http_host=self.settings.http_host,
+            http_port=self.settings.http_port,
+            log_dir=str(self.settings.log_dir),
+            docker_host=self.settings.resolved_docker_host,
+        )
+        status = self.backend.status()
+        wanted = {app["name"] for app in desired["applications"]}
+        if desired != self.applied or not wanted <= set(status):
+            self.backend.apply(desired)
+            self.applied = desired
+            status = self.backend.status()
+        self.last_status = status
+        for item in items:
+            if item.status is ReleaseStatus.PENDING:
+                self._judge(item, status.get(item.app), item.app in wanted)
+
+    def _judge(self, item: Deployment, state: AppState | None, deployed: bool) -> None:
+        if not deployed:  # scaled to zero replicas: nothing to judge, nothing running
+            self._settle(item, ReleaseStatus.SUCCEEDED, None, "released with 0 replicas")
+            return
+        if state is None or state.release != item.release:
+            return
+        if state.status == "RUNNING":
+            self._settle(item, ReleaseStatus.SUCCEEDED, None, f"v{item.release} is live")
+        elif state.status == "DEPLOY_FAILED":
+            reason = failure_reason(state.deployment_message or state.message)
+            self._settle(item, ReleaseStatus.FAILED, reason, f"v{item.release} failed: {reason}")
+            self.poke()  # fall back to the previous release right away
+
+    def _settle(
+        self, item: Deployment, status: ReleaseStatus, reason: str | None, line: str
+    ) -> None:
+        self.store.set_release_status(item.app, item.release, status, reason)
+        append_records(
+            self.settings.log_dir,
+            item.app,
+            [LogRecord(ts=time.time(), source="release", process="kiln", line=line)],
+        )

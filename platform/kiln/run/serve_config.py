@@ -1,0 +1,134 @@
+"""Desired state -> Ray Serve config: a pure function, tested without Ray.
+
+One Serve application per app, at route ``/<app>``, with one deployment (``dyno``) whose replicas
+are dyno supervisors. Formation changes (replica counts) only touch ``num_replicas`` or
+``autoscaling_config``, which Serve applies without restarting replicas; a new release changes
+``args``, which Serve rolls out replica by replica.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DEPLOYMENT", "IMPORT_PATH", "Deployable", "application_config", "serve_config"]
+
+from dataclasses import dataclass
+from typing import Any
+
+from kiln.manifest import Accelerator, Manifest
+from kiln.models import Artifact, Formation
+from kiln.run.spec import DynoSpec
+
+IMPORT_PATH = "kiln.run.supervisor:build"
+DEPLOYMENT = "dyno"
+# How long Serve averages load before scaling; short, for the fast reaction serverless needs.
+LOOK_BACK_PERIOD_S = 5.0
+
+
+@dataclass(frozen=True)
+class Deployable:
+    """What the reconciler knows of one app: its release to run and the formation asked for."""
+
+    app: str
+    release: int
+    artifact: Artifact
+    config_sealed: str
+    manifest: Manifest
+    formation: Formation | None = None
+
+
+def _replicas(manifest: Manifest, formation: Formation | None) -> dict[str, Any]:
+    scaling = manifest.scaling
+    low = formation.min_replicas if formation else scaling.min_replicas
+    high = formation.max_replicas if formation else scaling.max_replicas
+    target = (
+        formation.target_ongoing_requests if formation else None
+    ) or scaling.target_ongoing_requests
+    if low == high:
+        return {"num_replicas": high}
+    autoscaling: dict[str, Any] = {
+        "min_replicas": low,
+        "max_replicas": high,
+        # One replica at deploy even when scaling to zero: it proves the release starts.
+        "initial_replicas": max(low, 1),
+        "target_ongoing_requests": target,
+        "upscale_delay_s": scaling.upscale_delay_s,
+        "downscale_delay_s": scaling.downscale_delay_s,
+        "look_back_period_s": LOOK_BACK_PERIOD_S,
+    }
+    if scaling.downscale_to_zero_delay_s is not None:
+        autoscaling["downscale_to_zero_delay_s"] = scaling.downscale_to_zero_delay_s
+    return {"autoscaling_config": autoscaling}
+
+
+def _actor_options(manifest: Manifest) -> dict[str, Any]:
+    resources = manifest.resources
+    options: dict[str, Any] = {"num_cpus": resources.cpu}
+    if resources.memory is not None:
+        options["memory"] = resources.memory.bytes
+    if resources.gpu:
+        first = resources.gpu[0]  # TODO(gpu issue): try the preference list in order
+        options["num_gpus"] = first.count
+        if first.type is not Accelerator.ANY:
+            options["accelerator_type"] = first.type.value
+    return options
+
+
+def application_config(
+    item: Deployable, *, log_dir: str, docker_host: str | None
+) -> dict[str, Any] | None:
+    """The Serve application for one app, or None when its formation is zero replicas."""
+    manifest = item.manifest
+    replicas = _replicas(manifest, item.formation)
+    if replicas.get("num_replicas") == 0:
+        return None
+    spec = DynoSpec(
+        app=item.app,
+        release=item.release,
+        artifact=item.artifact,
+        env=dict(manifest.env),
+        config_sealed=item.config_sealed,
+        health_path=manifest.health.path,
+        startup_timeout_s=manifest.health.startup_timeout_s,
+        health_timeout_s=manifest.health.timeout_s,
+        docker_host=docker_host,
+        log_dir=log_dir,
+    )
+    deployment: dict[str, Any] = {
+        "name": DEPLOYMENT,
+        **replicas,
+        "max_ongoing_requests": manifest.scaling.max_ongoing_requests,
+        "max_queued_requests": manifest.scaling.max_queued_requests
+        if manifest.scaling.max_queued_requests is not None
+        else -1,
+        "health_check_period_s": manifest.health.period_s,
+        "health_check_timeout_s": manifest.health.timeout_s,
+        "graceful_shutdown_timeout_s": spec.stop_timeout_s + 5,
+        "graceful_shutdown_wait_loop_s": 0.5,
+        # Start a new release's replicas before stopping the old ones; if they never become
+        # healthy (or cannot be placed), the old ones keep serving.
+        "max_surge_percent": 100,
+        "ray_actor_options": _actor_options(manifest),
+    }
+    return {
+        "name": item.app,
+        "route_prefix": f"/{item.app}",
+        "import_path": IMPORT_PATH,
+        "args": {"spec": spec.model_dump(mode="json")},
+        "deployments": [deployment],
+    }
+
+
+def serve_config(
+    items: list[Deployable], *, http_host: str, http_port: int, log_dir: str,
+    docker_host: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The whole Serve config (the REST API replaces every application with this list)."""
+    applications = [
+        config
+        for item in sorted(items, key=lambda i: i.app)
+        if (config := application_config(item, log_dir=log_dir, docker_host=docker_host))
+    ]
+    return {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": http_host, "port": http_port},
+        "applications": applications,
+    }

@@ -1,0 +1,29 @@
+"""What a dyno supervisor is told: the release it runs, sealed config, health and log settings.
+
+A ``DynoSpec`` travels as the Serve application's ``args`` (JSON); config vars inside it stay
+Fernet-sealed, so neither Serve's stored config nor its logs hold a secret in plaintext.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DynoSpec"]
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kiln.models import Artifact
+
+
+class DynoSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    app: str = Field(description="The app's name.")
+    release: int = Field(description="The release version these dynos run.")
+    artifact: Artifact = Field(description="What to start: an image or a slug.")
+    env: dict[str, str] = Field(default_factory=dict, description="Non-secret environment.")
+    config_sealed: str = Field(description="The release's config vars, Fernet-sealed.")
+    health_path: str = Field("/healthz", description="The dyno's readiness path.")
+    startup_timeout_s: float = Field(600.0, description="How long a dyno may take to be ready.")
+    health_timeout_s: float = Field(10.0, description="How long one health check may take.")
+    stop_timeout_s: float = Field(20.0, description="SIGTERM to SIGKILL, when a dyno stops.")
+    docker_host: str | None = Field(None, description="The engine that runs image dynos.")
+    log_dir: str = Field(description="Where the platform's log sink writes app logs.")

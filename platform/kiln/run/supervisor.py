@@ -1,0 +1,219 @@
+"""The dyno supervisor: each Ray Serve replica of an app starts the release's artifact on its
+node, waits for it to be ready, forwards requests to it, restarts it in place when it dies, and
+stops it when the replica stops.
+
+Serve deploys it from its config as ``kiln.run.supervisor:build`` with ``{"spec": DynoSpec}``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DynoSupervisor", "build"]
+
+import asyncio
+import collections
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from ray import serve
+from ray.serve import Application
+
+from kiln.models import ArtifactKind
+from kiln.run.dyno import ContainerDyno, Dyno, ProcessDyno
+from kiln.run.logs import LogShipper
+from kiln.run.proxy import Forwarder
+from kiln.run.spec import DynoSpec
+from kiln.vault import Vault
+
+CRASH_LOOP_RESTARTS = 3
+CRASH_LOOP_WINDOW_S = 60.0
+_BASE_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "HF_HOME", "HF_HUB_OFFLINE")
+
+
+class DynoFailed(RuntimeError):
+    """The dyno could not be made ready; the message carries its exit and last log lines."""
+
+
+def build(args: dict[str, Any]) -> Application:
+    """Serve's application builder: ``args`` is ``{"spec": DynoSpec as JSON}``."""
+    spec = DynoSpec.model_validate(args["spec"])
+    app: Application = DynoSupervisor.bind(spec.model_dump(mode="json"))  # type: ignore[attr-defined]
+    return app
+
+
+@serve.deployment(name="dyno")
+@serve.ingress()
+class DynoSupervisor:
+    async def __init__(self, spec: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
+        self.spec = DynoSpec.model_validate(spec)
+        context = serve.get_replica_context()
+        self.replica = f"dyno.{context.replica_id.unique_id[:6]}"
+        self.logs = LogShipper(self.spec.app, self.replica, self.spec.log_dir)
+        await self.logs.start()
+        self.failed: str | None = None
+        self.exits: collections.deque[float] = collections.deque(maxlen=CRASH_LOOP_RESTARTS)
+        self._ready = asyncio.Event()
+        self._health = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.spec.health_timeout_s)
+        )
+        self.dyno = self._make_dyno()
+        self.logs.line(
+            "release",
+            f"starting v{self.spec.release} ({self.spec.artifact.kind} {self.spec.artifact.digest[:19]})",
+        )
+        await self._start(self.spec.startup_timeout_s)
+        self.forwarder = Forwarder(lambda: self.dyno.url, self._wait_ready, self._routed)
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+
+    def __serve_build_asgi_app__(self) -> Forwarder:
+        return self.forwarder
+
+    # -- the dyno ----------------------------------------------------------------------------
+
+    def _environment(self) -> dict[str, str]:
+        key = os.environ.get("KILN_SECRET_KEY")
+        if not key:
+            raise DynoFailed(
+                "KILN_SECRET_KEY is not set on this Ray node, so the app's config vars cannot be "
+                "opened; start the node with the platform's key (kiln up does this)"
+            )
+        config = Vault([k.strip().encode() for k in key.split(",") if k.strip()]).open(
+            self.spec.config_sealed
+        )
+        import ray
+
+        gpus = [str(g) for g in ray.get_gpu_ids()]
+        base = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
+        return {
+            **base,
+            "PYTHONUNBUFFERED": "1",
+            **self.spec.env,
+            **config,
+            "KILN_APP": self.spec.app,
+            "KILN_RELEASE": f"v{self.spec.release}",
+            "KILN_DYNO": self.replica,
+            "CUDA_VISIBLE_DEVICES": ",".join(gpus),
+        }
+
+    def _make_dyno(self) -> Dyno:
+        artifact = self.spec.artifact
+        env = self._environment()
+
+        probe = f'"GET {self.spec.health_path} '
+
+        def sink(line: str) -> None:
+            if probe not in line:  # the supervisor's own health checks are noise in the app's log
+                self.logs.line("dyno", line)
+
+        if artifact.kind is ArtifactKind.SLUG:
+            return ProcessDyno(
+                artifact.command, Path(artifact.reference) / "app", {**artifact.env, **env}, sink
+            )
+        import docker
+
+        url = (
+            self.spec.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        )
+        gpus = [g for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g]
+        return ContainerDyno(
+            docker.DockerClient(base_url=url), url, artifact.reference, env, sink,
+            name=f"kiln-{self.spec.app}-{self.replica.replace('.', '-')}",
+            labels={"kiln.app": self.spec.app, "kiln.release": str(self.spec.release),
+                    "kiln.replica": self.replica},
+            gpu_ids=gpus,
+        )  # fmt: skip
+
+    async def _start(self, timeout_s: float) -> None:
+        """Start the dyno and wait until its health path answers 200; raise DynoFailed if not."""
+        self._ready.clear()
+        if isinstance(self.dyno, ContainerDyno):
+            await asyncio.to_thread(self.dyno.start)
+        else:
+            self.dyno.start()  # on this thread: the parent-death signal is tied to it
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not await asyncio.to_thread(self.dyno.alive):
+                await asyncio.sleep(0.2)  # let the last lines arrive
+                raise DynoFailed(
+                    self._report(f"exited with code {self.dyno.exit_code()} before it was ready")
+                )
+            if await self._healthy():
+                self._ready.set()
+                self.logs.line("release", f"dyno ready at {self.dyno.url}")
+                return
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(self.dyno.stop, self.spec.stop_timeout_s)
+        raise DynoFailed(
+            self._report(f"did not answer {self.spec.health_path} with 200 within {timeout_s:.0f}s")
+        )
+
+    def _report(self, what: str) -> str:
+        lines = "\n".join(self.dyno.recent_lines()[-15:]) or "(no output)"
+        message = (
+            f"the dyno of {self.spec.app} v{self.spec.release} {what}; its last lines:\n{lines}"
+        )
+        self.logs.line("release", message)
+        return message
+
+    async def _healthy(self) -> bool:
+        try:
+            async with self._health.get(f"{self.dyno.url}{self.spec.health_path}") as response:
+                return response.status == 200
+        except (TimeoutError, aiohttp.ClientError):
+            return False
+
+    async def _watch(self) -> None:
+        """Restart the dyno in place when it exits; give up (unhealthy) on a crash loop."""
+        while True:
+            if await asyncio.to_thread(self.dyno.alive):
+                await asyncio.sleep(0.1)
+                continue
+            code = self.dyno.exit_code()
+            self._ready.clear()
+            now = time.monotonic()
+            self.exits.append(now)
+            self.logs.line("dyno", f"exited with code {code}; restarting in place")
+            if len(self.exits) == CRASH_LOOP_RESTARTS and now - self.exits[0] < CRASH_LOOP_WINDOW_S:
+                self.failed = self._report(
+                    f"crashed {CRASH_LOOP_RESTARTS} times in {CRASH_LOOP_WINDOW_S:.0f}s (last exit code {code})"
+                )
+                return
+            try:
+                await self._start(self.spec.startup_timeout_s)
+            except DynoFailed as exc:
+                self.failed = str(exc)
+                return
+
+    async def _wait_ready(self) -> bool:
+        if self._ready.is_set():
+            return True
+        if self.failed:
+            return False
+        try:
+            await asyncio.wait_for(
+                self._ready.wait(), timeout=min(self.spec.startup_timeout_s, 120)
+            )
+        except TimeoutError:
+            return False
+        return True
+
+    def _routed(self, method: str, path: str, status: int, seconds: float) -> None:
+        self.logs.line("router", f"{method} {path} {status} {seconds * 1000:.1f}ms")
+
+    # -- Serve's hooks -----------------------------------------------------------------------
+
+    async def check_health(self) -> None:
+        if self.failed:
+            raise DynoFailed(self.failed)
+        if self._ready.is_set() and not await self._healthy():
+            raise DynoFailed(f"the dyno did not answer {self.spec.health_path} with 200")
+
+    async def __del__(self) -> None:
+        self._watchdog.cancel()
+        self.logs.line("release", f"stopping the dyno of v{self.spec.release}")
+        await asyncio.to_thread(self.dyno.stop, self.spec.stop_timeout_s)
+        await self.forwarder.close()
+        await self._health.close()
+        self.logs.stop()
