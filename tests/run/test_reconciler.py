@@ -1,0 +1,187 @@
+"""The reconciler against an in-memory Serve: applies, judges releases, falls back, re-applies."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kiln.models import Artifact, ArtifactKind, ReleaseStatus
+from kiln.run.logs import read_records
+from kiln.run.reconciler import Reconciler
+from kiln.run.serve_api import AppState
+from kiln.settings import Settings
+from kiln.store import Store
+
+ARTIFACT = Artifact(
+    kind=ArtifactKind.SLUG, reference="/s", digest="d1", runtime="python", command=["python"]
+)
+
+
+class FakeServe:
+    """Serve as the reconciler sees it: a config goes in, app states come out."""
+
+    def __init__(self) -> None:
+        self.applied: list[dict[str, Any]] = []
+        self.apps: dict[str, AppState] = {}
+
+    def apply(self, config: dict[str, Any]) -> None:
+        self.applied.append(config)
+        current = {a["name"]: a["args"]["spec"]["release"] for a in config["applications"]}
+        self.apps = {n: s for n, s in self.apps.items() if n in current}
+        for name, release in current.items():
+            previous = self.apps.get(name)
+            if previous is None or previous.release != release:
+                self.apps[name] = AppState(name=name, status="DEPLOYING", release=release)
+
+    def status(self) -> dict[str, AppState]:
+        return dict(self.apps)
+
+    def settle(self, name: str, status: str, message: str = "") -> None:
+        self.apps[name] = self.apps[name].model_copy(
+            update={"status": status, "deployment_message": message}
+        )
+
+
+@pytest.fixture
+def world(settings: Settings) -> tuple[Store, FakeServe, Reconciler]:
+    store = Store.open(settings)
+    serve = FakeServe()
+    return store, serve, Reconciler(store, serve, settings)
+
+
+def deploy(store: Store, app: str, digest: str = "d1") -> int:
+    build = store.builds.start(app, actor="t")
+    artifact = ARTIFACT.model_copy(update={"digest": digest})
+    return store.release_build(
+        app, build_id=build.id, artifact=artifact, manifest=None, description="d", actor="t"
+    ).version
+
+
+def test_apps_without_a_deploy_are_not_run(world: tuple[Store, FakeServe, Reconciler]) -> None:
+    store, serve, reconciler = world
+    store.create_app("idle", actor="t")
+    reconciler.reconcile()
+    assert serve.applied[-1]["applications"] == []
+
+
+def test_a_release_goes_pending_then_succeeded_when_serve_runs_it(
+    world: tuple[Store, FakeServe, Reconciler],
+) -> None:
+    store, serve, reconciler = world
+    store.create_app("echo", actor="t")
+    version = deploy(store, "echo")
+    assert store.get_release("echo", version).status is ReleaseStatus.PENDING
+    reconciler.reconcile()
+    assert serve.apps["echo"].release == version
+    serve.settle("echo", "RUNNING")
+    reconciler.reconcile()
+    assert store.get_release("echo", version).status is ReleaseStatus.SUCCEEDED
+    lines = [r.line for r in read_records(reconciler.settings.log_dir, "echo")]
+    assert lines == [f"v{version} is live"]
+
+
+def test_a_release_that_fails_is_marked_with_the_dyno_reason_and_the_previous_one_returns(
+    world: tuple[Store, FakeServe, Reconciler],
+) -> None:
+    store, serve, reconciler = world
+    store.create_app("echo", actor="t")
+    good = deploy(store, "echo", "good")
+    reconciler.reconcile()
+    serve.settle("echo", "RUNNING")
+    reconciler.reconcile()
+    bad = deploy(store, "echo", "bad")
+    reconciler.reconcile()
+    serve.settle(
+        "echo",
+        "DEPLOY_FAILED",
+        "Traceback ...\nkiln.run.supervisor.DynoFailed: the dyno of echo v3 exited with code 1 before it was ready; its last lines:\nKeyError: 'X'",
+    )
+    reconciler.reconcile()
+    failed = store.get_release("echo", bad)
+    assert failed.status is ReleaseStatus.FAILED
+    assert failed.status_message is not None and failed.status_message.startswith(
+        "the dyno of echo v3 exited with code 1"
+    )
+    assert "KeyError: 'X'" in failed.status_message
+    reconciler.reconcile()  # the fallback: Serve is told to run the good release again
+    assert serve.applied[-1]["applications"][0]["args"]["spec"]["release"] == good
+    assert serve.applied[-1]["applications"][0]["args"]["spec"]["artifact"]["digest"] == "good"
+
+
+def test_a_config_change_after_a_failed_deploy_keeps_the_good_artifact(
+    world: tuple[Store, FakeServe, Reconciler],
+) -> None:
+    store, serve, reconciler = world
+    store.create_app("echo", actor="t")
+    deploy(store, "echo", "good")
+    bad = deploy(store, "echo", "bad")
+    store.set_release_status("echo", bad, ReleaseStatus.FAILED, "crashed")
+    change = store.update_config("echo", {"FIX": "1"}, actor="t")
+    assert change.release.artifact is not None and change.release.artifact.digest == "good"
+
+
+def test_nothing_is_reapplied_when_nothing_changed(
+    world: tuple[Store, FakeServe, Reconciler],
+) -> None:
+    store, serve, reconciler = world
+    store.create_app("echo", actor="t")
+    deploy(store, "echo")
+    reconciler.reconcile()
+    reconciler.reconcile()
+    assert len(serve.applied) == 1
+
+
+def test_apps_lost_by_serve_are_reapplied(world: tuple[Store, FakeServe, Reconciler]) -> None:
+    store, serve, reconciler = world
+    store.create_app("echo", actor="t")
+    deploy(store, "echo")
+    reconciler.reconcile()
+    serve.apps.clear()  # Ray restarted: Serve knows nothing
+    reconciler.reconcile()
+    assert len(serve.applied) == 2 and "echo" in serve.apps
+
+
+def test_a_new_reconciler_reapplies_the_same_config(
+    world: tuple[Store, FakeServe, Reconciler], settings: Settings
+) -> None:
+    store, serve, reconciler = world
+    store.create_app("echo", actor="t")
+    deploy(store, "echo")
+    reconciler.reconcile()
+    Reconciler(store, serve, settings).reconcile()  # a restarted control plane
+    assert serve.applied[0] == serve.applied[1]  # identical: Serve keeps its replicas
+
+
+def test_rollback_runs_the_old_artifact_and_config(
+    world: tuple[Store, FakeServe, Reconciler],
+) -> None:
+    store, serve, reconciler = world
+    store.create_app("echo", actor="t")
+    first = deploy(store, "echo", "one")
+    store.set_release_status("echo", first, ReleaseStatus.SUCCEEDED)
+    store.update_config("echo", {"MODE": "new"}, actor="t")
+    deploy(store, "echo", "two")
+    back = store.rollback("echo", None, actor="t")
+    assert (
+        back.description == f"Rollback to v{first}"
+        and back.artifact is not None
+        and back.artifact.digest == "one"
+    )
+    assert back.config_keys == []  # v2's config, from before MODE was set
+    reconciler.reconcile()
+    assert serve.applied[-1]["applications"][0]["args"]["spec"]["release"] == back.version
+
+
+def test_rollback_needs_something_that_ran(world: tuple[Store, FakeServe, Reconciler]) -> None:
+    from kiln.errors import InvalidInput
+
+    store, _serve, _reconciler = world
+    store.create_app("echo", actor="t")
+    with pytest.raises(InvalidInput, match="no earlier release that ran"):
+        store.rollback("echo", None, actor="t")
+    with pytest.raises(InvalidInput, match="v1 of echo ran nothing"):
+        store.rollback("echo", 1, actor="t")
+
+
+def test_log_dir_is_under_home(settings: Settings) -> None:
+    assert settings.log_dir == Path(settings.home) / "logs" / "apps"
