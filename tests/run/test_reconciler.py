@@ -111,7 +111,7 @@ def test_a_release_that_fails_is_marked_with_the_dyno_reason_and_the_previous_on
 def test_a_config_change_after_a_failed_deploy_keeps_the_good_artifact(
     world: tuple[Store, FakeServe, Reconciler],
 ) -> None:
-    store, serve, reconciler = world
+    store, _serve, _reconciler = world
     store.create_app("echo", actor="t")
     deploy(store, "echo", "good")
     bad = deploy(store, "echo", "bad")
