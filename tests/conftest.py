@@ -79,8 +79,9 @@ def store(any_settings: Settings) -> Iterator[Store]:
 
 
 class LiveApi:
-    def __init__(self, url: str, token: str, store: Store) -> None:
-        self.url = url
+    def __init__(self, settings: Settings, token: str, store: Store) -> None:
+        self.settings = settings
+        self.url = settings.api_url
         self.token = token
         self.store = store
 
@@ -105,7 +106,7 @@ def live_api(settings: Settings) -> Iterator[LiveApi]:
     while not server.started:
         assert time.monotonic() < deadline, "control plane did not start"
         time.sleep(0.02)
-    yield LiveApi(settings.api_url, token, store)
+    yield LiveApi(settings, token, store)
     server.should_exit = True
     thread.join(timeout=10)
     store.close()

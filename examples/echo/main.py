@@ -1,5 +1,6 @@
 """The smallest Kiln app: a FastAPI app that echoes what it is sent."""
 
+import asyncio
 import os
 
 from fastapi import FastAPI, Request
@@ -20,3 +21,10 @@ def hello() -> dict[str, str]:
 @app.post("/echo")
 async def echo(request: Request) -> dict[str, object]:
     return {"echo": await request.json()}
+
+
+@app.get("/slow")
+async def slow(seconds: float = 0.5) -> dict[str, float]:
+    """Stands in for a model's latency (the autoscaling benchmark uses it)."""
+    await asyncio.sleep(min(seconds, 30.0))
+    return {"slept": seconds}

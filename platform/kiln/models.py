@@ -167,6 +167,7 @@ class ReleaseInfo(_Record):
         default_factory=list, description="Names of the config vars it carries (never values)."
     )
     build: int | None = Field(None, description="The build whose artifact it runs.")
+    commit: str | None = Field(None, description="The git commit that build was made from.")
     artifact: Artifact | None = Field(None, description="What it runs; none before a first deploy.")
 
 

@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     ray_dashboard_port: int = Field(
         8265, ge=1, le=65535, description="Dashboard port of the local Ray."
     )
+    ray_num_cpus: float | None = Field(
+        None,
+        gt=0,
+        description="CPUs the local Ray offers replicas (each takes resources.cpu); default 4 per "
+        "core, at least 8: dynos mostly wait on I/O, and a laptop should run several apps.",
+    )
+    ray_agent_port: int = Field(
+        52365, ge=1, le=65535, description="Dashboard agent port of the local Ray."
+    )
     builder: ArtifactChoice = Field(
         ArtifactChoice.AUTO,
         description="What builds make: image (needs a Docker API engine), slug (uv venv + app), or "

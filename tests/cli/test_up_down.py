@@ -64,6 +64,8 @@ def test_up_on_a_busy_port_says_so(settings: Settings) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", settings.api_port))
         busy.listen()
-        result = kiln("up", "--detach", "--no-run", "--api-port", str(settings.api_port), home=settings.home)
+        result = kiln(
+            "up", "--detach", "--no-run", "--api-port", str(settings.api_port), home=settings.home
+        )
     assert result.returncode == 1
     assert f"port {settings.api_port} on 127.0.0.1 is already in use" in result.stderr

@@ -112,7 +112,7 @@ def slug_api(settings: Settings, uv_cache: Path) -> Iterator[LiveApi]:
     thread.start()
     while not server.started:
         time.sleep(0.02)
-    yield LiveApi(settings.api_url, token, store)
+    yield LiveApi(settings, token, store)
     server.should_exit = True
     thread.join(timeout=10)
     store.close()

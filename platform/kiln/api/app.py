@@ -20,6 +20,7 @@ from kiln.api.auth import require_token
 from kiln.api.routes import apps, builds, config, formation, logs, releases, system, tokens
 from kiln.build.builder import Builder, choose_artifact_builders
 from kiln.errors import KilnError
+from kiln.git import http as git_http
 from kiln.models import ErrorBody, ErrorDetail
 from kiln.run.reconciler import Reconciler
 from kiln.settings import Settings
@@ -83,9 +84,11 @@ def create_app(
     api.state.builder = the_builder
     api.state.tasks = set()
     api.state.reconciler = reconciler
+    api.state.push_locks = {}
     api.add_exception_handler(KilnError, _kiln_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.include_router(system.public)
+    api.include_router(git_http.router)  # its own auth: HTTP Basic, for git's credential helpers
     api.include_router(system.router)
     for module in (apps, builds, config, formation, logs, releases, tokens):
         api.include_router(module.router, dependencies=[Depends(require_token)])

@@ -161,7 +161,7 @@ class Builder:
         log.error("Nothing was released; the app keeps running its current release.")
         return self.store.builds.finish(
             build_id, status=BuildStatus.FAILED, log=log.text(), source_digest=digest,
-            runtime=runtime, manifest=manifest_json, error=message.splitlines()[0],
+            runtime=runtime, manifest=manifest_json, error=message.splitlines()[0].rstrip(":"),
         )  # fmt: skip
 
     def _scratch(self) -> Path:

@@ -34,6 +34,14 @@ def apps_create(name: str, as_json: bool) -> None:
     if as_json:
         emit_json(app)
         return
+    from kiln.cli.git import add_remote, in_git_repo
+
+    if in_git_repo():  # as Heroku does: the new app's remote, ready to push to
+        url = add_remote(app.name)
+        success(
+            f"Created {app.name} (v{app.release}); git remote kiln -> {url}", "git push kiln main"
+        )
+        return
     success(
         f"Created {app.name} (v{app.release}).",
         f"kiln config:set -a {app.name} KEY=VALUE, or kiln deploy -a {app.name}",

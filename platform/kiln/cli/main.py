@@ -20,6 +20,7 @@ from kiln.cli import (
     builds,
     config,
     deploy,
+    git,
     images,
     logs,
     manifest,
@@ -70,7 +71,9 @@ def cli(debug: bool) -> None:
     """Kiln: git push (or kiln deploy) a model-serving app; it runs on Ray Serve, on a URL."""
 
 
-for _module in (system, apps, deploy, builds, ps, logs, config, releases, tokens, images, manifest):
+for _module in (
+    system, apps, deploy, git, builds, ps, logs, config, releases, tokens, images, manifest,
+):  # fmt: skip
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

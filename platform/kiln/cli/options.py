@@ -32,11 +32,29 @@ def resolve_app(app: str | None, directory: Path | None = None) -> str:
     manifest = load_manifest(directory or Path.cwd())
     if manifest is not None and manifest.name:
         return manifest.name
+    from_remote = _app_of_git_remote(directory)
+    if from_remote:
+        return from_remote
     raise InvalidInput(
         "no app given: pass -a APP, or run inside an app directory whose kiln.toml sets "
-        'name = "APP"',
+        'name = "APP" (or a git repository with a kiln remote: kiln git:remote -a APP)',
         code="no_app",
     )
+
+
+def _app_of_git_remote(directory: Path | None) -> str | None:
+    """The app the ``kiln`` git remote points at, as Heroku reads its ``heroku`` remote."""
+    import re
+    import subprocess
+
+    try:
+        url = subprocess.run(
+            ["git", "remote", "get-url", "kiln"], cwd=directory, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return None
+    match = re.search(r"/git/([a-z0-9-]+)\.git$", url)
+    return match.group(1) if match else None
 
 
 def when(moment: datetime | None) -> str:

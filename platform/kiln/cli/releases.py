@@ -22,8 +22,20 @@ def releases(app: str | None, as_json: bool, num: int) -> None:
     if as_json:
         emit_json(found)
         return
-    rows = [(f"v{r.version}", r.description, r.status, r.actor, when(r.created_at)) for r in found]
-    print_table(("VERSION", "DESCRIPTION", "STATUS", "BY", "CREATED"), rows, "No releases.")
+    rows = [
+        (
+            f"v{r.version}",
+            r.description,
+            r.status,
+            (r.commit or "")[:7],
+            r.actor,
+            when(r.created_at),
+        )
+        for r in found
+    ]
+    print_table(
+        ("VERSION", "DESCRIPTION", "STATUS", "COMMIT", "BY", "CREATED"), rows, "No releases."
+    )
 
 
 @click.command("releases:info")
@@ -47,6 +59,8 @@ def releases_info(version: str, app: str | None, as_json: bool) -> None:
     out.print(f"Config vars: {', '.join(info.config_keys) or '(none)'}")
     if info.artifact:
         out.print(f"Runs:        {info.artifact.kind} {info.artifact.reference}", highlight=False)
+    if info.commit:
+        out.print(f"Commit:      {info.commit}")
     if info.status_message:
         out.print(f"Why:         {info.status_message}", markup=False, highlight=False)
 

@@ -111,6 +111,8 @@ class LocalRay:
             "--temp-dir", str(_temp_dir(settings.home)),
             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
             "--dashboard-port", str(settings.ray_dashboard_port),
+            "--dashboard-agent-listen-port", str(settings.ray_agent_port),
+            "--num-cpus", f"{settings.ray_num_cpus or max(4 * (os.cpu_count() or 1), 8):g}",
         ]  # fmt: skip
         with self.log.open("ab") as out:
             process = subprocess.Popen(

@@ -24,6 +24,7 @@ Send = Callable[[Message], Awaitable[None]]
 # Hop-by-hop headers belong to one connection, not to the request (RFC 9110 7.6.1).
 _HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
                   b"te", b"trailer", b"transfer-encoding", b"upgrade", b"host"})  # fmt: skip
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _BUFFER_LIMIT = 8 * 2**20  # bodies with a Content-Length up to this are sent whole
 
 
@@ -35,10 +36,13 @@ class Forwarder:
         target: Callable[[], str],
         ready: Callable[[], Awaitable[bool]],
         on_request: Callable[[str, str, int, float], None] | None = None,
+        recover: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._target = target
         self._ready = ready
         self._on_request = on_request
+        # Called when the dyno cannot be reached; True once it serves again (restarted in place).
+        self._recover = recover or ready
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -110,8 +114,12 @@ def _app_path(scope: Scope) -> str:
 
 
 async def _body(scope: Scope, receive: Receive) -> bytes | AsyncIterator[bytes]:
-    length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-    if length is not None and int(length) <= _BUFFER_LIMIT:
+    """The request body: whole when its length is known (so it can be sent again if the dyno
+    restarts), streamed when it is chunked or too large to hold."""
+    headers = dict(scope["headers"])
+    length = headers.get(b"content-length")
+    chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+    if not chunked and (length is None or int(length) <= _BUFFER_LIMIT):
         parts = []
         while True:
             message = await receive()

@@ -55,6 +55,7 @@ class DynoSupervisor:
         self.failed: str | None = None
         self.exits: collections.deque[float] = collections.deque(maxlen=CRASH_LOOP_RESTARTS)
         self._ready = asyncio.Event()
+        self._generation = 0  # counts dynos that became ready: restarts in place make new ones
         self._health = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.spec.health_timeout_s)
         )
@@ -64,7 +65,9 @@ class DynoSupervisor:
             f"starting v{self.spec.release} ({self.spec.artifact.kind} {self.spec.artifact.digest[:19]})",
         )
         await self._start(self.spec.startup_timeout_s)
-        self.forwarder = Forwarder(lambda: self.dyno.url, self._wait_ready, self._routed)
+        self.forwarder = Forwarder(
+            lambda: self.dyno.url, self._wait_ready, self._routed, self._recover
+        )
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
 
     def __serve_build_asgi_app__(self) -> Forwarder:
@@ -140,6 +143,7 @@ class DynoSupervisor:
                     self._report(f"exited with code {self.dyno.exit_code()} before it was ready")
                 )
             if await self._healthy():
+                self._generation += 1
                 self._ready.set()
                 self.logs.line("release", f"dyno ready at {self.dyno.url}")
                 return
@@ -198,6 +202,19 @@ class DynoSupervisor:
         except TimeoutError:
             return False
         return True
+
+    async def _recover(self) -> bool:
+        """A request could not reach the dyno: True once it serves again. If it died, wait for
+        the watchdog to have restarted it (a new generation), not just for a stale ready flag."""
+        generation = self._generation
+        if await asyncio.to_thread(self.dyno.alive):
+            await asyncio.sleep(0.05)
+            return self._ready.is_set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(self.spec.startup_timeout_s, 120)
+        while self._generation == generation and not self.failed and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return self._generation != generation and self._ready.is_set()
 
     def _routed(self, method: str, path: str, status: int, seconds: float) -> None:
         self.logs.line("router", f"{method} {path} {status} {seconds * 1000:.1f}ms")

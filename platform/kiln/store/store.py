@@ -362,6 +362,7 @@ class Store:
             config_keys=sorted(self._vault.open(release.config_sealed)),
             status_message=release.status_message,
             build=release.build_id,
+            commit=release.build.commit if release.build is not None else None,
             artifact=Artifact.model_validate_json(release.artifact) if release.artifact else None,
         )
 

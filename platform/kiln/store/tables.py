@@ -76,6 +76,7 @@ class Release(Base):
     artifact: Mapped[str | None] = mapped_column(Text, default=None)
     manifest: Mapped[str | None] = mapped_column(Text, default=None)
     app: Mapped[App] = relationship(back_populates="releases")
+    build: Mapped[Build | None] = relationship(lazy="joined")
 
 
 class Build(Base):

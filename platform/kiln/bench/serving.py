@@ -1,0 +1,196 @@
+"""Serving benchmarks, side by side in one run, on one local Ray cluster with the HAProxy ingress:
+
+- overhead: req/s and p50/p99 of the echo example through Kiln's URL (Serve ingress -> dyno
+  supervisor -> dyno), against the same app called directly on its dyno port, and against a bare
+  Ray Serve deployment of the same app behind the same ingress;
+- cold start: first response from zero replicas, against starting the same dyno as a bare process
+  and making the same request;
+- autoscale: load onset -> max replicas running; load end -> zero replicas.
+
+    python -m kiln.bench.serving [--seconds 10] [--only overhead,coldstart,autoscale]
+
+Targets (issue 4): req/s >= 0.8x bare Serve; <= 1 ms added to p50 at concurrency 1; cold start
+<= 1.5x the bare process + 1 s. Install wrk (apt-get install wrk) for the most faithful load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kiln.bench.bare_echo import app_dir
+from kiln.bench.load import Result, run_load
+from kiln.build.artifacts import BuildJob
+from kiln.build.log import BuildLog
+from kiln.build.runtimes import plan_build
+from kiln.build.slug import SlugBuilder
+from kiln.build.source import tree_digest
+from kiln.manifest import parse_manifest
+from kiln.models import Artifact
+from kiln.run.cluster import LocalRay
+from kiln.run.dyno import ProcessDyno, free_port
+from kiln.run.serve_api import ServeRest
+from kiln.run.serve_config import Deployable, application_config
+from kiln.settings import Settings
+from kiln.vault import load_vault
+from kiln_runtime.plan import DirectorySource
+
+MANIFESTS = {
+    "echo": "[scaling]\nmin_replicas = 1\nmax_replicas = 1\nmax_ongoing_requests = 64\n",
+    "cold": "[scaling]\nmin_replicas = 0\nmax_replicas = 1\nupscale_delay_s = 0\n"
+    "downscale_delay_s = 1\ndownscale_to_zero_delay_s = 1\n",
+    "scaler": "[scaling]\nmin_replicas = 0\nmax_replicas = 4\ntarget_ongoing_requests = 2\n"
+    "upscale_delay_s = 0\ndownscale_delay_s = 2\ndownscale_to_zero_delay_s = 2\nmax_ongoing_requests = 8\n",
+}
+
+
+def build_slug(settings: Settings) -> Artifact:
+    source = app_dir()
+    plan = plan_build(DirectorySource(source), None)
+    with tempfile.TemporaryDirectory() as work:
+        job = BuildJob("echo", 0, source, tree_digest(source), plan, None, Path(work))
+        return SlugBuilder(settings).build(job, BuildLog())
+
+
+def wait(what: str, check: Any, timeout_s: float = 180, every_s: float = 0.1) -> float:
+    started = time.perf_counter()
+    while not check():
+        if time.perf_counter() - started > timeout_s:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(every_s)
+    return time.perf_counter() - started
+
+
+def running(serve: ServeRest, app: str) -> int:
+    state = serve.status().get(app)
+    return 0 if state is None else sum(r.state == "RUNNING" for r in state.replicas)
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def deploy(serve: ServeRest, settings: Settings, artifact: Artifact, apps: list[str]) -> None:
+    sealed = load_vault(settings).seal({})
+    applications = [
+        application_config(
+            Deployable(app, 1, artifact, sealed, parse_manifest(MANIFESTS[app])),
+            log_dir=str(settings.log_dir),
+            docker_host=None,
+        )
+        for app in apps
+    ]
+    applications.append({
+        "name": "bare", "route_prefix": "/bare", "import_path": "kiln.bench.bare_echo:build",
+        "args": {"app_dir": str(app_dir()), "max_ongoing_requests": 64},
+        "deployments": [{"name": "bare", "num_replicas": 1, "max_ongoing_requests": 64}],
+    })  # fmt: skip
+    serve.apply({"proxy_location": "HeadOnly", "http_options": {"host": settings.http_host, "port": settings.http_port},
+                 "applications": applications})  # fmt: skip
+
+
+def row(name: str, result: Result, base: Result | None) -> str:
+    ratio = f"{result.requests_per_s / base.requests_per_s:.2f}x" if base else ""
+    added = f"{result.p50_ms - base.p50_ms:+.2f}" if base else ""
+    return (f"  {name:<28}{result.requests_per_s:>9.0f}{ratio:>8}{result.p50_ms:>9.2f}{added:>9}"
+            f"{result.p99_ms:>9.2f}{result.errors:>7}")  # fmt: skip
+
+
+def overhead(settings: Settings, artifact: Artifact, seconds: float) -> None:
+    dyno = ProcessDyno(
+        artifact.command, Path(artifact.reference) / "app", {**artifact.env}, lambda _l: None
+    )
+    dyno.start()
+    wait("the direct dyno", lambda: answers(dyno.url + "/"))
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    targets = {"dyno port (direct)": dyno.url + "/", "bare Ray Serve (HAProxy)": base + "/bare/",
+               "Kiln URL (HAProxy+supervisor)": base + "/echo/"}  # fmt: skip
+    for connections in (16, 1):
+        print(f"\nconcurrency {connections}, {seconds:g}s each"
+              f"\n  {'':<28}{'req/s':>9}{'vs bare':>8}{'p50 ms':>9}{'+p50':>9}{'p99 ms':>9}{'errors':>7}")  # fmt: skip
+        results = {name: run_load(url, connections, seconds) for name, url in targets.items()}
+        bare = results["bare Ray Serve (HAProxy)"]
+        for name, result in results.items():
+            print(row(name, result, None if name.startswith("bare") else bare))
+        print(f"  (load: {bare.tool})")
+    dyno.stop(10)
+
+
+def cold_start(settings: Settings, artifact: Artifact, serve: ServeRest) -> None:
+    url = f"http://{settings.http_host}:{settings.http_port}/cold/"
+    wait("cold to scale to zero", lambda: running(serve, "cold") == 0, every_s=0.5)
+    time.sleep(1)
+    started = time.perf_counter()
+    response = httpx.get(url, timeout=300)
+    kiln_s = time.perf_counter() - started
+    dyno = ProcessDyno(
+        artifact.command, Path(artifact.reference) / "app", {**artifact.env}, lambda _l: None
+    )
+    started = time.perf_counter()
+    dyno.start()
+    wait("the bare dyno", lambda: answers(dyno.url + "/"), every_s=0.01)
+    bare_s = time.perf_counter() - started
+    dyno.stop(10)
+    target = 1.5 * bare_s + 1
+    print(f"\ncold start (first response from zero replicas)\n  bare process: {bare_s:.2f}s   "
+          f"Kiln: {kiln_s:.2f}s (status {response.status_code})   target <= {target:.2f}s: "
+          f"{'met' if kiln_s <= target else 'MISSED'}")  # fmt: skip
+
+
+def autoscale(settings: Settings, serve: ServeRest, seconds: float) -> None:
+    url = f"http://{settings.http_host}:{settings.http_port}/scaler/slow?seconds=0.5"
+    wait("scaler to scale to zero", lambda: running(serve, "scaler") == 0, every_s=0.5)
+    load = subprocess.Popen([sys.executable, "-m", "kiln.bench.load", url, "12", str(max(seconds, 40))],
+                            stdout=subprocess.DEVNULL)  # fmt: skip
+    up = wait("4 replicas", lambda: running(serve, "scaler") >= 4, every_s=0.25)
+    load.terminate()
+    load.wait()
+    down = wait("zero replicas", lambda: running(serve, "scaler") == 0, every_s=0.25)
+    print(f"\nautoscale 0..4 (target 2 in flight, 12 clients on a 0.5 s endpoint)\n"
+          f"  load onset -> 4 replicas running: {up:.1f}s   load end -> 0 replicas: {down:.1f}s")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--only", default="overhead,coldstart,autoscale")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    home = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
+    settings = Settings(home=home, http_port=free_port(), ray_port=free_port(),
+                        ray_dashboard_port=free_port(), ray_agent_port=free_port())  # fmt: skip
+    ray = LocalRay(settings)
+    try:
+        artifact = build_slug(settings)
+        print(f"starting Ray at {settings.dashboard_url} ...", flush=True)
+        ray.ensure()
+        serve = ServeRest(settings.dashboard_url)
+        deploy(serve, settings, artifact, ["echo", "cold", "scaler"])
+        base = f"http://{settings.http_host}:{settings.http_port}"
+        wait("the apps", lambda: answers(base + "/echo/") and answers(base + "/bare/"), every_s=0.5)
+        if "overhead" in only:
+            overhead(settings, artifact, args.seconds)
+        if "coldstart" in only:
+            cold_start(settings, artifact, serve)
+        if "autoscale" in only:
+            autoscale(settings, serve, args.seconds)
+    finally:
+        ray.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

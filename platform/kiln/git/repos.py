@@ -1,0 +1,45 @@
+"""Each app's bare git repository under ``$KILN_HOME/repos``, with Kiln's pre-receive hook."""
+
+from __future__ import annotations
+
+__all__ = ["DEPLOY_BRANCHES", "ensure_repo", "repo_path"]
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from kiln import names
+
+DEPLOY_BRANCHES = ("refs/heads/main", "refs/heads/master")
+_HOOK = """#!/bin/sh
+# Kiln: build and release the pushed commit; a failed build rejects the push.
+exec {python} -m kiln.git.hook
+"""
+
+
+def repo_path(home: Path, app: str) -> Path:
+    return home / "repos" / f"{names.app_name(app)}.git"
+
+
+def ensure_repo(home: Path, app: str) -> Path:
+    """The app's bare repository, created on first use (idempotent)."""
+    path = repo_path(home, app)
+    if not (path / "HEAD").exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["git", "init", "--quiet", "--bare", "--initial-branch=main", str(path)], check=True
+        )
+        for key, value in (
+            ("http.receivepack", "true"),
+            ("receive.denyNonFastForwards", "false"),  # force pushes roll back to old commits
+            ("receive.denyDeletes", "true"),
+            ("core.sharedRepository", "false"),
+        ):
+            subprocess.run(["git", "-C", str(path), "config", key, value], check=True)
+    hook = path / "hooks" / "pre-receive"
+    text = _HOOK.format(python=shlex.quote(sys.executable))
+    if not hook.exists() or hook.read_text() != text:
+        hook.write_text(text)
+        hook.chmod(0o755)
+    return path

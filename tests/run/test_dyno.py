@@ -1,0 +1,81 @@
+"""Process dynos: the slug's command with $PORT on loopback, output captured, stopped on demand,
+and never outliving their supervisor."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+
+from kiln.run.dyno import ProcessDyno
+
+SERVER = textwrap.dedent(
+    """
+    import os, http.server
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200); self.end_headers(); self.wfile.write(os.environ["SECRET"].encode())
+        def log_message(self, *a): pass
+    print("listening", flush=True)
+    http.server.HTTPServer((os.environ["HOST"], int(os.environ["PORT"])), H).serve_forever()
+    """
+)
+
+
+def wait_up(url: str) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_a_process_dyno_serves_on_its_port_and_stops(tmp_path: Path) -> None:
+    (tmp_path / "server.py").write_text(SERVER)
+    lines: list[str] = []
+    dyno = ProcessDyno(
+        [sys.executable, "server.py"],
+        tmp_path,
+        {"SECRET": "s3", "PATH": os.environ["PATH"]},
+        lines.append,
+    )
+    dyno.start()
+    wait_up(dyno.url)
+    assert dyno.url.startswith("http://127.0.0.1:") and httpx.get(dyno.url).text == "s3"
+    assert dyno.alive() and "listening" in dyno.recent_lines()
+    dyno.stop(timeout_s=5)
+    assert not dyno.alive() and dyno.exit_code() is not None
+
+
+def test_a_dyno_dies_with_its_supervisor(tmp_path: Path) -> None:
+    (tmp_path / "server.py").write_text(SERVER)
+    supervisor = textwrap.dedent(
+        f"""
+        import os, sys, time
+        from pathlib import Path
+        from kiln.run.dyno import ProcessDyno
+        dyno = ProcessDyno([sys.executable, "server.py"], Path({str(tmp_path)!r}), {{"SECRET": "x"}}, print)
+        dyno.start()
+        print(dyno._process.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", supervisor], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)  # no cleanup code runs
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while (
+        Path(f"/proc/{child}").exists()
+        and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
+    ):
+        assert time.monotonic() < deadline, "the dyno outlived its supervisor"
+        time.sleep(0.05)

@@ -1,0 +1,196 @@
+"""The replica's forwarding path, over real HTTP to a real upstream: streams, headers, bodies."""
+
+import asyncio
+import gzip
+import hashlib
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
+
+from kiln.run.proxy import Forwarder, _app_path
+from tests.conftest import free_port
+
+upstream = FastAPI()
+
+
+@upstream.get("/headers")
+def headers(request: Request) -> dict[str, str]:
+    return dict(request.headers)
+
+
+@upstream.get("/cookies")
+def cookies() -> Response:
+    response = Response("two cookies")
+    response.set_cookie("a", "1")
+    response.set_cookie("b", "2")
+    return response
+
+
+@upstream.get("/gzipped")
+def gzipped() -> Response:
+    return Response(
+        gzip.compress(b"x" * 1000), headers={"Content-Encoding": "gzip"}, media_type="text/plain"
+    )
+
+
+@upstream.post("/digest")
+async def digest(request: Request) -> dict[str, object]:
+    body = await request.body()
+    return {"size": len(body), "sha": hashlib.sha256(body).hexdigest()}
+
+
+@upstream.get("/big")
+def big() -> Response:
+    return Response(b"y" * (5 * 2**20), media_type="application/octet-stream")
+
+
+@upstream.get("/events")
+async def events() -> StreamingResponse:
+    async def stream() -> AsyncIterator[bytes]:
+        for i in range(4):
+            yield f"data: {i}\n\n".encode()
+            await asyncio.sleep(0.3)
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+@upstream.get("/{path:path}")
+def anything(path: str, request: Request) -> dict[str, str]:
+    return {"path": "/" + path, "query": request.url.query}
+
+
+def serve_in_thread(app: object, port: int) -> uvicorn.Server:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))  # type: ignore[arg-type]
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.01)
+    return server
+
+
+@pytest.fixture(scope="module")
+def proxied() -> Iterator[str]:
+    up_port, proxy_port = free_port(), free_port()
+    servers = [serve_in_thread(upstream, up_port)]
+
+    async def ready() -> bool:
+        return True
+
+    forwarder = Forwarder(lambda: f"http://127.0.0.1:{up_port}", ready)
+    servers.append(serve_in_thread(forwarder, proxy_port))
+    yield f"http://127.0.0.1:{proxy_port}"
+    for server in servers:
+        server.should_exit = True
+
+
+def test_method_path_query_and_headers_pass_through(proxied: str) -> None:
+    assert httpx.get(f"{proxied}/a/b?x=1&y=2").json() == {"path": "/a/b", "query": "x=1&y=2"}
+    sent = httpx.get(
+        f"{proxied}/headers", headers={"Authorization": "Bearer k", "X-Custom": "v"}
+    ).json()
+    assert sent["authorization"] == "Bearer k" and sent["x-custom"] == "v"
+    assert sent["x-forwarded-for"] == "127.0.0.1" and sent["x-forwarded-proto"] == "http"
+
+
+def test_repeated_set_cookie_headers_survive(proxied: str) -> None:
+    response = httpx.get(f"{proxied}/cookies")
+    assert sorted(response.headers.get_list("set-cookie")) == [
+        "a=1; Path=/; SameSite=lax", "b=2; Path=/; SameSite=lax",
+    ]  # fmt: skip
+
+
+def test_compressed_bodies_pass_as_they_are(proxied: str) -> None:
+    with httpx.Client() as client, client.stream("GET", f"{proxied}/gzipped") as response:
+        raw = b"".join(response.iter_raw())
+    assert response.headers["content-encoding"] == "gzip"
+    assert (
+        int(response.headers["content-length"]) == len(raw) and gzip.decompress(raw) == b"x" * 1000
+    )
+
+
+def test_big_bodies_both_ways(proxied: str) -> None:
+    payload = bytes(range(256)) * (5 * 2**20 // 256)
+    assert httpx.post(f"{proxied}/digest", content=payload).json() == {
+        "size": len(payload), "sha": hashlib.sha256(payload).hexdigest(),
+    }  # fmt: skip
+    assert len(httpx.get(f"{proxied}/big").content) == 5 * 2**20
+
+
+def test_a_chunked_upload_streams_through(proxied: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(10):
+            yield b"z" * 1000
+
+    assert httpx.post(f"{proxied}/digest", content=chunks()).json()["size"] == 10_000
+
+
+def test_server_sent_events_arrive_chunk_by_chunk(proxied: str) -> None:
+    arrivals = []
+    with httpx.Client() as client, client.stream("GET", f"{proxied}/events") as response:
+        for chunk in response.iter_raw():
+            arrivals.append((time.monotonic(), chunk))
+    assert b"".join(c for _, c in arrivals) == b"data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\n"
+    assert len(arrivals) >= 4 and arrivals[-1][0] - arrivals[0][0] > 0.8  # not buffered
+
+
+def test_a_dyno_that_is_down_is_a_502_json_error() -> None:
+    async def ready() -> bool:
+        return True
+
+    port = free_port()
+    server = serve_in_thread(Forwarder(lambda: f"http://127.0.0.1:{free_port()}", ready), port)
+    response = httpx.get(f"http://127.0.0.1:{port}/")
+    server.should_exit = True
+    assert response.status_code == 502 and response.json()["error"]["code"] == "dyno_unavailable"
+
+
+def test_a_dyno_that_never_gets_ready_is_a_503() -> None:
+    async def never() -> bool:
+        return False
+
+    port = free_port()
+    server = serve_in_thread(Forwarder(lambda: "http://127.0.0.1:1", never), port)
+    response = httpx.get(f"http://127.0.0.1:{port}/")
+    server.should_exit = True
+    assert response.status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("root", "raw", "path"),
+    [
+        ("/echo", b"/echo/", "/"),
+        ("/echo", b"/echo", "/"),
+        ("/echo", b"/echo/a%20b/c", "/a%20b/c"),
+        ("", b"/x", "/x"),
+    ],
+)
+def test_the_route_prefix_is_removed(root: str, raw: bytes, path: str) -> None:
+    assert _app_path({"root_path": root, "raw_path": raw, "path": raw.decode()}) == path
+
+
+def test_a_request_the_dyno_never_got_waits_for_the_restart_and_goes_through(proxied: str) -> None:
+    up_port = int(proxied.rsplit(":", 1)[1])  # anything that answers will do: the proxy itself
+    target = {"url": f"http://127.0.0.1:{free_port()}"}  # a dead dyno first
+    recovered = []
+
+    async def ready() -> bool:
+        return True
+
+    async def recover() -> bool:
+        recovered.append(True)
+        target["url"] = f"http://127.0.0.1:{up_port}"  # restarted in place, on a new port
+        return True
+
+    port = free_port()
+    server = serve_in_thread(Forwarder(lambda: target["url"], ready, None, recover), port)
+    response = httpx.get(f"http://127.0.0.1:{port}/a/b?x=1")
+    posted = httpx.post(f"http://127.0.0.1:{port}/digest", content=b"abc")
+    server.should_exit = True
+    assert response.status_code == 200 and response.json() == {"path": "/a/b", "query": "x=1"}
+    assert posted.json()["size"] == 3  # never delivered, so safe to send again even for POST
+    assert recovered == [True]
