@@ -236,3 +236,29 @@ def test_an_image_release_runs_as_a_container(
     output = deploy(platform, EXAMPLES / "echo", app, "--artifact", "image")
     assert "Building image kiln/boxed:b" in output and "-----> v2 is live" in output
     assert httpx.get(f"{platform.app_url(app)}/").json() == {"hello": "world"}
+
+
+def test_git_push_ends_with_a_url_that_answers(
+    platform: Platform, fresh_app: Callable[[Platform, str], str], tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+
+    app = fresh_app(platform, "pushy")
+    repo = tmp_path / "pushy"
+    shutil.copytree(APPS / "streams_sse", repo)
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}  # fmt: skip
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "first"]):
+        subprocess.run(["git", *args], cwd=repo, env=env, check=True)
+    token = json.loads((platform.home / "credentials.json").read_text())["token"]
+    url = f"http://kiln:{token}@127.0.0.1:{platform.ports['api']}/git/{app}.git"
+    pushed = subprocess.run(
+        ["git", "push", url, "main"], cwd=repo, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    assert (
+        "remote: -----> v2 is live" in pushed.stderr
+        and f"{platform.app_url(app)}/" in pushed.stderr
+    )
+    assert httpx.get(f"{platform.app_url(app)}/").json()["release"] == "v2"
