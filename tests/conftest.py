@@ -34,6 +34,11 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         if key.startswith("KILN_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("KILN_HOME", str(tmp_path / "kiln-home"))
+    # Run every test in a directory of its own: a CLI call must never touch this repository
+    # (apps:create adds a git remote to the repository it runs in).
+    work = tmp_path / "cwd"
+    work.mkdir(exist_ok=True)
+    monkeypatch.chdir(work)
 
 
 @pytest.fixture

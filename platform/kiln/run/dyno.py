@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -156,10 +157,18 @@ class ContainerDyno:
             device_requests=devices,
         )  # fmt: skip
         self._reaper = _start_reaper(self.engine_url, self._container.id)
-        self._container.reload()
-        binding = self._container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]
-        self.url = f"http://127.0.0.1:{binding['HostPort']}"
         self._output.follow(self._container.logs(stream=True, follow=True))
+        # The published port shows once the container runs; one that exited at once has none
+        # (the supervisor then reports its exit code and last lines).
+        for _ in range(100):
+            self._container.reload()
+            bindings = (self._container.attrs["NetworkSettings"].get("Ports") or {}).get("8080/tcp")
+            if bindings:
+                self.url = f"http://127.0.0.1:{bindings[0]['HostPort']}"
+                return
+            if self._container.attrs["State"]["Status"] not in ("created", "running"):
+                return
+            time.sleep(0.05)
 
     def alive(self) -> bool:
         if self._container is None:

@@ -78,7 +78,7 @@ class Forwarder:
             return await _error(send, 503, "the app's dyno is not ready; try again shortly")
         path = _app_path(scope)
         query = scope.get("query_string", b"")
-        url = f"{self._target()}{path}" + (f"?{query.decode('latin-1')}" if query else "")
+        suffix = path + (f"?{query.decode('latin-1')}" if query else "")
         headers = [
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _HOP
         ]
@@ -89,19 +89,34 @@ class Forwarder:
         if scope.get("root_path"):
             headers.append(("X-Forwarded-Prefix", scope["root_path"]))
         body = await _body(scope, receive)
-        try:
-            async with self.session().request(
-                scope["method"], url, headers=headers, data=body, allow_redirects=False,
-                compress=None, chunked=None,
-            ) as upstream:  # fmt: skip
-                await send({"type": "http.response.start", "status": upstream.status,
-                            "headers": [(k, v) for k, v in upstream.raw_headers if k.lower() not in _HOP]})  # fmt: skip
-                async for chunk in upstream.content.iter_any():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
-                return upstream.status
-        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
-            return await _error(send, 502, f"the app's dyno did not answer ({type(exc).__name__})")
+        retryable = isinstance(body, bytes)
+        while True:
+            started = False
+            try:
+                async with self.session().request(
+                    scope["method"], self._target() + suffix, headers=headers, data=body,
+                    allow_redirects=False, compress=None, chunked=None,
+                ) as upstream:  # fmt: skip
+                    started = True
+                    await send({"type": "http.response.start", "status": upstream.status,
+                                "headers": [(k, v) for k, v in upstream.raw_headers if k.lower() not in _HOP]})  # fmt: skip
+                    async for chunk in upstream.content.iter_any():
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await send({"type": "http.response.body", "body": b""})
+                    return upstream.status
+            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+                if started:  # the caller has the status line already: all we can do is stop
+                    raise
+                # The dyno died under us. If the request can be sent again safely (it never
+                # reached the dyno, or it is idempotent), wait for the dyno to be restarted in
+                # place and send it once more: the caller sees a delay, not a 502.
+                never_delivered = isinstance(exc, aiohttp.ClientConnectorError)
+                safe = never_delivered or scope["method"] in _IDEMPOTENT
+                if not (retryable and safe and await self._recover()):
+                    return await _error(
+                        send, 502, f"the app's dyno did not answer ({type(exc).__name__})"
+                    )
+                retryable = False
 
 
 def _app_path(scope: Scope) -> str:

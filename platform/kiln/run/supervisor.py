@@ -88,9 +88,7 @@ class DynoSupervisor:
         import ray
 
         gpus = [str(g) for g in ray.get_gpu_ids()]
-        base = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
         return {
-            **base,
             "PYTHONUNBUFFERED": "1",
             **self.spec.env,
             **config,
@@ -111,8 +109,14 @@ class DynoSupervisor:
                 self.logs.line("dyno", line)
 
         if artifact.kind is ArtifactKind.SLUG:
+            # A process shares the host: give it the host's PATH and locale, not Ray's variables.
+            # A container has its own (the image's), which the host's would break.
+            host = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
             return ProcessDyno(
-                artifact.command, Path(artifact.reference) / "app", {**artifact.env, **env}, sink
+                artifact.command,
+                Path(artifact.reference) / "app",
+                {**host, **artifact.env, **env},
+                sink,
             )
         import docker
 
