@@ -7,6 +7,10 @@ output come from one definition.
 from __future__ import annotations
 
 __all__ = [
+    "AddonCreate",
+    "AddonInfo",
+    "ApiKeyCreate",
+    "ApiKeyInfo",
     "AppCreate",
     "AppInfo",
     "Artifact",
@@ -20,6 +24,8 @@ __all__ = [
     "ErrorBody",
     "ErrorDetail",
     "Formation",
+    "KeyRule",
+    "NewApiKey",
     "NewToken",
     "PlatformStatus",
     "ProcessList",
@@ -138,6 +144,50 @@ class ProcessList(_Record):
     url: str = Field(description="Where the app answers.")
 
 
+class AddonInfo(_Record):
+    name: str = Field(description="The add-on's name on the app (its kind, or --as NAME).")
+    kind: str = Field(description="api-keys or vector-store.")
+    created_at: datetime
+    config_vars: list[str] = Field(default_factory=list, description="Config vars it injects.")
+    status: str = Field("ready", description="What its provider says of it.")
+
+
+class AddonCreate(BaseModel):
+    kind: str = Field(description="api-keys or vector-store.")
+    name: str | None = Field(None, description="Name on the app; default: the kind.")
+
+
+class ApiKeyCreate(BaseModel):
+    name: str = Field("default", min_length=1, max_length=100, description="What the key is for.")
+    expires_in_s: float | None = Field(None, gt=0, description="Seconds until it stops working.")
+    rate_per_s: float | None = Field(None, gt=0, description="Requests per second it may make.")
+
+
+class ApiKeyInfo(_Record):
+    id: int
+    name: str
+    prefix: str = Field(description="The key's first characters, to recognise it.")
+    created_at: datetime
+    expires_at: datetime | None = None
+    rate_per_s: float | None = None
+    revoked: bool = False
+    last_used_at: datetime | None = None
+    requests: int = Field(0, description="Requests made with it (counted by the dynos).")
+
+
+class NewApiKey(ApiKeyInfo):
+    key: str = Field(description="The key itself; shown this once and never stored.")
+
+
+class KeyRule(_Record):
+    """What a replica needs to check one key: never the key, only its digest."""
+
+    id: int
+    digest: str
+    expires_at: float | None = Field(None, description="Unix time after which it fails.")
+    rate_per_s: float | None = None
+
+
 class RollbackRequest(BaseModel):
     version: int | None = Field(
         None, description="The release to return to; default: the last good one before now."
@@ -185,6 +235,9 @@ class NewToken(TokenInfo):
 
 class AppCreate(BaseModel):
     name: str = Field(description="Name for the new app.")
+    public: bool = Field(
+        False, description="Serve without API keys (no api-keys add-on), like a public demo."
+    )
 
 
 class TokenCreate(BaseModel):

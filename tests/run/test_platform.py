@@ -31,7 +31,7 @@ def fresh_app(platform: Platform) -> Iterator[Callable[[Platform, str], str]]:
     made: list[str] = []
 
     def create(platform: Platform, name: str) -> str:
-        platform.kiln("apps:create", name)
+        platform.kiln("apps:create", name, "--public")  # keys have tests of their own
         made.append(name)
         return name
 
@@ -262,3 +262,65 @@ def test_git_push_ends_with_a_url_that_answers(
         and f"{platform.app_url(app)}/" in pushed.stderr
     )
     assert httpx.get(f"{platform.app_url(app)}/").json()["release"] == "v2"
+
+
+def test_api_keys_guard_the_url_and_revocation_is_fast(
+    platform: Platform, fresh_app: Callable[[Platform, str], str]
+) -> None:
+    import json
+
+    app = "guarded"
+    platform.kiln("apps:create", app)  # not --public: the api-keys add-on is attached
+    try:
+        deploy(platform, EXAMPLES / "echo", app, "--artifact", "slug")
+        url = f"{platform.app_url(app)}/"
+        assert httpx.get(url).status_code == 401
+        key = json.loads(platform.kiln("keys:create", "-a", app, "--name", "ci", "--json").output)[
+            "key"
+        ]
+        other_app = fresh_app(platform, "other-app")
+        other_key = json.loads(platform.kiln("keys:create", "-a", other_app, "--json").output)[
+            "key"
+        ]
+        auth = {"Authorization": f"Bearer {key}"}
+        platform.wait(
+            "the key to work",
+            lambda: httpx.get(url, headers=auth).status_code == 200,
+            timeout_s=10,
+            every_s=0.1,
+        )
+        assert httpx.get(url, headers={"Authorization": f"Bearer {other_key}"}).status_code == 401
+        assert (
+            httpx.get(url, headers={"Authorization": "Bearer kiln_key_garbage"}).json()["error"][
+                "code"
+            ]
+            == "invalid_key"
+        )
+        for _ in range(5):
+            assert httpx.get(url, headers=auth).status_code == 200
+        platform.kiln("keys:revoke", key[:15], "-a", app)
+        revoked = time.monotonic()
+        platform.wait(
+            "revocation",
+            lambda: httpx.get(url, headers=auth).status_code == 401,
+            timeout_s=10,
+            every_s=0.05,
+        )
+        assert time.monotonic() - revoked < 2.0
+        listed = platform.wait(
+            "usage to be counted",
+            lambda: (
+                (keys := json.loads(platform.kiln("keys", "-a", app, "--json").output))
+                and keys[0]["requests"] >= 6
+                and keys
+            ),
+            timeout_s=15,
+        )
+        assert listed[0]["revoked"] is True and listed[0]["last_used_at"] is not None
+        logs = platform.kiln("logs", "-a", app, "-n", "1000").output
+        assert (
+            key not in logs
+            and key not in (platform.home / "logs" / "apps" / f"{app}.jsonl").read_text()
+        )
+    finally:
+        platform.kiln("apps:destroy", app, "--confirm", app, ok=False)

@@ -194,3 +194,34 @@ def test_a_request_the_dyno_never_got_waits_for_the_restart_and_goes_through(pro
     assert response.status_code == 200 and response.json() == {"path": "/a/b", "query": "x=1"}
     assert posted.json()["size"] == 3  # never delivered, so safe to send again even for POST
     assert recovered == [True]
+
+
+def test_with_api_keys_the_key_is_checked_and_never_forwarded(proxied: str) -> None:
+    from kiln import tokens
+    from kiln.models import KeyRule
+    from kiln.route.keys import KeyGuard
+
+    key = tokens.mint(tokens.API_KEY)
+    guard = KeyGuard()
+    guard.update(
+        {
+            "public": False,
+            "keys": [KeyRule(id=3, digest=tokens.digest(key), rate_per_s=1).model_dump()],
+        }
+    )
+
+    async def ready() -> bool:
+        return True
+
+    port = free_port()
+    target = proxied  # the open proxy forwards on to the upstream app
+    server = serve_in_thread(Forwarder(lambda: target, ready, guard=guard), port)
+    url = f"http://127.0.0.1:{port}/headers"
+    refused = httpx.get(url)
+    seen = httpx.get(url, headers={"Authorization": f"Bearer {key}"}).json()
+    limited = httpx.get(url, headers={"Authorization": f"Bearer {key}"})
+    server.should_exit = True
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert refused.json()["error"]["code"] == "missing_key"
+    assert "authorization" not in seen and seen["x-kiln-key-id"] == "3"
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "1"

@@ -185,3 +185,24 @@ def test_rollback_needs_something_that_ran(world: tuple[Store, FakeServe, Reconc
 
 def test_log_dir_is_under_home(settings: Settings) -> None:
     assert settings.log_dir == Path(settings.home) / "logs" / "apps"
+
+
+def test_api_keys_reach_replicas_as_user_config(world: tuple[Store, FakeServe, Reconciler]) -> None:
+    store, serve, reconciler = world
+    store.create_app("open", actor="t")
+    store.create_app("closed", actor="t")
+    store.addons.add("closed", "api-keys", "api-keys", {})
+    deploy(store, "open")
+    deploy(store, "closed")
+    made = store.keys.create("closed", "ci", None, 5.0)
+    reconciler.reconcile()
+    configs = {
+        a["name"]: a["deployments"][0]["user_config"] for a in serve.applied[-1]["applications"]
+    }
+    assert configs["open"] == {"public": True}
+    assert configs["closed"]["public"] is False
+    [rule] = configs["closed"]["keys"]
+    assert rule["id"] == made.id and rule["rate_per_s"] == 5.0 and made.key not in str(configs)
+    store.keys.revoke("closed", made.prefix)
+    reconciler.reconcile()
+    assert serve.applied[-1]["applications"][0]["deployments"][0]["user_config"]["keys"] == []

@@ -17,7 +17,17 @@ from fastapi.responses import JSONResponse
 
 from kiln import __version__
 from kiln.api.auth import require_token
-from kiln.api.routes import apps, builds, config, formation, logs, releases, system, tokens
+from kiln.api.routes import (
+    addons,
+    apps,
+    builds,
+    config,
+    formation,
+    logs,
+    releases,
+    system,
+    tokens,
+)
 from kiln.build.builder import Builder, choose_artifact_builders
 from kiln.errors import KilnError
 from kiln.git import http as git_http
@@ -90,6 +100,6 @@ def create_app(
     api.include_router(system.public)
     api.include_router(git_http.router)  # its own auth: HTTP Basic, for git's credential helpers
     api.include_router(system.router)
-    for module in (apps, builds, config, formation, logs, releases, tokens):
+    for module in (addons, apps, builds, config, formation, logs, releases, tokens):
         api.include_router(module.router, dependencies=[Depends(require_token)])
     return api

@@ -27,10 +27,13 @@ def apps(as_json: bool) -> None:
 
 @click.command("apps:create")
 @click.argument("name")
+@click.option("--public", is_flag=True, help="Serve without API keys (no api-keys add-on).")
 @json_option
-def apps_create(name: str, as_json: bool) -> None:
-    """Create an app named NAME."""
-    app = ApiClient.from_environment().post("/apps", AppInfo, AppCreate(name=name).model_dump())
+def apps_create(name: str, public: bool, as_json: bool) -> None:
+    """Create an app named NAME; its URL needs API keys unless --public."""
+    app = ApiClient.from_environment().post(
+        "/apps", AppInfo, AppCreate(name=name, public=public).model_dump()
+    )
     if as_json:
         emit_json(app)
         return

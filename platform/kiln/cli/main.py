@@ -16,6 +16,7 @@ import click
 
 from kiln import __version__
 from kiln.cli import (
+    addons,
     apps,
     builds,
     config,
@@ -72,7 +73,8 @@ def cli(debug: bool) -> None:
 
 
 for _module in (
-    system, apps, deploy, git, builds, ps, logs, config, releases, tokens, images, manifest,
+    system, apps, deploy, git, builds, ps, logs, config, releases, addons, tokens, images,
+    manifest,
 ):  # fmt: skip
     for _command in _module.COMMANDS:
         cli.add_command(_command)

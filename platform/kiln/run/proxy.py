@@ -16,6 +16,8 @@ from typing import Any
 
 import aiohttp
 
+from kiln.route.keys import KeyGuard, Verdict, retry_after
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -37,12 +39,14 @@ class Forwarder:
         ready: Callable[[], Awaitable[bool]],
         on_request: Callable[[str, str, int, float], None] | None = None,
         recover: Callable[[], Awaitable[bool]] | None = None,
+        guard: KeyGuard | None = None,
     ) -> None:
         self._target = target
         self._ready = ready
         self._on_request = on_request
         # Called when the dyno cannot be reached; True once it serves again (restarted in place).
         self._recover = recover or ready
+        self._guard = guard
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -74,14 +78,26 @@ class Forwarder:
             self._on_request(scope["method"], scope["path"], status, loop.time() - started)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> int:
+        key_id = None
+        if self._guard is not None:
+            authorization = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            verdict = self._guard.check(authorization.decode("latin-1") or None)
+            if verdict.status != 200:
+                return await _refuse(send, verdict)
+            key_id = verdict.key_id
         if not await self._ready():
             return await _error(send, 503, "the app's dyno is not ready; try again shortly")
         path = _app_path(scope)
         query = scope.get("query_string", b"")
         suffix = path + (f"?{query.decode('latin-1')}" if query else "")
         headers = [
-            (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _HOP
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope["headers"]
+            # A Kiln key stops here: the app never sees (or logs) it, only which key it was.
+            if k not in _HOP and not (key_id is not None and k == b"authorization")
         ]
+        if key_id is not None:
+            headers.append(("X-Kiln-Key-Id", str(key_id)))
         client = scope.get("client")
         if client:
             headers.append(("X-Forwarded-For", client[0]))
@@ -160,6 +176,18 @@ async def _error(send: Send, status: int, message: str) -> int:
                             (b"content-length", str(len(body)).encode())]})  # fmt: skip
     await send({"type": "http.response.body", "body": body})
     return status
+
+
+async def _refuse(send: Send, verdict: Verdict) -> int:
+    body = json.dumps({"error": {"code": verdict.code, "message": verdict.message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if verdict.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if verdict.retry_after_s is not None:
+        headers.append((b"retry-after", retry_after(verdict.retry_after_s).encode()))
+    await send({"type": "http.response.start", "status": verdict.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    return verdict.status
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 from kiln.errors import KilnError
-from kiln.manifest import Manifest
-from kiln.models import Deployment, Formation, ReleaseStatus
+from kiln.manifest import AddonKind, Manifest
+from kiln.models import Deployment, Formation, KeyRule, ReleaseStatus
 from kiln.run.logs import LogRecord, append_records
 from kiln.run.serve_api import AppState, ServeBackend, failure_reason
 from kiln.run.serve_config import Deployable, serve_config
@@ -28,11 +28,12 @@ from kiln.store import Store
 logger = logging.getLogger(__name__)
 
 
-def deployable(item: Deployment) -> Deployable:
+def deployable(item: Deployment, keys: list[KeyRule] | None = None) -> Deployable:
     manifest = Manifest.model_validate_json(item.manifest) if item.manifest else Manifest()
     formation = Formation.model_validate_json(item.formation) if item.formation else None
+    rules = None if keys is None else tuple(sorted(keys, key=lambda k: k.id))
     return Deployable(
-        item.app, item.release, item.artifact, item.config_sealed, manifest, formation
+        item.app, item.release, item.artifact, item.config_sealed, manifest, formation, rules
     )
 
 
@@ -86,7 +87,7 @@ class Reconciler:
     def reconcile(self) -> None:
         items = self.store.deployables()
         desired = serve_config(
-            [deployable(item) for item in items],
+            [deployable(item, self._keys(item.app)) for item in items],
             http_host=self.settings.http_host,
             http_port=self.settings.http_port,
             log_dir=str(self.settings.log_dir),
@@ -102,6 +103,12 @@ class Reconciler:
         for item in items:
             if item.status is ReleaseStatus.PENDING:
                 self._judge(item, status.get(item.app), item.app in wanted)
+
+    def _keys(self, app: str) -> list[KeyRule] | None:
+        """The app's key rules if it has the api-keys add-on; None if it is public."""
+        if not self.store.addons.has_kind(app, AddonKind.API_KEYS.value):
+            return None
+        return self.store.keys.rules(app)
 
     def _judge(self, item: Deployment, state: AppState | None, deployed: bool) -> None:
         if not deployed:  # scaled to zero replicas: nothing to judge, nothing running

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiln.manifest import Accelerator, Manifest
-from kiln.models import Artifact, Formation
+from kiln.models import Artifact, Formation, KeyRule
 from kiln.run.spec import DynoSpec
 
 IMPORT_PATH = "kiln.run.supervisor:build"
@@ -33,6 +33,8 @@ class Deployable:
     config_sealed: str
     manifest: Manifest
     formation: Formation | None = None
+    # Who may call the app: None = public; else the api-keys rules (digests, never keys).
+    keys: tuple[KeyRule, ...] | None = None
 
 
 def _replicas(manifest: Manifest, formation: Formation | None) -> dict[str, Any]:
@@ -107,6 +109,10 @@ def application_config(
         # healthy (or cannot be placed), the old ones keep serving.
         "max_surge_percent": 100,
         "ray_actor_options": _actor_options(manifest),
+        # Changes here reach running replicas through reconfigure(): no restart.
+        "user_config": {"public": True}
+        if item.keys is None
+        else {"public": False, "keys": [k.model_dump(mode="json") for k in item.keys]},
     }
     return {
         "name": item.app,

@@ -11,6 +11,7 @@ __all__ = ["DynoSupervisor", "build"]
 
 import asyncio
 import collections
+import json
 import os
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from ray import serve
 from ray.serve import Application
 
 from kiln.models import ArtifactKind
+from kiln.route.keys import KeyGuard
 from kiln.run.dyno import ContainerDyno, Dyno, ProcessDyno
 from kiln.run.logs import LogShipper
 from kiln.run.proxy import Forwarder
@@ -55,6 +57,8 @@ class DynoSupervisor:
         self.failed: str | None = None
         self.exits: collections.deque[float] = collections.deque(maxlen=CRASH_LOOP_RESTARTS)
         self._ready = asyncio.Event()
+        self.guard = KeyGuard()
+        self.guard.public = False  # closed until Serve hands over the rules (reconfigure)
         self._generation = 0  # counts dynos that became ready: restarts in place make new ones
         self._health = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.spec.health_timeout_s)
@@ -66,9 +70,10 @@ class DynoSupervisor:
         )
         await self._start(self.spec.startup_timeout_s)
         self.forwarder = Forwarder(
-            lambda: self.dyno.url, self._wait_ready, self._routed, self._recover
+            lambda: self.dyno.url, self._wait_ready, self._routed, self._recover, self.guard
         )
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+        self._usage = asyncio.get_running_loop().create_task(self._report_usage())
 
     def __serve_build_asgi_app__(self) -> Forwarder:
         return self.forwarder
@@ -225,6 +230,20 @@ class DynoSupervisor:
 
     # -- Serve's hooks -----------------------------------------------------------------------
 
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """Serve's user_config: who may call the app. Applied live, with no restart."""
+        self.guard.update(config)
+
+    def _ship_usage(self) -> None:
+        usage = self.guard.take_usage()
+        if usage:
+            self.logs.line("usage", json.dumps({str(k): list(v) for k, v in usage.items()}))
+
+    async def _report_usage(self) -> None:
+        while True:
+            await asyncio.sleep(2)
+            self._ship_usage()
+
     async def check_health(self) -> None:
         if self.failed:
             raise DynoFailed(self.failed)
@@ -233,6 +252,8 @@ class DynoSupervisor:
 
     async def __del__(self) -> None:
         self._watchdog.cancel()
+        self._usage.cancel()
+        self._ship_usage()
         self.logs.line("release", f"stopping the dyno of v{self.spec.release}")
         await asyncio.to_thread(self.dyno.stop, self.spec.stop_timeout_s)
         await self.forwarder.close()

@@ -30,6 +30,7 @@ from kiln.models import (
     TokenInfo,
 )
 from kiln.settings import Settings
+from kiln.store.addons import AddonStore, KeyStore
 from kiln.store.builds import BuildStore
 from kiln.store.db import migrate, open_engine
 from kiln.store.tables import App, Release, Token, utcnow
@@ -47,6 +48,8 @@ class Store:
         self._vault = vault
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.builds = BuildStore(self._session, self._app)
+        self.addons = AddonStore(self._session, self._app)
+        self.keys = KeyStore(self._session, self._app)
 
     @classmethod
     def open(cls, settings: Settings) -> Store:

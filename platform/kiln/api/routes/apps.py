@@ -21,7 +21,12 @@ def list_apps(store: StoreDep, request: Request) -> list[AppInfo]:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_app(body: AppCreate, store: StoreDep, caller: Caller, request: Request) -> AppInfo:
-    return _with_url(request, store.create_app(body.name, actor=caller.name))
+    created = store.create_app(body.name, actor=caller.name)
+    if not body.public:  # every endpoint needs a key unless asked otherwise
+        from kiln.api.routes.addons import attach
+
+        attach(store, request.app.state.settings, body.name, "api-keys", None, caller.name)
+    return _with_url(request, created)
 
 
 @router.get("/{app}")

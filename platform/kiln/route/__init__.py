@@ -1,0 +1,1 @@
+"""The route stage, in the data plane: what a request meets before it reaches a dyno."""
