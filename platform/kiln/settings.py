@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         description="CA bundle for HTTPS inside builds (corporate proxies); default: SSL_CERT_FILE, "
         "PIP_CERT or REQUESTS_CA_BUNDLE when set.",
     )
+    vector_database_url: str | None = Field(
+        None,
+        description="Admin URL of a PostgreSQL with pgvector for vector-store add-ons; default: "
+        "a PostgreSQL the platform runs itself in KILN_HOME/pg.",
+    )
+    vector_port: int = Field(5433, ge=1, le=65535, description="Port of that embedded PostgreSQL.")
     uv_cache_dir: Path | None = Field(
         None, description="uv's package cache for slug builds; default KILN_HOME/cache/uv."
     )

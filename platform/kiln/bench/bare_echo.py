@@ -11,11 +11,16 @@ from ray import serve
 
 
 def build(args: dict[str, Any]) -> Any:
-    sys.path.insert(0, args["app_dir"])
-    from main import app as echo  # type: ignore[import-not-found]  # the example's FastAPI app
+    directory = args["app_dir"]
+
+    def echo_app() -> Any:  # runs in each replica: import the example there
+        sys.path.insert(0, directory)
+        from main import app  # type: ignore[import-not-found]  # the example's FastAPI app
+
+        return app
 
     @serve.deployment(name="bare", max_ongoing_requests=args.get("max_ongoing_requests", 8))
-    @serve.ingress(echo)
+    @serve.ingress(echo_app)
     class Bare:
         pass
 

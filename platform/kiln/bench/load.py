@@ -34,8 +34,8 @@ def run_load(url: str, connections: int, seconds: float) -> Result:
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-        p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-        p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+        p50 = _ms(re.search(r"^\s*50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+        p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
         errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
         non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         return Result(rps, p50, p99, errors + (int(non2xx.group(1)) if non2xx else 0), "wrk")

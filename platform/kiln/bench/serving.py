@@ -74,6 +74,15 @@ def running(serve: ServeRest, app: str) -> int:
     return 0 if state is None else sum(r.state == "RUNNING" for r in state.replicas)
 
 
+def failed(serve: ServeRest) -> str | None:
+    broken = [
+        f"{n}: {s.deployment_message or s.message}"
+        for n, s in serve.status().items()
+        if s.status == "DEPLOY_FAILED"
+    ]
+    return "\n".join(broken) or None
+
+
 def answers(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2).status_code == 200
@@ -180,7 +189,13 @@ def main() -> None:
         serve = ServeRest(settings.dashboard_url)
         deploy(serve, settings, artifact, ["echo", "cold", "scaler"])
         base = f"http://{settings.http_host}:{settings.http_port}"
-        wait("the apps", lambda: answers(base + "/echo/") and answers(base + "/bare/"), every_s=0.5)
+
+        def up() -> bool:
+            if (problem := failed(serve)) is not None:
+                raise SystemExit(f"an app failed to deploy:\n{problem}")
+            return answers(base + "/echo/") and answers(base + "/bare/")
+
+        wait("the apps", up, timeout_s=300, every_s=0.5)
         if "overhead" in only:
             overhead(settings, artifact, args.seconds)
         if "coldstart" in only:

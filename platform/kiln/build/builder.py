@@ -131,6 +131,8 @@ class Builder:
             )
             job = BuildJob(app, record.id, source, digest, plan, manifest, workdir)
             artifact = artifacts.build(job, log)
+            if manifest is not None and manifest.addons:
+                self._attach_addons(app, [a.value for a in manifest.addons], actor, log)
             release = self.store.release_build(
                 app,
                 build_id=record.id,
@@ -152,6 +154,14 @@ class Builder:
             return self._fail(record.id, log, message, digest, runtime, manifest_json)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _attach_addons(self, app: str, kinds: list[str], actor: str, log: BuildLog) -> None:
+        """The add-ons kiln.toml lists, attached before the release so it carries their vars."""
+        from kiln.addons.attach import attach_missing
+
+        for info in attach_missing(self.store, self.settings, app, kinds, actor):
+            injected = f": sets {', '.join(info.config_vars)}" if info.config_vars else ""
+            log.step(f"Attached the {info.kind} add-on (kiln.toml){injected}")
 
     def _fail(
         self, build_id: int, log: BuildLog, message: str, digest: str | None, runtime: str | None,

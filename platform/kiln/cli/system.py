@@ -66,6 +66,10 @@ def down(home: Path | None) -> None:
     except NotFound:
         pid = None
     ray = LocalRay(settings).stop()
+    from kiln.addons.postgres import EmbeddedPostgres
+
+    if EmbeddedPostgres(settings).stop():
+        success("Stopped the vector stores' PostgreSQL.")
     if pid is None and ray is None:
         raise NotFound(
             f"Kiln is not running from {settings.home}; start it with kiln up", code="not_running"

@@ -73,6 +73,12 @@ def _start_run_stage(settings: Settings, store: Store) -> Reconciler:
         )
         ray.ensure()
     print(f"-----> Apps are served at {settings.apps_url}/<app>/")
+    from kiln.addons.postgres import EmbeddedPostgres
+
+    postgres = EmbeddedPostgres(settings)
+    if postgres.initialized() and not settings.vector_database_url:
+        postgres.ensure()  # vector stores' dynos connect to it
+        print(f"-----> Vector stores on PostgreSQL at 127.0.0.1:{settings.vector_port}")
     return Reconciler(store, ServeRest(settings.dashboard_url), settings)
 
 

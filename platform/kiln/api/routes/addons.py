@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, status
 
+from kiln.addons.attach import attach
 from kiln.addons.base import provider_for
 from kiln.api.auth import Caller, StoreDep
-from kiln.errors import KilnError
 from kiln.manifest import AddonKind
 from kiln.models import AddonCreate, AddonInfo, ApiKeyCreate, ApiKeyInfo, NewApiKey
 from kiln.run.logs import read_records
@@ -22,36 +22,6 @@ router = APIRouter(prefix="/apps/{app}", tags=["addons"])
 def _poke(request: Request) -> None:
     if request.app.state.reconciler is not None:
         request.app.state.reconciler.poke()
-
-
-def attach(
-    store: Store, settings: Settings, app: str, kind: str, name: str | None, actor: str
-) -> AddonInfo:
-    """Provision, record, inject config vars (a release); undo the provisioning if any step fails."""
-    provider = provider_for(kind, settings)
-    name = name or provider.kind.value
-    store.get_app(app)
-    provisioned = provider.provision(app, name)
-    try:
-        store.addons.add(
-            app,
-            provider.kind.value,
-            name,
-            {**provisioned.state, "config_vars": sorted(provisioned.config_vars)},
-        )
-        if provisioned.config_vars:
-            try:
-                store.update_config(
-                    app, dict(provisioned.config_vars), actor=f"{actor} (add-on {name})"
-                )
-            except KilnError:
-                store.addons.remove(app, name)
-                raise
-    except KilnError:
-        provider.deprovision(app, provisioned.state)
-        raise
-    return AddonInfo(name=name, kind=provider.kind.value, created_at=datetime.now(UTC),
-                     config_vars=sorted(provisioned.config_vars), status=provider.status(provisioned.state))  # fmt: skip
 
 
 @router.get("/addons")

@@ -23,7 +23,7 @@ def list_apps(store: StoreDep, request: Request) -> list[AppInfo]:
 def create_app(body: AppCreate, store: StoreDep, caller: Caller, request: Request) -> AppInfo:
     created = store.create_app(body.name, actor=caller.name)
     if not body.public:  # every endpoint needs a key unless asked otherwise
-        from kiln.api.routes.addons import attach
+        from kiln.addons.attach import attach
 
         attach(store, request.app.state.settings, body.name, "api-keys", None, caller.name)
     return _with_url(request, created)
