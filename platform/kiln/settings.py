@@ -157,6 +157,15 @@ class Settings(BaseSettings):
         return None
 
     @property
+    def resolved_find_links(self) -> list[str]:
+        """Local wheel directories the host's pip uses (PIP_FIND_LINKS): builds look there too."""
+        return [
+            p
+            for p in os.environ.get("PIP_FIND_LINKS", "").split()
+            if p and Path(p.removeprefix("file://")).is_dir()
+        ]
+
+    @property
     def resolved_ca_bundle(self) -> Path | None:
         for value in (self.ca_bundle, *(os.environ.get(k) for k in _CA_VARIABLES)):
             if value and Path(value).is_file():

@@ -27,7 +27,7 @@ class Platform:
         self.home = home
         self.ports = {
             name: free_port()
-            for name in ("api", "http", "ray", "dashboard", "agent", "stats", "metrics")
+            for name in ("api", "http", "ray", "dashboard", "agent", "stats", "metrics", "pg")
         }
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
         self.env.update(
@@ -38,6 +38,7 @@ class Platform:
             KILN_RAY_DASHBOARD_PORT=str(self.ports["dashboard"]),
             KILN_RAY_AGENT_PORT=str(self.ports["agent"]),
             KILN_UV_CACHE_DIR=str(uv_cache),
+            KILN_VECTOR_PORT=str(self.ports["pg"]),
             RAY_SERVE_HAPROXY_STATS_PORT=str(self.ports["stats"]),
             RAY_SERVE_HAPROXY_METRICS_PORT=str(self.ports["metrics"]),
         )

@@ -38,6 +38,7 @@ class SlugBuilder:
         self.home = settings.home
         self.python = python
         self.index_url = settings.resolved_index_url
+        self.find_links = settings.resolved_find_links
         self.ca_bundle = settings.resolved_ca_bundle
         self.uv = find_uv_bin()
         # Slugs hard-link packages from this cache, so it must be on the same filesystem.
@@ -96,6 +97,8 @@ class SlugBuilder:
                 command += ["-r", str(job.source / deps.path)]
             if self.index_url:
                 command += ["--default-index", self.index_url]
+            for directory in self.find_links:
+                command += ["--find-links", directory]
             self._uv(
                 command,
                 log,
