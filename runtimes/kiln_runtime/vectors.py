@@ -31,31 +31,45 @@ class Match:
 
 
 class VectorStore:
-    def __init__(self, url: str | None = None, *, dimensions: int, table: str = "documents") -> None:
+    def __init__(
+        self, url: str | None = None, *, dimensions: int, table: str = "documents"
+    ) -> None:
         import psycopg
         from pgvector.psycopg import register_vector
+        from psycopg import sql
 
         if not _TABLE.fullmatch(table):
             raise ValueError(f"table {table!r} must be a lowercase SQL name, e.g. documents")
         url = url or os.environ.get("KILN_VECTOR_URL")
         if not url:
-            raise RuntimeError("no KILN_VECTOR_URL: attach a vector store with kiln addons:create vector-store")
+            raise RuntimeError(
+                "no KILN_VECTOR_URL: attach a vector store with kiln addons:create vector-store"
+            )
         self.table = table
         self.dimensions = dimensions
         self._conn = psycopg.connect(url, autocommit=True)
         register_vector(self._conn)
+        self._table = sql.Identifier(table)
         self._conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {table} (id text PRIMARY KEY, "
-            f"embedding vector({int(dimensions)}) NOT NULL, metadata jsonb NOT NULL DEFAULT '{{}}')"
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, embedding vector({}) NOT NULL, "
+                "metadata jsonb NOT NULL DEFAULT '{{}}')"
+            ).format(self._table, sql.Literal(int(dimensions)))
         )
         self._conn.execute(
-            f"CREATE INDEX IF NOT EXISTS {table}_embedding ON {table} USING hnsw (embedding vector_cosine_ops)"
+            sql.SQL(
+                "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops)"
+            ).format(sql.Identifier(f"{table}_embedding"), self._table)
         )
 
     def upsert(
-        self, ids: Sequence[str], vectors: Sequence[Any], metadata: Sequence[dict[str, Any]] | None = None
+        self,
+        ids: Sequence[str],
+        vectors: Sequence[Any],
+        metadata: Sequence[dict[str, Any]] | None = None,
     ) -> int:
         import numpy as np
+        from psycopg import sql
 
         if len(ids) != len(vectors) or (metadata is not None and len(metadata) != len(ids)):
             raise ValueError("ids, vectors and metadata must be as long as each other")
@@ -65,26 +79,36 @@ class VectorStore:
         ]
         with self._conn.cursor() as cursor:
             cursor.executemany(
-                f"INSERT INTO {self.table} (id, embedding, metadata) VALUES (%s, %s, %s::jsonb) "
-                "ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata",
+                sql.SQL(
+                    "INSERT INTO {} (id, embedding, metadata) VALUES (%s, %s, %s::jsonb) ON CONFLICT "
+                    "(id) DO UPDATE SET embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata"
+                ).format(self._table),
                 rows,
             )
         return len(rows)
 
     def query(self, vector: Any, k: int = 5, filter: dict[str, Any] | None = None) -> list[Match]:
         import numpy as np
+        from psycopg import sql
 
-        where, params = ("WHERE metadata @> %s::jsonb", [json.dumps(filter)]) if filter else ("", [])
+        where = sql.SQL("WHERE metadata @> %s::jsonb" if filter else "")
+        params = [json.dumps(filter)] if filter else []
         query = np.asarray(vector, dtype=np.float32)
         rows = self._conn.execute(
-            f"SELECT id, 1 - (embedding <=> %s) AS score, metadata FROM {self.table} {where} "
-            f"ORDER BY embedding <=> %s LIMIT %s",
+            sql.SQL(
+                "SELECT id, 1 - (embedding <=> %s) AS score, metadata FROM {} {} "
+                "ORDER BY embedding <=> %s LIMIT %s"
+            ).format(self._table, where),
             [query, *params, query, int(k)],
         ).fetchall()
         return [Match(row[0], float(row[1]), row[2]) for row in rows]
 
     def delete(self, ids: Sequence[str]) -> int:
-        cursor = self._conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%s)", [list(ids)])
+        from psycopg import sql
+
+        cursor = self._conn.execute(
+            sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(self._table), [list(ids)]
+        )
         return cursor.rowcount
 
     def close(self) -> None:
