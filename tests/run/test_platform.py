@@ -333,8 +333,7 @@ def test_the_rag_example_end_to_end(
     real embeddings model fills the store and answers with the nearest passages."""
     import json
 
-    app = fresh_app(platform, "rag")
-    platform.kiln("addons:destroy", "api-keys", "-a", app, "--confirm", app)  # made --public above
+    app = fresh_app(platform, "rag")  # --public: api-keys comes from kiln.toml at the deploy
     output = deploy(platform, EXAMPLES / "rag", app, "--artifact", "slug")
     assert "Attached the vector-store add-on (kiln.toml): sets KILN_VECTOR_URL" in output
     assert "Attached the api-keys add-on (kiln.toml)" in output

@@ -1,0 +1,154 @@
+"""A node's GPUs through NVML (nvidia-ml-py), behind a small interface with a fake for tests.
+
+A node without NVML (no driver, no GPU) is a CPU-only node, with the reason; not an error.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FakeNvml",
+    "GpuInfo",
+    "GpuProcess",
+    "NodeInventory",
+    "Nvml",
+    "NvmlUnavailable",
+    "PyNvml",
+    "local_inventory",
+]
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, Field
+
+T = TypeVar("T")
+
+
+class NvmlUnavailable(Exception):
+    """NVML cannot be used on this node; the message says why (e.g. "NVML library not found")."""
+
+
+class GpuProcess(BaseModel):
+    pid: int
+    memory_used: int = Field(0, description="Bytes of GPU memory the process holds.")
+    app: str | None = Field(None, description="The Kiln app, when the process is one of its dynos.")
+    replica: str | None = Field(None, description="Its replica (dyno.xxxxxx).")
+
+
+class GpuInfo(BaseModel):
+    index: int
+    uuid: str
+    name: str
+    memory_total: int
+    memory_used: int
+    utilization: int | None = Field(None, description="Percent of time a kernel ran, last sample.")
+    temperature: int | None = Field(None, description="Degrees Celsius.")
+    processes: list[GpuProcess] = Field(default_factory=list)
+
+
+class NodeInventory(BaseModel):
+    node_id: str = ""
+    node_ip: str = ""
+    hostname: str = ""
+    gpus: list[GpuInfo] = Field(default_factory=list)
+    cpu_only_reason: str | None = Field(None, description="Why this node lists no GPUs.")
+
+
+class Nvml(Protocol):
+    def devices(self) -> list[GpuInfo]: ...
+
+
+class PyNvml:
+    """The real NVML, through nvidia-ml-py."""
+
+    def devices(self) -> list[GpuInfo]:
+        import pynvml
+
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as exc:
+            reason = (
+                "NVML library not found"
+                if isinstance(exc, pynvml.NVMLError_LibraryNotFound)
+                else str(exc)
+            )
+            raise NvmlUnavailable(reason) from None
+        try:
+            return [_device(pynvml, index) for index in range(pynvml.nvmlDeviceGetCount())]
+        finally:
+            pynvml.nvmlShutdown()
+
+
+class FakeNvml:
+    """NVML for tests: the GPUs given, or the failure given."""
+
+    def __init__(self, gpus: list[GpuInfo] | None = None, unavailable: str | None = None) -> None:
+        self.gpus = gpus or []
+        self.unavailable = unavailable
+
+    def devices(self) -> list[GpuInfo]:
+        if self.unavailable:
+            raise NvmlUnavailable(self.unavailable)
+        return [g.model_copy(deep=True) for g in self.gpus]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _maybe(read: Callable[[], T]) -> T | None:
+    try:
+        return read()
+    except Exception:  # a GPU without this counter (or without permission): leave it out
+        return None
+
+
+def _device(pynvml: Any, index: int) -> GpuInfo:
+    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+    processes = _maybe(lambda: pynvml.nvmlDeviceGetComputeRunningProcesses(handle)) or []
+    return GpuInfo(
+        index=index,
+        uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+        name=_text(pynvml.nvmlDeviceGetName(handle)),
+        memory_total=int(memory.total),
+        memory_used=int(memory.used),
+        utilization=_maybe(lambda: int(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)),
+        temperature=_maybe(
+            lambda: int(pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU))
+        ),
+        processes=[GpuProcess(pid=p.pid, memory_used=int(p.usedGpuMemory or 0)) for p in processes],
+    )
+
+
+def _dyno_of(pid: int, proc: Path = Path("/proc")) -> tuple[str, str | None] | None:
+    """(app, replica) when the process is a Kiln dyno: the supervisor sets KILN_APP and KILN_DYNO
+    in its environment (also for containers: their processes are visible from the node)."""
+    try:
+        raw = (proc / str(pid) / "environ").read_bytes()
+    except OSError:
+        return None
+    env = dict(
+        item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item
+    )
+    return (env["KILN_APP"], env.get("KILN_DYNO")) if "KILN_APP" in env else None
+
+
+def local_inventory(nvml: Nvml, node_id: str = "", node_ip: str = "") -> NodeInventory:
+    """This node's GPUs, with each GPU process named by its app where it is a dyno."""
+    node = NodeInventory(node_id=node_id, node_ip=node_ip, hostname=socket.gethostname())
+    try:
+        node.gpus = nvml.devices()
+    except NvmlUnavailable as exc:
+        node.cpu_only_reason = str(exc)
+        return node
+    for gpu in node.gpus:
+        for process in gpu.processes:
+            owner = _dyno_of(process.pid)
+            if owner is not None:
+                process.app, process.replica = owner
+    if not node.gpus:
+        node.cpu_only_reason = "NVML found no GPUs"
+    return node
