@@ -31,7 +31,9 @@ def main() -> int:
         if (int(index), uuid, name) != (gpu.index, gpu.uuid, gpu.name):
             problems.append(f"GPU {index}: nvidia-smi {uuid} {name}, Kiln {gpu.uuid} {gpu.name}")
         if abs(int(total_mib) * 2**20 - gpu.memory_total) > 2**20:
-            problems.append(f"GPU {index}: nvidia-smi {total_mib} MiB, Kiln {gpu.memory_total // 2**20} MiB")
+            problems.append(
+                f"GPU {index}: nvidia-smi {total_mib} MiB, Kiln {gpu.memory_total // 2**20} MiB"
+            )
     print("\n".join(problems) or f"OK: {len(rows)} GPU(s) agree with nvidia-smi")
     return 1 if problems else 0
 

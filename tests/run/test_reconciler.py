@@ -206,3 +206,47 @@ def test_api_keys_reach_replicas_as_user_config(world: tuple[Store, FakeServe, R
     store.keys.revoke("closed", made.prefix)
     reconciler.reconcile()
     assert serve.applied[-1]["applications"][0]["deployments"][0]["user_config"]["keys"] == []
+
+
+def test_a_release_no_node_can_hold_fails_at_once_and_the_previous_one_keeps_running(
+    settings: Settings,
+) -> None:
+    from kiln.gpu.capacity import NodeResources
+    from kiln.manifest import parse_manifest
+
+    store = Store.open(settings)
+    serve = FakeServe()
+    nodes = [NodeResources("head", 0), NodeResources("gpu-1", 1, "H100")]
+    reconciler = Reconciler(store, serve, settings, nodes=lambda: nodes)
+    store.create_app("llm", actor="t")
+
+    def deploy_with(manifest: str, digest: str) -> int:
+        build = store.builds.start("llm", actor="t")
+        artifact = ARTIFACT.model_copy(update={"digest": digest})
+        manifest_json = parse_manifest(manifest).model_dump_json()
+        return store.release_build(
+            "llm",
+            build_id=build.id,
+            artifact=artifact,
+            manifest=manifest_json,
+            description="d",
+            actor="t",
+        ).version
+
+    good = deploy_with('[resources]\ngpu = ["A100", "H100:1"]\n', "fits")
+    reconciler.reconcile()
+    options = serve.applied[-1]["applications"][0]["deployments"][0]["ray_actor_options"]
+    assert (
+        options["accelerator_type"] == "H100" and options["num_gpus"] == 1
+    )  # the second preference
+    serve.settle("llm", "RUNNING")
+    reconciler.reconcile()
+    bad = deploy_with('[resources]\ngpu = "H100:2"\n', "too-big")
+    reconciler.reconcile()
+    failed = store.get_release("llm", bad)
+    assert failed.status is ReleaseStatus.FAILED
+    assert (
+        failed.status_message
+        == "cannot be placed: needs 2 x H100 per replica; the largest H100 node has 1 (node gpu-1)"
+    )
+    assert serve.applied[-1]["applications"][0]["args"]["spec"]["release"] == good  # never deployed

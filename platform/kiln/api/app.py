@@ -24,6 +24,7 @@ from kiln.api.routes import (
     config,
     formation,
     logs,
+    nodes,
     releases,
     system,
     tokens,
@@ -31,6 +32,7 @@ from kiln.api.routes import (
 from kiln.build.builder import Builder, choose_artifact_builders
 from kiln.errors import KilnError
 from kiln.git import http as git_http
+from kiln.gpu.cluster import GpuCluster
 from kiln.models import ErrorBody, ErrorDetail
 from kiln.run.reconciler import Reconciler
 from kiln.settings import Settings
@@ -95,11 +97,12 @@ def create_app(
     api.state.tasks = set()
     api.state.reconciler = reconciler
     api.state.push_locks = {}
+    api.state.gpus = GpuCluster(settings)
     api.add_exception_handler(KilnError, _kiln_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.include_router(system.public)
     api.include_router(git_http.router)  # its own auth: HTTP Basic, for git's credential helpers
     api.include_router(system.router)
-    for module in (addons, apps, builds, config, formation, logs, releases, tokens):
+    for module in (addons, apps, builds, config, formation, logs, nodes, releases, tokens):
         api.include_router(module.router, dependencies=[Depends(require_token)])
     return api

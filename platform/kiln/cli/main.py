@@ -22,6 +22,7 @@ from kiln.cli import (
     config,
     deploy,
     git,
+    gpus,
     images,
     logs,
     manifest,
@@ -73,7 +74,7 @@ def cli(debug: bool) -> None:
 
 
 for _module in (
-    system, apps, deploy, git, builds, ps, logs, config, releases, addons, tokens, images,
+    system, apps, deploy, git, builds, ps, logs, config, releases, addons, tokens, gpus, images,
     manifest,
 ):  # fmt: skip
     for _command in _module.COMMANDS:

@@ -79,7 +79,11 @@ def _start_run_stage(settings: Settings, store: Store) -> Reconciler:
     if postgres.initialized() and not settings.vector_database_url:
         postgres.ensure()  # vector stores' dynos connect to it
         print(f"-----> Vector stores on PostgreSQL at 127.0.0.1:{settings.vector_port}")
-    return Reconciler(store, ServeRest(settings.dashboard_url), settings)
+    from kiln.gpu.cluster import GpuCluster
+
+    return Reconciler(
+        store, ServeRest(settings.dashboard_url), settings, nodes=GpuCluster(settings).resources
+    )
 
 
 def serve(settings: Settings) -> None:

@@ -14,10 +14,12 @@ __all__ = ["Reconciler"]
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kiln.errors import KilnError
-from kiln.manifest import AddonKind, Manifest
+from kiln.gpu.capacity import NodeResources, choose_gpu
+from kiln.manifest import AddonKind, GpuSpec, Manifest
 from kiln.models import Deployment, Formation, KeyRule, ReleaseStatus
 from kiln.run.logs import LogRecord, append_records
 from kiln.run.serve_api import AppState, ServeBackend, failure_reason
@@ -39,10 +41,16 @@ def deployable(item: Deployment, keys: list[KeyRule] | None = None) -> Deployabl
 
 class Reconciler:
     def __init__(
-        self, store: Store, backend: ServeBackend, settings: Settings, interval_s: float = 1.0
+        self,
+        store: Store,
+        backend: ServeBackend,
+        settings: Settings,
+        interval_s: float = 1.0,
+        nodes: Callable[[], list[NodeResources]] | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
+        self.nodes = nodes  # the cluster's GPUs, for the capacity check; None: no check
         self.settings = settings
         self.interval_s = interval_s
         self.applied: dict[str, Any] | None = None
@@ -85,9 +93,12 @@ class Reconciler:
     # -- one pass ------------------------------------------------------------------------------
 
     def reconcile(self) -> None:
-        items = self.store.deployables()
+        items = self._placeable(self.store.deployables())
         desired = serve_config(
-            [deployable(item, self._keys(item.app)) for item in items],
+            [
+                deployable(item, self._keys(item.app)).with_gpu(self._gpu_choice.get(item.app))
+                for item in items
+            ],
             http_host=self.settings.http_host,
             http_port=self.settings.http_port,
             log_dir=str(self.settings.log_dir),
@@ -103,6 +114,36 @@ class Reconciler:
         for item in items:
             if item.status is ReleaseStatus.PENDING:
                 self._judge(item, status.get(item.app), item.app in wanted)
+
+    def _placeable(self, items: list[Deployment]) -> list[Deployment]:
+        """Fail pending releases whose GPU needs no node can ever meet (their app falls back to
+        its previous release); remember which GPU preference the others get."""
+        self._gpu_choice: dict[str, GpuSpec] = {}
+        needs = [(item, deployable(item).manifest.resources.gpu) for item in items]
+        if self.nodes is None or not any(specs for _item, specs in needs):
+            return items
+        try:
+            nodes = self.nodes()
+        except KilnError as exc:  # no node list this pass: place nothing new, judge nothing
+            logger.warning("capacity check skipped: %s", exc.message)
+            return items
+        kept = []
+        for item, specs in needs:
+            chosen, reason = choose_gpu(specs, nodes)
+            if reason is not None and item.status is ReleaseStatus.PENDING:
+                self._settle(
+                    item,
+                    ReleaseStatus.FAILED,
+                    f"cannot be placed: {reason}",
+                    f"v{item.release} failed: cannot be placed: {reason}",
+                )
+                continue
+            if chosen is not None:
+                self._gpu_choice[item.app] = chosen
+            kept.append(item)
+        if len(kept) != len(items):
+            return self._placeable(self.store.deployables())  # the fallbacks, checked in turn
+        return kept
 
     def _keys(self, app: str) -> list[KeyRule] | None:
         """The app's key rules if it has the api-keys add-on; None if it is public."""

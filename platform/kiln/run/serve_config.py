@@ -10,10 +10,11 @@ from __future__ import annotations
 
 __all__ = ["DEPLOYMENT", "IMPORT_PATH", "Deployable", "application_config", "serve_config"]
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from kiln.manifest import Accelerator, Manifest
+from kiln.manifest import Accelerator, GpuSpec, Manifest
 from kiln.models import Artifact, Formation, KeyRule
 from kiln.run.spec import DynoSpec
 
@@ -35,6 +36,11 @@ class Deployable:
     formation: Formation | None = None
     # Who may call the app: None = public; else the api-keys rules (digests, never keys).
     keys: tuple[KeyRule, ...] | None = None
+    # Which of the manifest's GPU preferences the cluster can hold (the capacity check's choice).
+    gpu: GpuSpec | None = None
+
+    def with_gpu(self, gpu: GpuSpec | None) -> Deployable:
+        return dataclasses.replace(self, gpu=gpu)
 
 
 def _replicas(manifest: Manifest, formation: Formation | None) -> dict[str, Any]:
@@ -61,16 +67,16 @@ def _replicas(manifest: Manifest, formation: Formation | None) -> dict[str, Any]
     return {"autoscaling_config": autoscaling}
 
 
-def _actor_options(manifest: Manifest) -> dict[str, Any]:
+def _actor_options(manifest: Manifest, gpu: GpuSpec | None) -> dict[str, Any]:
     resources = manifest.resources
     options: dict[str, Any] = {"num_cpus": resources.cpu}
     if resources.memory is not None:
         options["memory"] = resources.memory.bytes
-    if resources.gpu:
-        first = resources.gpu[0]  # TODO(gpu issue): try the preference list in order
-        options["num_gpus"] = first.count
-        if first.type is not Accelerator.ANY:
-            options["accelerator_type"] = first.type.value
+    chosen = gpu or (resources.gpu[0] if resources.gpu else None)
+    if chosen is not None:
+        options["num_gpus"] = chosen.count
+        if chosen.type is not Accelerator.ANY:
+            options["accelerator_type"] = chosen.type.value
     return options
 
 
@@ -108,7 +114,7 @@ def application_config(
         # Start a new release's replicas before stopping the old ones; if they never become
         # healthy (or cannot be placed), the old ones keep serving.
         "max_surge_percent": 100,
-        "ray_actor_options": _actor_options(manifest),
+        "ray_actor_options": _actor_options(manifest, item.gpu),
         # Changes here reach running replicas through reconfigure(): no restart.
         "user_config": {"public": True}
         if item.keys is None

@@ -1,0 +1,76 @@
+"""GPU placement facts from a real multi-node Ray (ray.cluster_utils.Cluster, fake GPU nodes):
+node resources from the state API, and every node's NVML inventory read on the node itself."""
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from kiln.gpu.capacity import NodeResources, choose_gpu
+from kiln.gpu.cluster import GpuCluster
+from kiln.manifest import GpuSpec
+from kiln.settings import Settings
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[str, str]]:
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.makedirs("/tmp/ray", exist_ok=True)  # Cluster records its address there, whatever temp_dir says
+    dashboard = free_port()
+    temp = tempfile.mkdtemp(prefix="kiln-gpus-", dir="/tmp")
+    nodes = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1",
+                        "dashboard_port": dashboard, "node_ip_address": "127.0.0.1", "temp_dir": temp},
+    )  # fmt: skip
+    nodes.add_node(
+        num_cpus=1, num_gpus=1, resources={"accelerator_type:H100": 1}, node_ip_address="127.0.0.1"
+    )
+    nodes.add_node(
+        num_cpus=1, num_gpus=2, resources={"accelerator_type:A100": 1}, node_ip_address="127.0.0.1"
+    )
+    nodes.wait_for_nodes()
+    yield nodes.address, f"http://127.0.0.1:{dashboard}"
+    nodes.shutdown()
+
+
+def test_node_resources_come_from_the_state_api(
+    cluster: tuple[str, str], settings: Settings
+) -> None:
+    address, dashboard = cluster
+    gpus = GpuCluster(
+        settings.model_copy(update={"ray_address": address, "ray_dashboard_url": dashboard})
+    )
+    found = sorted((n.gpus, n.accelerator) for n in gpus.resources())
+    assert found == [(0.0, None), (1.0, "H100"), (2.0, "A100")]
+    spec, reason = choose_gpu((GpuSpec.parse("H100:2"), GpuSpec.parse("A100:2")), gpus.resources())
+    assert reason is None and str(spec) == "A100:2"
+    assert choose_gpu((GpuSpec.parse("any:4"),), gpus.resources())[1] == (
+        "needs 4 x GPU per replica; the largest GPU node has 2 (node 127.0.0.1)"
+    )
+
+
+def test_every_node_reports_its_gpus_or_why_it_has_none(
+    cluster: tuple[str, str], settings: Settings
+) -> None:
+    address, dashboard = cluster
+    gpus = GpuCluster(
+        settings.model_copy(update={"ray_address": address, "ray_dashboard_url": dashboard})
+    )
+    inventory = gpus.inventory()
+    assert len(inventory) == 3 and len({n.node_id for n in inventory}) == 3
+    for node in inventory:  # no NVML on this machine: each node says so, none fails
+        assert node.gpus == [] and node.cpu_only_reason == "NVML library not found"
+    assert gpus.inventory() is inventory  # cached for a few seconds
+
+
+def test_fits_later_is_not_never(settings: Settings) -> None:
+    busy = [NodeResources("gpu-1", 1, "H100")]
+    assert choose_gpu((GpuSpec.parse("H100"),), busy) == (GpuSpec.parse("H100"), None)
