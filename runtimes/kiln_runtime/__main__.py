@@ -19,8 +19,14 @@ def main() -> None:
         from kiln_runtime.python.server import main as run
     elif runtime == "model":
         from kiln_runtime.model.server import main as run
+    elif runtime == "llm":
+        from kiln_runtime.llm.server import main as run
+    elif runtime == "embeddings":
+        from kiln_runtime.embeddings.server import main as run
     else:
-        sys.exit(f"kiln_runtime: unknown runtime {runtime!r}; expected python or model")
+        sys.exit(
+            f"kiln_runtime: unknown runtime {runtime!r}; expected python, model, llm or embeddings"
+        )
     run()
 
 

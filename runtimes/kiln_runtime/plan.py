@@ -95,6 +95,9 @@ class BuildPlan(BaseModel):
     dependencies: DependencyFile | None = Field(description="The app's dependency file, if any.")
     command: tuple[str, ...] = Field(RUNTIME_COMMAND, description="The dyno's command line.")
     env: dict[str, str] = Field(default_factory=dict, description="Environment the dyno needs.")
+    extra_requirements: tuple[str, ...] = Field(
+        (), description="Packages the runtime itself needs in the dyno (e.g. transformers)."
+    )
     gpu: bool = Field(False, description="Whether the app asked for GPUs (picks the CUDA base).")
 
 

@@ -8,13 +8,20 @@ from types import ModuleType
 
 from kiln.build.log import BuildFailed
 from kiln.manifest import Manifest
+from kiln_runtime.embeddings import buildpack as embeddings_buildpack
+from kiln_runtime.llm import buildpack as llm_buildpack
 from kiln_runtime.model import buildpack as model_buildpack
 from kiln_runtime.plan import BuildPlan, DetectionError, Source
 from kiln_runtime.python import buildpack as python_buildpack
 
 # In detection order: a class with load() and predict() is the narrower signature, so it goes
 # first; the python runtime then takes any app with a dependency file and a main module.
-BUILDPACKS: dict[str, ModuleType] = {"model": model_buildpack, "python": python_buildpack}
+BUILDPACKS: dict[str, ModuleType] = {
+    "model": model_buildpack,
+    "python": python_buildpack,
+    "llm": llm_buildpack,  # named in kiln.toml, never detected
+    "embeddings": embeddings_buildpack,
+}
 
 
 def plan_build(source: Source, manifest: Manifest | None) -> BuildPlan:

@@ -1,0 +1,252 @@
+"""The OpenAI API over the engine: ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``.
+
+Streaming responses are server-sent events of ``chat.completion.chunk`` objects ending with
+``data: [DONE]``; errors have OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``),
+so the ``openai`` client raises its own exceptions for them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["build_app", "main"]
+
+import asyncio
+import json
+import os
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from kiln_runtime.dyno import health_path, serve
+from kiln_runtime.llm.engine import GenerationRequest, SamplingParams, TransformersEngine
+from kiln_runtime.weights import model_path
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    max_completion_tokens: int | None = Field(None, ge=1, le=32768)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=1, description="Only one choice per request.")
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+
+    def params(self) -> SamplingParams:
+        stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
+        return SamplingParams(
+            max_tokens=self.max_completion_tokens or self.max_tokens or 256,
+            temperature=self.temperature, top_p=self.top_p, stop=tuple(stop), seed=self.seed,
+        )  # fmt: skip
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[dict[str, Any]] | None = ""
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(
+                part.get("text", "") for part in self.content if part.get("type") == "text"
+            )
+        return self.content or ""
+
+
+class ChatRequest(_Body):
+    messages: list[Message] = Field(min_length=1)
+
+
+class CompletionRequest(_Body):
+    prompt: str | list[str]
+
+
+def _error(
+    status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "param": param, "code": None}},
+        status_code=status,
+    )
+
+
+def build_app(model_ref: str, health: str = "/healthz", max_batch: int = 8) -> FastAPI:
+    state: dict[str, Any] = {}
+    ready = threading.Event()
+    name = model_ref.split("@", 1)[0]
+
+    def load() -> None:
+        try:
+            state["engine"] = TransformersEngine.load(model_path(model_ref), max_batch=max_batch)
+        except BaseException:
+            traceback.print_exc()
+            print(f"kiln_runtime: could not load {model_ref}; the dyno exits", flush=True)
+            os._exit(1)
+        ready.set()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=load, name="kiln-load", daemon=True).start()
+        yield
+
+    app = FastAPI(title=f"llm: {name}", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        param = ".".join(str(p) for p in first["loc"] if p != "body")
+        return _error(400, f"{param}: {first['msg']}", param or None)
+
+    @app.get(health, include_in_schema=False)
+    def healthz() -> JSONResponse:
+        return JSONResponse(
+            {"status": "ready" if ready.is_set() else "loading"},
+            status_code=200 if ready.is_set() else 503,
+        )
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "kiln"}],
+        }
+
+    def engine() -> TransformersEngine:
+        engine: TransformersEngine = state["engine"]
+        return engine
+
+    async def start(prompt: str, body: _Body) -> GenerationRequest | JSONResponse:
+        if not ready.is_set():
+            await asyncio.to_thread(ready.wait)
+        ids = engine().tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if not ids:
+            return _error(400, "the prompt is empty", "prompt")
+        return engine().submit(list(ids), body.params(), asyncio.get_running_loop())
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatRequest) -> Any:
+        tokenizer = engine().tokenizer if ready.is_set() else None
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in body.messages
+        ]
+        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+            prompt = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+        else:  # a base model without a chat template: a plain transcript
+            prompt = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        request = await start(prompt, body)
+        if isinstance(request, JSONResponse):
+            return request
+        return await _respond(request, body, "chat.completion", name)
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest) -> Any:
+        if isinstance(body.prompt, list):
+            if len(body.prompt) != 1:
+                return _error(400, "send one prompt per request", "prompt")
+            body.prompt = body.prompt[0]
+        request = await start(body.prompt, body)
+        if isinstance(request, JSONResponse):
+            return request
+        return await _respond(request, body, "text_completion", name)
+
+    return app
+
+
+def _usage(request: GenerationRequest) -> dict[str, int]:
+    prompt = len(request.prompt_ids)
+    return {"prompt_tokens": prompt, "completion_tokens": request.completion_tokens,
+            "total_tokens": prompt + request.completion_tokens}  # fmt: skip
+
+
+async def _respond(request: GenerationRequest, body: _Body, kind: str, model: str) -> Any:
+    ident = f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+    if not body.stream:
+        text = await request.result()
+        if request.error:
+            return _error(500, request.error, kind="server_error")
+        choice: dict[str, Any] = {
+            "index": 0,
+            "finish_reason": request.finish_reason,
+            "logprobs": None,
+        }
+        if kind == "chat.completion":
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        return {
+            "id": ident,
+            "object": kind,
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            "usage": _usage(request),
+        }
+
+    chunk_kind = "chat.completion.chunk" if kind == "chat.completion" else "text_completion"
+
+    def chunk(delta: str | None, finish: str | None, first: bool = False) -> bytes:
+        if kind == "chat.completion":
+            content: dict[str, Any] = (
+                {"role": "assistant", "content": ""}
+                if first
+                else ({"content": delta} if delta else {})
+            )
+            choice = {"index": 0, "delta": content, "finish_reason": finish, "logprobs": None}
+        else:
+            choice = {"index": 0, "text": delta or "", "finish_reason": finish, "logprobs": None}
+        payload = {
+            "id": ident,
+            "object": chunk_kind,
+            "created": created,
+            "model": model,
+            "choices": [choice],
+        }
+        return f"data: {json.dumps(payload)}\n\n".encode()
+
+    async def events() -> AsyncIterator[bytes]:
+        if kind == "chat.completion":
+            yield chunk(None, None, first=True)
+        async for delta in request.stream():
+            yield chunk(delta, None)
+        if request.error:
+            yield f"data: {json.dumps({'error': {'message': request.error, 'type': 'server_error'}})}\n\n".encode()
+        else:
+            yield chunk(None, request.finish_reason)
+        if (body.stream_options or {}).get("include_usage"):
+            usage = {
+                "id": ident,
+                "object": chunk_kind,
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": _usage(request),
+            }
+            yield f"data: {json.dumps(usage)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def main() -> None:
+    serve(
+        build_app(
+            os.environ.get("KILN_MODEL", ""),
+            health_path(),
+            int(os.environ.get("KILN_MAX_BATCH", "8")),
+        )
+    )
