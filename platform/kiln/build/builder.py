@@ -27,7 +27,7 @@ from kiln.build.runtimes import plan_build
 from kiln.build.slug import SlugBuilder
 from kiln.build.source import SourceLimits, extract, tree_digest
 from kiln.errors import InvalidInput, KilnError, ManifestError, Unavailable
-from kiln.manifest import load_manifest
+from kiln.manifest import Manifest, load_manifest
 from kiln.models import ArtifactKind, BuildInfo, BuildStatus
 from kiln.settings import ArtifactChoice, Settings
 from kiln.store import Store
@@ -133,6 +133,8 @@ class Builder:
             artifact = artifacts.build(job, log)
             if manifest is not None and manifest.addons:
                 self._attach_addons(app, [a.value for a in manifest.addons], actor, log)
+            if manifest is not None and manifest.model is not None:
+                self._release_phase(app, manifest, log)
             release = self.store.release_build(
                 app,
                 build_id=record.id,
@@ -154,6 +156,35 @@ class Builder:
             return self._fail(record.id, log, message, digest, runtime, manifest_json)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _release_phase(self, app: str, manifest: Manifest, log: BuildLog) -> None:
+        """Weights into the model cache before the release exists; lines also go to the app's
+        release log (kiln logs --source release)."""
+        from kiln.release.weights import prefetch
+        from kiln.run.logs import LogRecord, append_records
+
+        def release_line(text: str) -> None:
+            append_records(
+                self.settings.log_dir,
+                app,
+                [LogRecord(ts=time.time(), source="release", process="kiln", line=text)],
+            )
+
+        def step(text: str) -> None:
+            log.step(text)
+            release_line(text)
+
+        def info(text: str) -> None:
+            log.info(text)
+            release_line(text)
+
+        assert manifest.model is not None
+        token = self.store.get_config(app).get("HF_TOKEN")
+        try:
+            prefetch(manifest.model, self.settings, token, step, info)
+        except BuildFailed as exc:
+            release_line(f"release phase failed: {exc.message}")
+            raise
 
     def _attach_addons(self, app: str, kinds: list[str], actor: str, log: BuildLog) -> None:
         """The add-ons kiln.toml lists, attached before the release so it carries their vars."""

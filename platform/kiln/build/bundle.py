@@ -29,8 +29,9 @@ class RuntimeBundle:
             dirs_exist_ok=True,
         )  # fmt: skip
 
-    def write_requirements(self, path: Path) -> None:
-        path.write_text("".join(f"{r}\n" for r in self.requirements))
+    def write_requirements(self, path: Path, extra: tuple[str, ...] = ()) -> None:
+        """The runtime's own requirements, plus those of the runtime the app uses (``extra``)."""
+        path.write_text("".join(f"{r}\n" for r in (*self.requirements, *extra)))
 
 
 @cache

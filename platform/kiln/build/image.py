@@ -75,7 +75,7 @@ class ImageBuilder:
         if ca is not None:
             shutil.copyfile(ca, kiln / "ca.crt")
         bundle = runtime_bundle()
-        bundle.write_requirements(kiln / "deps" / REQUIREMENTS_FILE)
+        bundle.write_requirements(kiln / "deps" / REQUIREMENTS_FILE, job.plan.extra_requirements)
         if job.plan.dependencies is not None:
             name = PurePosixPath(job.plan.dependencies.path).name
             shutil.copyfile(job.source / job.plan.dependencies.path, kiln / "deps" / name)

@@ -78,7 +78,8 @@ class SlugBuilder:
         bundle = runtime_bundle()
         deps = job.plan.dependencies
         key = hashlib.sha256(
-            f"{deps.sha256 if deps else '-'}\n{bundle.digest}\n{self.python}\n{sys.version}".encode()
+            f"{deps.sha256 if deps else '-'}\n{bundle.digest}\n{self.python}\n{sys.version}\n"
+            f"{job.plan.extra_requirements}".encode()
         ).hexdigest()[:32]
         venv = self.home / "venvs" / key
         if (venv / _COMPLETE).exists():
@@ -90,7 +91,7 @@ class SlugBuilder:
         try:
             self._uv(["venv", "--relocatable", "--python", self.python, str(scratch)], log)
             requirements = scratch / REQUIREMENTS_FILE
-            bundle.write_requirements(requirements)
+            bundle.write_requirements(requirements, job.plan.extra_requirements)
             command = ["pip", "install", "--python", str(scratch / "bin" / "python"),
                        "-r", str(requirements)]  # fmt: skip
             if deps is not None:

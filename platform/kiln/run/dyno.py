@@ -129,6 +129,7 @@ class ContainerDyno:
         name: str,
         labels: dict[str, str],
         gpu_ids: list[str],
+        model_cache: str | None = None,
     ) -> None:
         self.client = client
         self.engine_url = engine_url
@@ -137,6 +138,7 @@ class ContainerDyno:
         self.name = name
         self.labels = labels
         self.gpu_ids = gpu_ids
+        self.model_cache = model_cache
         self.url = ""
         self._output = _Output(sink)
         self._container: Any = None
@@ -151,10 +153,15 @@ class ContainerDyno:
             else None
         )
         self._remove_quietly()
+        env = {**self.env, "PORT": "8080"}
+        volumes = None
+        if self.model_cache:  # the host's model cache, read-only, where the dyno looks for it
+            volumes = {self.model_cache: {"bind": "/models", "mode": "ro"}}
+            env["HF_HUB_CACHE"] = "/models"
         self._container = self.client.containers.run(
-            self.image, detach=True, name=self.name, environment={**self.env, "PORT": "8080"},
+            self.image, detach=True, name=self.name, environment=env,
             ports={"8080/tcp": ("127.0.0.1", None)}, labels=self.labels, init=True,
-            device_requests=devices,
+            device_requests=devices, volumes=volumes,
         )  # fmt: skip
         self._reaper = _start_reaper(self.engine_url, self._container.id)
         self._output.follow(self._container.logs(stream=True, follow=True))

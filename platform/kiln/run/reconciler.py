@@ -102,6 +102,7 @@ class Reconciler:
             http_host=self.settings.http_host,
             http_port=self.settings.http_port,
             log_dir=str(self.settings.log_dir),
+            model_cache=str(self.settings.home / "models"),
             docker_host=self.settings.resolved_docker_host,
         )
         status = self.backend.status()

@@ -81,7 +81,7 @@ def _actor_options(manifest: Manifest, gpu: GpuSpec | None) -> dict[str, Any]:
 
 
 def application_config(
-    item: Deployable, *, log_dir: str, docker_host: str | None
+    item: Deployable, *, log_dir: str, docker_host: str | None, model_cache: str | None = None
 ) -> dict[str, Any] | None:
     """The Serve application for one app, or None when its formation is zero replicas."""
     manifest = item.manifest
@@ -99,6 +99,7 @@ def application_config(
         health_timeout_s=manifest.health.timeout_s,
         docker_host=docker_host,
         log_dir=log_dir,
+        model_cache=model_cache if manifest.model is not None else None,
     )
     deployment: dict[str, Any] = {
         "name": DEPLOYMENT,
@@ -131,13 +132,17 @@ def application_config(
 
 def serve_config(
     items: list[Deployable], *, http_host: str, http_port: int, log_dir: str,
-    docker_host: str | None,
+    docker_host: str | None, model_cache: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The whole Serve config (the REST API replaces every application with this list)."""
     applications = [
         config
         for item in sorted(items, key=lambda i: i.app)
-        if (config := application_config(item, log_dir=log_dir, docker_host=docker_host))
+        if (
+            config := application_config(
+                item, log_dir=log_dir, docker_host=docker_host, model_cache=model_cache
+            )
+        )
     ]
     return {
         "proxy_location": "HeadOnly",

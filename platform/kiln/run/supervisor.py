@@ -101,6 +101,13 @@ class DynoSupervisor:
             "KILN_RELEASE": f"v{self.spec.release}",
             "KILN_DYNO": self.replica,
             "CUDA_VISIBLE_DEVICES": ",".join(gpus),
+            # The weights are in the model cache already (the release phase put them there):
+            # a cold start never downloads.
+            **(
+                {"HF_HUB_CACHE": self.spec.model_cache, "HF_HUB_OFFLINE": "1"}
+                if self.spec.model_cache
+                else {}
+            ),
         }
 
     def _make_dyno(self) -> Dyno:
@@ -135,6 +142,7 @@ class DynoSupervisor:
             labels={"kiln.app": self.spec.app, "kiln.release": str(self.spec.release),
                     "kiln.replica": self.replica},
             gpu_ids=gpus,
+            model_cache=self.spec.model_cache,
         )  # fmt: skip
 
     async def _start(self, timeout_s: float) -> None:
