@@ -24,6 +24,7 @@ from kiln.api.routes import (
     config,
     formation,
     logs,
+    models,
     nodes,
     releases,
     system,
@@ -103,6 +104,6 @@ def create_app(
     api.include_router(system.public)
     api.include_router(git_http.router)  # its own auth: HTTP Basic, for git's credential helpers
     api.include_router(system.router)
-    for module in (addons, apps, builds, config, formation, logs, nodes, releases, tokens):
+    for module in (addons, apps, builds, config, formation, logs, models, nodes, releases, tokens):
         api.include_router(module.router, dependencies=[Depends(require_token)])
     return api

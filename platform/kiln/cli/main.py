@@ -26,6 +26,7 @@ from kiln.cli import (
     images,
     logs,
     manifest,
+    models,
     ps,
     releases,
     system,
@@ -74,7 +75,7 @@ def cli(debug: bool) -> None:
 
 
 for _module in (
-    system, apps, deploy, git, builds, ps, logs, config, releases, addons, tokens, gpus, images,
+    system, apps, deploy, git, builds, ps, logs, config, releases, addons, tokens, gpus, models, images,
     manifest,
 ):  # fmt: skip
     for _command in _module.COMMANDS:

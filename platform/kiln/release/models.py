@@ -1,0 +1,74 @@
+"""The model cache's contents: which models, how big, which apps use them; pruning the rest."""
+
+from __future__ import annotations
+
+__all__ = ["CachedModel", "cached_models", "prune"]
+
+from pydantic import BaseModel, Field
+
+from kiln.manifest import Manifest
+from kiln.release.weights import model_cache
+from kiln.settings import Settings
+from kiln.store import Store
+
+
+class CachedModel(BaseModel):
+    repo_id: str
+    size: int = Field(description="Bytes on disk.")
+    revisions: list[str] = Field(description="Cached commits (short).")
+    used_by: list[str] = Field(
+        default_factory=list, description="Apps whose current release serves it."
+    )
+
+
+def _in_use(store: Store) -> dict[str, list[str]]:
+    users: dict[str, list[str]] = {}
+    for item in store.deployables():
+        if item.manifest:
+            model = Manifest.model_validate_json(item.manifest).model
+            if model is not None:
+                users.setdefault(model.repo_id, []).append(item.app)
+    return users
+
+
+def cached_models(store: Store, settings: Settings) -> list[CachedModel]:
+    from huggingface_hub import scan_cache_dir
+
+    cache = model_cache(settings)
+    if not cache.exists():
+        return []
+    users = _in_use(store)
+    return [
+        CachedModel(
+            repo_id=repo.repo_id,
+            size=repo.size_on_disk,
+            revisions=sorted(r.commit_hash[:12] for r in repo.revisions),
+            used_by=sorted(users.get(repo.repo_id, [])),
+        )
+        for repo in sorted(scan_cache_dir(cache).repos, key=lambda r: r.repo_id)
+        if repo.repo_type == "model"
+    ]
+
+
+def prune(store: Store, settings: Settings) -> list[CachedModel]:
+    """Delete cached models no app's current release uses; returns what was removed."""
+    from huggingface_hub import scan_cache_dir
+
+    cache = model_cache(settings)
+    if not cache.exists():
+        return []
+    users = _in_use(store)
+    scan = scan_cache_dir(cache)
+    unused = [repo for repo in scan.repos if repo.repo_id not in users]
+    removed = [
+        CachedModel(
+            repo_id=r.repo_id,
+            size=r.size_on_disk,
+            revisions=sorted(v.commit_hash[:12] for v in r.revisions),
+        )
+        for r in unused
+    ]
+    hashes = [revision.commit_hash for repo in unused for revision in repo.revisions]
+    if hashes:
+        scan.delete_revisions(*hashes).execute()
+    return removed
