@@ -4,6 +4,7 @@ node resources from the state API, and every node's NVML inventory read on the n
 import os
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,7 @@ def cluster() -> Iterator[tuple[str, str]]:
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.makedirs("/tmp/ray", exist_ok=True)  # Cluster records its address there, whatever temp_dir says
+    Path("/tmp/ray").mkdir(parents=True, exist_ok=True)  # Cluster records its address there
     dashboard = free_port()
     temp = tempfile.mkdtemp(prefix="kiln-gpus-", dir="/tmp")
     nodes = Cluster(

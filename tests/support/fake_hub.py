@@ -27,7 +27,7 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 class FakeHub:
     def __init__(self, repos: dict[str, Path]) -> None:
         self.repos = repos
-        self.commits = {name: hashlib.sha1(name.encode()).hexdigest() for name in repos}  # noqa: S324 - an id
+        self.commits = {name: hashlib.sha1(name.encode()).hexdigest() for name in repos}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.downloads: list[str] = []
@@ -70,12 +70,12 @@ class FakeHub:
             for p in self._files(repo):
                 data = p.read_bytes()
                 entries.append({"type": "file", "path": p.relative_to(root).as_posix(), "size": len(data),
-                                "oid": hashlib.sha1(data).hexdigest()})  # noqa: S324 - git blob-like id
+                                "oid": hashlib.sha1(data).hexdigest()})
             return JSONResponse(entries)
         target = root / file.group(3)
         if not target.is_file():
             return self._missing("EntryNotFound", f"{file.group(3)} does not exist")
-        etag = f'"{hashlib.sha1(target.read_bytes()).hexdigest()}"'  # noqa: S324
+        etag = f'"{hashlib.sha1(target.read_bytes()).hexdigest()}"'
         headers = {"X-Repo-Commit": commit, "ETag": etag, "Content-Length": str(target.stat().st_size)}
         if request.method == "HEAD":
             return Response(headers=headers)
