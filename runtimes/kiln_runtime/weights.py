@@ -20,7 +20,12 @@ def model_path(reference: str | None = None) -> str:
 
     repo_id, _, revision = reference.partition("@")
     try:
-        return snapshot_download(repo_id, revision=revision or None, local_files_only=True)
+        return snapshot_download(
+            repo_id,
+            revision=revision or None,
+            local_files_only=True,
+            cache_dir=os.environ.get("HF_HUB_CACHE"),
+        )
     except Exception as exc:
         raise RuntimeError(
             f"{reference} is not in the model cache ({os.environ.get('HF_HUB_CACHE', 'HF_HUB_CACHE unset')}): "

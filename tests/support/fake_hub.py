@@ -42,7 +42,11 @@ class FakeHub:
         return commit if revision in ("main", commit) else None
 
     def _missing(self, code: str, message: str) -> Response:
-        return JSONResponse({"error": message}, status_code=404, headers={"X-Error-Code": code, "X-Error-Message": message})
+        return JSONResponse(
+            {"error": message},
+            status_code=404,
+            headers={"X-Error-Code": code, "X-Error-Message": message},
+        )
 
     async def handle(self, request: Request) -> Response:
         path = request.url.path
@@ -69,14 +73,24 @@ class FakeHub:
             entries = []
             for p in self._files(repo):
                 data = p.read_bytes()
-                entries.append({"type": "file", "path": p.relative_to(root).as_posix(), "size": len(data),
-                                "oid": hashlib.sha1(data).hexdigest()})
+                entries.append(
+                    {
+                        "type": "file",
+                        "path": p.relative_to(root).as_posix(),
+                        "size": len(data),
+                        "oid": hashlib.sha1(data).hexdigest(),
+                    }
+                )
             return JSONResponse(entries)
         target = root / file.group(3)
         if not target.is_file():
             return self._missing("EntryNotFound", f"{file.group(3)} does not exist")
         etag = f'"{hashlib.sha1(target.read_bytes()).hexdigest()}"'
-        headers = {"X-Repo-Commit": commit, "ETag": etag, "Content-Length": str(target.stat().st_size)}
+        headers = {
+            "X-Repo-Commit": commit,
+            "ETag": etag,
+            "Content-Length": str(target.stat().st_size),
+        }
         if request.method == "HEAD":
             return Response(headers=headers)
         self.downloads.append(f"{repo}/{file.group(3)}")
@@ -84,7 +98,9 @@ class FakeHub:
 
     def start(self) -> FakeHub:
         app = Starlette(routes=[Route("/{path:path}", self.handle, methods=["GET", "HEAD"])])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error"))
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
+        )
         threading.Thread(target=self._server.run, daemon=True).start()
         while not self._server.started:
             time.sleep(0.01)

