@@ -122,7 +122,7 @@ def slug_api(settings: Settings, uv_cache: Path) -> Iterator[LiveApi]:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama with a locally trained tokenizer and a chat template."""
-    from tests.support.tiny_model import build
+    from kiln.bench.tiny_model import build
 
     return build(tmp_path_factory.mktemp("tiny-llama"))
 

@@ -1,7 +1,7 @@
 """A tiny random Llama with a BPE tokenizer trained here, saved as a Hugging Face model folder:
 real enough for every code path of the llm runtime, small enough to build in a second.
 
-    python -m tests.support.tiny_model OUT_DIR
+    python -m kiln.bench.tiny_model OUT_DIR
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def build(out: Path, seed: int = 0) -> Path:
     from tokenizers import decoders
 
     raw.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=raw,
         unk_token="<unk>",
         bos_token="<s>",

@@ -1,0 +1,193 @@
+"""LLM serving, side by side in one run: tokens/s and time to first token through Kiln's URL
+(HAProxy -> dyno supervisor -> llm runtime) against the same engine called in-process, on the
+same tiny model and prompts; then a cold start from zero replicas, split into its parts.
+
+    python -m kiln.bench.llm [--requests 8] [--max-tokens 64]
+
+Target (issue 8): >= 0.95x the in-process tokens/s. The model is a tiny random Llama built here
+(CPU), so the figures measure the serving path, not a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from kiln.bench.serving import answers, running, wait
+from kiln.bench.tiny_model import build as build_tiny_model
+from kiln.build.artifacts import BuildJob
+from kiln.build.log import BuildLog
+from kiln.build.runtimes import plan_build
+from kiln.build.slug import SlugBuilder
+from kiln.build.source import tree_digest
+from kiln.manifest import parse_manifest
+from kiln.models import Artifact
+from kiln.run.cluster import LocalRay
+from kiln.run.dyno import ProcessDyno, free_port
+from kiln.run.serve_api import ServeRest
+from kiln.run.serve_config import Deployable, application_config
+from kiln.settings import Settings
+from kiln.vault import load_vault
+from kiln_runtime.plan import DirectorySource
+
+PROMPTS = ["hello kiln", "ray serve scales", "the quick brown fox", "models on hardware you own"]
+
+
+def build_llm_slug(settings: Settings, model: Path, work: Path) -> Artifact:
+    source = work / "app"
+    source.mkdir()
+    manifest = parse_manifest('runtime = "llm"\nmodel = "bench/tiny"\n')
+    plan = plan_build(DirectorySource(source), manifest)
+    job = BuildJob("llm", 0, source, tree_digest(source), plan, manifest, work)
+    artifact = SlugBuilder(settings).build(job, BuildLog(lambda line: print(f"  {line}")))
+    return artifact.model_copy(
+        update={"env": {**artifact.env, "KILN_MODEL": str(model)}}
+    )  # a local folder
+
+
+async def in_process(model: Path, requests: int, max_tokens: int) -> tuple[float, float]:
+    from kiln_runtime.llm.engine import SamplingParams, TransformersEngine
+
+    engine = TransformersEngine.load(str(model))
+    loop = asyncio.get_running_loop()
+    tokens, ttfts = 0, []
+    started = time.perf_counter()
+    for i in range(requests):  # one at a time: the same pattern as the HTTP run
+        ids = list(
+            engine.tokenizer(PROMPTS[i % len(PROMPTS)], add_special_tokens=False)["input_ids"]
+        )
+        sent = time.perf_counter()
+        request = engine.submit(ids, SamplingParams(max_tokens=max_tokens, temperature=0), loop)
+        first = None
+        async for _delta in request.stream():
+            first = first or time.perf_counter()
+        ttfts.append((first or time.perf_counter()) - sent)
+        tokens += request.completion_tokens
+    return tokens / (time.perf_counter() - started), sorted(ttfts)[len(ttfts) // 2]
+
+
+def over_http(url: str, requests: int, max_tokens: int) -> tuple[float, float]:
+    tokens, ttfts = 0, []
+    started = time.perf_counter()
+    with httpx.Client(timeout=120) as client:
+        for i in range(requests):
+            body = {"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens, "temperature": 0, "stream": True,
+                    "stream_options": {"include_usage": True}}  # fmt: skip
+            sent = time.perf_counter()
+            first = None
+            with client.stream("POST", f"{url}/v1/completions", json=body) as response:
+                for line in response.iter_lines():
+                    if not line.startswith("data: {"):
+                        continue
+                    event = json.loads(line[6:])
+                    if event.get("choices") and event["choices"][0].get("text"):
+                        first = first or time.perf_counter()
+                    if event.get("usage"):
+                        tokens += event["usage"]["completion_tokens"]
+            ttfts.append((first or time.perf_counter()) - sent)
+    return tokens / (time.perf_counter() - started), sorted(ttfts)[len(ttfts) // 2]
+
+
+def cold_start(settings: Settings, serve: ServeRest, artifact: Artifact, url: str) -> None:
+    wait("zero replicas", lambda: running(serve, "cold-llm") == 0, every_s=0.5)
+    time.sleep(1)
+    sent = time.perf_counter()
+    with (
+        httpx.Client(timeout=300) as client,
+        client.stream(
+            "POST",
+            f"{url}/v1/completions",
+            json={"prompt": "hello", "max_tokens": 1, "stream": True},
+        ) as response,
+    ):
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                break
+    kiln_first = time.perf_counter() - sent
+    dyno = ProcessDyno(
+        artifact.command, Path(artifact.reference) / "app", dict(artifact.env), lambda _l: None
+    )
+    started = time.perf_counter()
+    dyno.start()
+    wait("the dyno to listen", lambda: _listening(dyno.url), every_s=0.01)
+    listening = time.perf_counter() - started
+    wait("the weights", lambda: answers(f"{dyno.url}/healthz"), every_s=0.01)
+    loaded = time.perf_counter() - started
+    httpx.post(f"{dyno.url}/v1/completions", json={"prompt": "hello", "max_tokens": 1}, timeout=60)
+    first = time.perf_counter() - started
+    dyno.stop(10)
+    print(f"\ncold start of an llm app\n  bare dyno process: listening {listening:.2f}s, weights loaded {loaded:.2f}s, "
+          f"first token {first:.2f}s\n  Kiln from zero replicas: first token {kiln_first:.2f}s "
+          f"(the rest is Ray starting a replica and its supervisor)")  # fmt: skip
+
+
+def _listening(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1)
+        return True
+    except httpx.TransportError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="kiln-bench-llm-"))
+    settings = Settings(home=work / "home", http_port=free_port(), ray_port=free_port(),
+                        ray_dashboard_port=free_port(), ray_agent_port=free_port())  # fmt: skip
+    ray = LocalRay(settings)
+    try:
+        model = build_tiny_model(work / "model")
+        print("building the llm slug ...", flush=True)
+        artifact = build_llm_slug(settings, model, work)
+        ray.ensure()
+        serve = ServeRest(settings.dashboard_url)
+        sealed = load_vault(settings).seal({})
+        apps = []
+        for name, scaling in (("llm", "min_replicas = 1\nmax_replicas = 1"),
+                              ("cold-llm", "min_replicas = 0\nmax_replicas = 1\ndownscale_delay_s = 1\ndownscale_to_zero_delay_s = 1")):  # fmt: skip
+            manifest = parse_manifest(
+                f'runtime = "llm"\nmodel = "bench/tiny"\n[scaling]\n{scaling}\nupscale_delay_s = 0\n'
+            )
+            apps.append(
+                application_config(
+                    Deployable(name, 1, artifact, sealed, manifest),
+                    log_dir=str(settings.log_dir),
+                    docker_host=None,
+                )
+            )
+        serve.apply(
+            {
+                "proxy_location": "HeadOnly",
+                "http_options": {"host": settings.http_host, "port": settings.http_port},
+                "applications": apps,
+            }
+        )
+        base = f"http://{settings.http_host}:{settings.http_port}"
+        wait("the llm app", lambda: answers(f"{base}/llm/healthz"), timeout_s=600, every_s=0.5)
+        local_tps, local_ttft = asyncio.run(in_process(model, args.requests, args.max_tokens))
+        kiln_tps, kiln_ttft = over_http(f"{base}/llm", args.requests, args.max_tokens)
+        print(f"\n{args.requests} streamed completions of {args.max_tokens} tokens, one at a time")
+        print(f"  {'':<24}{'tokens/s':>10}{'TTFT p50 ms':>14}")
+        print(f"  {'engine in-process':<24}{local_tps:>10.0f}{local_ttft * 1000:>14.1f}")
+        print(f"  {'Kiln URL':<24}{kiln_tps:>10.0f}{kiln_ttft * 1000:>14.1f}   "
+              f"{kiln_tps / local_tps:.2f}x tokens/s (target >= 0.95x)")  # fmt: skip
+        cold_start(settings, serve, artifact, f"{base}/cold-llm")
+    finally:
+        ray.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
