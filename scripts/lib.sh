@@ -7,7 +7,7 @@ VENV="$ROOT/.venv"
 pick_python() {
     for candidate in python3.12 python3.11 python3; do
         if command -v "$candidate" >/dev/null &&
-            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
             echo "$candidate"
             return
         fi
@@ -33,6 +33,10 @@ ensure_venv() {
         if ! "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" -e "$ROOT/runtimes" -e "$spec"; then
             echo "       uv could not install; trying pip"
             "$VENV/bin/python" -m pip install -q -e "$ROOT/runtimes" -e "$spec"
+        fi
+        if [ "$extra" = test ]; then
+            echo "-----> Installing the model runtimes' stack (torch, transformers) with pip"
+            "$VENV/bin/python" -m pip install -q -e "$ROOT[ml]" 2> >(grep -v "^WARNING: Location" >&2)
         fi
         touch "$stamp"
     fi
