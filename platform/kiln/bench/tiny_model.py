@@ -21,7 +21,8 @@ CORPUS = [
 ] * 50
 
 
-def build(out: Path, seed: int = 0) -> Path:
+def build(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
+    """Save the model to OUT; ``hidden`` and ``layers`` make it bigger (e.g. for a GPU)."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -52,8 +53,8 @@ def build(out: Path, seed: int = 0) -> Path:
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(
-        vocab_size=tokenizer.vocab_size + 8, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        vocab_size=tokenizer.vocab_size + 8, hidden_size=hidden, intermediate_size=hidden * 2,
+        num_hidden_layers=layers, num_attention_heads=max(4, hidden // 64), num_key_value_heads=2, max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip

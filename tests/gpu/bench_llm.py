@@ -1,0 +1,181 @@
+"""Run on a GPU machine (no Ray, no network needed): the llm runtime's HTTP server against its
+engine called in-process, same model, same prompts, one run.
+
+    PYTHONPATH=platform:runtimes python tests/gpu/bench_llm.py [--hidden 1024] [--layers 12]
+
+Builds a random Llama-style model of the given size with a tokenizer trained on the spot (so no
+hub is needed), then measures streamed completions one at a time (tokens/s, time to first token)
+and CONCURRENCY at once (tokens/s with the engine's batching), first in-process, then through
+`kiln_runtime.llm.server` on loopback started as a dyno is ($PORT, $KILN_MODEL). Runs on the CPU
+too (slowly at the default size: pass --hidden 64 --layers 2). Needs torch, transformers,
+tokenizers, fastapi, uvicorn, httpx and pydantic. Target (issue 8): HTTP >= 0.95x in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from kiln.bench.tiny_model import build as build_model
+from kiln_runtime.llm.engine import SamplingParams, TransformersEngine
+
+PROMPTS = ["hello kiln", "ray serve scales", "the quick brown fox", "models on hardware you own"]
+
+
+async def engine_run(
+    engine: TransformersEngine, requests: int, concurrency: int, max_tokens: int
+) -> tuple[float, float]:
+    """(tokens/s, median time to first token) for REQUESTS completions, CONCURRENCY at a time."""
+    loop = asyncio.get_running_loop()
+    ttfts: list[float] = []
+    tokens = 0
+
+    async def one(i: int) -> None:
+        nonlocal tokens
+        ids = list(
+            engine.tokenizer(PROMPTS[i % len(PROMPTS)], add_special_tokens=False)["input_ids"]
+        )
+        sent = time.perf_counter()
+        request = engine.submit(ids, SamplingParams(max_tokens=max_tokens, temperature=0), loop)
+        first = None
+        async for _delta in request.stream():
+            first = first or time.perf_counter()
+        ttfts.append((first or time.perf_counter()) - sent)
+        tokens += request.completion_tokens
+
+    started = time.perf_counter()
+    await _in_waves(one, requests, concurrency)
+    return tokens / (time.perf_counter() - started), sorted(ttfts)[len(ttfts) // 2]
+
+
+async def http_run(
+    url: str, requests: int, concurrency: int, max_tokens: int
+) -> tuple[float, float]:
+    ttfts: list[float] = []
+    tokens = 0
+
+    async with httpx.AsyncClient(
+        timeout=600, limits=httpx.Limits(max_connections=concurrency)
+    ) as client:
+
+        async def one(i: int) -> None:
+            nonlocal tokens
+            body = {"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens, "temperature": 0,
+                    "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+            sent = time.perf_counter()
+            first = None
+            async with client.stream("POST", f"{url}/v1/completions", json=body) as response:
+                response.raise_for_status()
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: {"):
+                        continue
+                    event = json.loads(line[6:])
+                    if event.get("choices") and event["choices"][0].get("text"):
+                        first = first or time.perf_counter()
+                    if event.get("usage"):
+                        tokens += event["usage"]["completion_tokens"]
+            ttfts.append((first or time.perf_counter()) - sent)
+
+        started = time.perf_counter()
+        await _in_waves(one, requests, concurrency)
+        return tokens / (time.perf_counter() - started), sorted(ttfts)[len(ttfts) // 2]
+
+
+async def _in_waves(one: object, requests: int, concurrency: int) -> None:
+    for start in range(0, requests, concurrency):
+        await asyncio.gather(*(one(i) for i in range(start, min(requests, start + concurrency))))  # type: ignore[operator]
+
+
+def start_server(model: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "KILN_MODEL": str(model),
+           "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from kiln_runtime.llm.server import main; main()"], env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the llm server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the llm server did not become healthy in 600 s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    args = parser.parse_args()
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (no CUDA device)"
+    with tempfile.TemporaryDirectory(prefix="kiln-gpu-llm-") as work:
+        model = build_model(Path(work) / "model", hidden=args.hidden, layers=args.layers)
+        engine = TransformersEngine.load(str(model))
+        params = sum(p.numel() for p in engine.model.parameters())
+        print(f"device: {device}; model: {params / 1e6:.1f}M parameters, {engine.model.dtype}")
+        asyncio.run(engine_run(engine, 2, 2, 4))  # warm up kernels
+        rows = {}
+        for label, concurrency in (
+            ("one at a time", 1),
+            (f"{args.concurrency} at once", args.concurrency),
+        ):
+            rows[("engine in-process", label)] = asyncio.run(
+                engine_run(engine, args.requests, concurrency, args.max_tokens)
+            )
+        del engine
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        process, url = start_server(model)
+        try:
+            asyncio.run(http_run(url, 2, 2, 4))
+            for label, concurrency in (
+                ("one at a time", 1),
+                (f"{args.concurrency} at once", args.concurrency),
+            ):
+                rows[("runtime over HTTP", label)] = asyncio.run(
+                    http_run(url, args.requests, concurrency, args.max_tokens)
+                )
+        finally:
+            process.terminate()
+            process.wait(30)
+    print(f"\n{args.requests} streamed completions of {args.max_tokens} tokens (temperature 0)")
+    print(f"  {'':<20}{'':<16}{'tokens/s':>10}{'TTFT p50 ms':>14}")
+    worst = float("inf")
+    for (who, label), (tps, ttft) in rows.items():
+        ratio = ""
+        if who == "runtime over HTTP":
+            ratio_value = tps / rows[("engine in-process", label)][0]
+            worst = min(worst, ratio_value)
+            ratio = f"   {ratio_value:.2f}x in-process"
+        print(f"  {who:<20}{label:<16}{tps:>10.0f}{ttft * 1000:>14.1f}{ratio}")
+    print(f"worst ratio {worst:.2f}x (target >= 0.95x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
