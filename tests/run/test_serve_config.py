@@ -41,7 +41,19 @@ def test_the_spec_carries_the_release_and_sealed_config_only() -> None:
     assert app is not None
     spec = DynoSpec.model_validate(app["args"]["spec"])
     assert (spec.release, spec.config_sealed, spec.health_path) == (3, "gAAAA-sealed", "/ready")
-    assert spec.env == {"LOG_LEVEL": "debug"} and spec.artifact == ARTIFACT
+    assert spec.env["LOG_LEVEL"] == "debug" and spec.artifact == ARTIFACT
+
+
+def test_math_threads_follow_the_cpu_reservation_unless_the_app_sets_them() -> None:
+    def env(manifest: str) -> dict[str, str]:
+        app = application_config(item(manifest), log_dir="/l", docker_host=None)
+        assert app is not None
+        return DynoSpec.model_validate(app["args"]["spec"]).env
+
+    assert env("")["OMP_NUM_THREADS"] == "1"
+    assert env("[resources]\ncpu = 2.5\n")["MKL_NUM_THREADS"] == "3"
+    assert env("[resources]\ncpu = 0.5\n")["OMP_NUM_THREADS"] == "1"
+    assert env('[resources]\ncpu = 2\n[env]\nOMP_NUM_THREADS = "8"\n')["OMP_NUM_THREADS"] == "8"
 
 
 def test_fixed_replicas_and_autoscaling_from_the_manifest() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from kiln.bench.serving import answers, running, wait
+from kiln.bench.serving import answers, replicas, wait
 from kiln.bench.tiny_model import build as build_tiny_model
 from kiln.build.artifacts import BuildJob
 from kiln.build.log import BuildLog
@@ -96,7 +96,7 @@ def over_http(url: str, requests: int, max_tokens: int) -> tuple[float, float]:
 
 
 def cold_start(settings: Settings, serve: ServeRest, artifact: Artifact, url: str) -> None:
-    wait("zero replicas", lambda: running(serve, "cold-llm") == 0, every_s=0.5)
+    wait("zero replicas", lambda: replicas(serve, "cold-llm") == 0, every_s=0.5)
     time.sleep(1)
     sent = time.perf_counter()
     with (

@@ -37,6 +37,7 @@ from kiln.manifest import parse_manifest
 from kiln.models import Artifact
 from kiln.run.cluster import LocalRay
 from kiln.run.dyno import ProcessDyno, free_port
+from kiln.run.logs import read_records
 from kiln.run.serve_api import ServeRest
 from kiln.run.serve_config import Deployable, application_config
 from kiln.settings import Settings
@@ -72,6 +73,12 @@ def wait(what: str, check: Any, timeout_s: float = 180, every_s: float = 0.1) ->
 def running(serve: ServeRest, app: str) -> int:
     state = serve.status().get(app)
     return 0 if state is None else sum(r.state == "RUNNING" for r in state.replicas)
+
+
+def replicas(serve: ServeRest, app: str) -> int:
+    """Replicas in any state: a stopping one still drains (Serve waits for it before scaling up)."""
+    state = serve.status().get(app)
+    return 0 if state is None else len(state.replicas)
 
 
 def failed(serve: ServeRest) -> str | None:
@@ -138,11 +145,13 @@ def overhead(settings: Settings, artifact: Artifact, seconds: float) -> None:
 
 def cold_start(settings: Settings, artifact: Artifact, serve: ServeRest) -> None:
     url = f"http://{settings.http_host}:{settings.http_port}/cold/"
-    wait("cold to scale to zero", lambda: running(serve, "cold") == 0, every_s=0.5)
+    wait("cold to scale to zero", lambda: replicas(serve, "cold") == 0, every_s=0.5)
     time.sleep(1)
+    sent_at = time.time()
     started = time.perf_counter()
     response = httpx.get(url, timeout=300)
     kiln_s = time.perf_counter() - started
+    parts = cold_start_parts(settings, "cold", sent_at)
     dyno = ProcessDyno(
         artifact.command, Path(artifact.reference) / "app", {**artifact.env}, lambda _l: None
     )
@@ -155,6 +164,22 @@ def cold_start(settings: Settings, artifact: Artifact, serve: ServeRest) -> None
     print(f"\ncold start (first response from zero replicas)\n  bare process: {bare_s:.2f}s   "
           f"Kiln: {kiln_s:.2f}s (status {response.status_code})   target <= {target:.2f}s: "
           f"{'met' if kiln_s <= target else 'MISSED'}")  # fmt: skip
+    if parts:
+        print(f"  Kiln's parts: {parts}")
+
+
+def cold_start_parts(settings: Settings, app: str, sent_at: float) -> str:
+    """When the supervisor of the replica that served the cold request started and when its
+    dyno answered, from the app's log: what Ray and Serve take versus what the dyno takes."""
+    marks: dict[str, float] = {}
+    for record in read_records(settings.log_dir, app):
+        if record.ts < sent_at or record.source != "release":
+            continue
+        if record.line.startswith("starting v"):
+            marks.setdefault("replica up (Serve scaled, Ray started the supervisor)", record.ts)
+        elif record.line.startswith("dyno ready"):
+            marks.setdefault("dyno ready", record.ts)
+    return ", ".join(f"{name} +{ts - sent_at:.2f}s" for name, ts in marks.items())
 
 
 def autoscale(settings: Settings, serve: ServeRest, seconds: float) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = ["DEPLOYMENT", "IMPORT_PATH", "Deployable", "application_config", "serve_config"]
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,15 @@ def _replicas(manifest: Manifest, formation: Formation | None) -> dict[str, Any]
     return {"autoscaling_config": autoscaling}
 
 
+def thread_caps(cpu: float) -> dict[str, str]:
+    """Math libraries' thread pools sized to the replica's CPU reservation, as Ray does for its
+    own workers: a dyno sees every core of its node, and BLAS/OpenMP threads for all of them
+    fight the replicas beside it (and its own supervisor) for cores. ``[env]`` or a config var
+    overrides them."""
+    threads = str(max(1, math.ceil(cpu)))
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
 def _actor_options(manifest: Manifest, gpu: GpuSpec | None) -> dict[str, Any]:
     resources = manifest.resources
     options: dict[str, Any] = {"num_cpus": resources.cpu}
@@ -92,7 +102,7 @@ def application_config(
         app=item.app,
         release=item.release,
         artifact=item.artifact,
-        env=dict(manifest.env),
+        env={**thread_caps(manifest.resources.cpu), **manifest.env},
         config_sealed=item.config_sealed,
         health_path=manifest.health.path,
         startup_timeout_s=manifest.health.startup_timeout_s,
