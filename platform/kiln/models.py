@@ -124,12 +124,27 @@ class Formation(_Record):
         return self.min_replicas == self.max_replicas
 
 
+class ReplicaGpu(_Record):
+    """A GPU one dyno uses, as NVML on its node sees it."""
+
+    uuid: str
+    name: str = Field(description='e.g. "NVIDIA H100 80GB HBM3".')
+    memory_used: int = Field(description="Bytes of this GPU's memory the dyno's processes hold.")
+    memory_total: int = Field(description="The GPU's memory, bytes.")
+    utilization: int | None = Field(
+        None, description="Percent of time a kernel ran on this GPU (every process on it)."
+    )
+
+
 class ReplicaInfo(_Record):
     replica: str = Field(description="The replica's id (its dyno is dyno.<first 6 chars>).")
     state: str = Field(description="STARTING, RUNNING, STOPPING, ... as Ray Serve reports it.")
     node: str | None = Field(None, description="The node's IP address.")
     pid: int | None = Field(None, description="The supervisor's process id on that node.")
     uptime_s: float | None = Field(None, description="Seconds since the replica started.")
+    gpus: list[ReplicaGpu] = Field(
+        default_factory=list, description="The GPUs its dyno uses (apps that reserve GPUs)."
+    )
 
 
 class ProcessList(_Record):

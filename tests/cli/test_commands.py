@@ -96,3 +96,14 @@ def test_tokens_create_list_revoke(kiln: Kiln) -> None:
 def test_status(kiln: Kiln) -> None:
     output = kiln("status").output
     assert "Version: 0.1.0" in output and "Store:   sqlite" in output
+
+
+def test_ps_writes_each_dyno_gpu_as_type_memory_and_use() -> None:
+    from kiln.cli.ps import _gpus
+    from kiln.models import ReplicaGpu
+
+    h100 = ReplicaGpu(uuid="GPU-0", name="NVIDIA H100 80GB HBM3", memory_used=12 * 2**30,
+                      memory_total=80 * 2**30, utilization=45)  # fmt: skip
+    assert _gpus([h100]) == "H100 12.0/80.0 GiB 45%"
+    assert _gpus([h100.model_copy(update={"utilization": None})]) == "H100 12.0/80.0 GiB"
+    assert _gpus([]) == "-"

@@ -70,6 +70,8 @@ def test_every_node_reports_its_gpus_or_why_it_has_none(
     for node in inventory:  # no NVML on this machine: each node says so, none fails
         assert node.gpus == [] and node.cpu_only_reason == "NVML library not found"
     assert gpus.inventory() is inventory  # cached for a few seconds
+    # The inventory and the state API name nodes alike, so GPU memory can be matched to nodes.
+    assert {n.node_id for n in inventory} == {n.node_id for n in gpus.resources()}
 
 
 def test_fits_later_is_not_never(settings: Settings) -> None:

@@ -4,7 +4,14 @@ import os
 import subprocess
 import sys
 
-from kiln.gpu.inventory import FakeNvml, GpuInfo, GpuProcess, PyNvml, local_inventory
+from kiln.gpu.inventory import (
+    FakeNvml,
+    GpuInfo,
+    GpuProcess,
+    PyNvml,
+    gpus_by_dyno,
+    local_inventory,
+)
 
 
 def h100(index: int, *pids: int) -> GpuInfo:
@@ -36,3 +43,8 @@ def test_gpu_processes_are_named_by_their_app_and_dyno() -> None:
     assert (first[0].app, first[0].replica) == ("chat", "dyno.abc123")
     assert (first[1].app, first[1].replica) == (None, None)
     assert node.cpu_only_reason is None and len(node.gpus) == 2
+    used = gpus_by_dyno([node], "chat")  # what kiln ps shows for the app's dynos
+    assert list(used) == ["dyno.abc123"]
+    assert [(g.uuid, g.memory_used, g.utilization) for g in used["dyno.abc123"]] == [
+        ("GPU-0", 2**30, 7)
+    ]

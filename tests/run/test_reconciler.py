@@ -250,3 +250,79 @@ def test_a_release_no_node_can_hold_fails_at_once_and_the_previous_one_keeps_run
         == "cannot be placed: needs 2 x H100 per replica; the largest H100 node has 1 (node gpu-1)"
     )
     assert serve.applied[-1]["applications"][0]["args"]["spec"]["release"] == good  # never deployed
+
+
+def test_gpu_memory_reserves_its_share_and_nvml_is_asked_once_per_node(settings: Settings) -> None:
+    from kiln.gpu.capacity import NodeResources
+    from kiln.gpu.inventory import GpuInfo, NodeInventory
+    from kiln.manifest import parse_manifest
+
+    store = Store.open(settings)
+    serve = FakeServe()
+    asked = []
+
+    def inventory() -> list[NodeInventory]:
+        asked.append(1)
+        gpu = GpuInfo(index=0, uuid="GPU-0", name="NVIDIA H100", memory_total=80 * 1024**3,
+                      memory_used=0)  # fmt: skip
+        return [NodeInventory(node_id="g1", gpus=[gpu])]
+
+    nodes = [NodeResources("head", 0, node_id="h"), NodeResources("gpu-1", 1, "H100", node_id="g1")]
+    reconciler = Reconciler(store, serve, settings, nodes=lambda: nodes, inventory=inventory)
+    store.create_app("emb", actor="t")
+    build = store.builds.start("emb", actor="t")
+    manifest = parse_manifest('[resources]\ngpu = "H100:0.1"\ngpu_memory = "20Gi"\n')
+    store.release_build("emb", build_id=build.id, artifact=ARTIFACT,
+                        manifest=manifest.model_dump_json(), description="d", actor="t")  # fmt: skip
+    reconciler.reconcile()
+    reconciler.reconcile()
+    options = serve.applied[-1]["applications"][0]["deployments"][0]["ray_actor_options"]
+    assert options["num_gpus"] == 0.25 and options["accelerator_type"] == "H100"
+    assert len(asked) == 1  # a GPU's size does not change: NVML is not asked on every pass
+
+
+def test_ps_shows_the_gpus_each_dyno_of_a_gpu_app_uses(settings: Settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from kiln.api import create_app
+    from kiln.gpu.capacity import NodeResources
+    from kiln.gpu.inventory import GpuInfo, GpuProcess, NodeInventory
+    from kiln.manifest import parse_manifest
+    from kiln.run.serve_api import ReplicaState
+
+    store = Store.open(settings)
+    serve = FakeServe()
+    nodes = [NodeResources("gpu-1", 1, "H100", node_id="g1")]
+    reconciler = Reconciler(store, serve, settings, nodes=lambda: nodes)
+    for app, manifest in (("llm", '[resources]\ngpu = "H100"\n'), ("web", "")):
+        store.create_app(app, actor="t")
+        build = store.builds.start(app, actor="t")
+        store.release_build(app, build_id=build.id, artifact=ARTIFACT, description="d", actor="t",
+                            manifest=parse_manifest(manifest).model_dump_json())  # fmt: skip
+    reconciler.reconcile()
+    for app in ("llm", "web"):
+        serve.apps[app] = serve.apps[app].model_copy(update={"status": "RUNNING", "replicas": [
+            ReplicaState(replica_id="abc123xyz", state="RUNNING", node_ip="10.0.0.5")]})  # fmt: skip
+    reconciler.reconcile()
+
+    class Gpus:
+        asked = 0
+
+        def inventory(self) -> list[NodeInventory]:
+            Gpus.asked += 1
+            return [NodeInventory(node_id="g1", gpus=[GpuInfo(
+                index=0, uuid="GPU-0", name="NVIDIA H100 80GB HBM3", memory_total=80 * 2**30,
+                memory_used=13 * 2**30, utilization=45,
+                processes=[GpuProcess(pid=7, memory_used=12 * 2**30, app="llm", replica="dyno.abc123"),
+                           GpuProcess(pid=8, memory_used=2**30, app="other", replica="dyno.zzz999")])])]  # fmt: skip
+
+    token = store.create_token("t").token
+    with TestClient(create_app(settings, store, reconciler=reconciler)) as api:
+        api.app.state.gpus = Gpus()  # type: ignore[attr-defined]
+        api.headers["Authorization"] = f"Bearer {token}"
+        llm = api.get("/apps/llm/ps").json()
+        web = api.get("/apps/web/ps").json()
+    assert llm["replicas"][0]["gpus"] == [{
+        "uuid": "GPU-0", "name": "NVIDIA H100 80GB HBM3", "memory_used": 12 * 2**30,
+        "memory_total": 80 * 2**30, "utilization": 45}]  # fmt: skip
+    assert web["replicas"][0]["gpus"] == [] and Gpus.asked == 1  # a CPU app never asks NVML

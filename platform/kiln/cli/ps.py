@@ -8,7 +8,7 @@ from kiln.cli.client import ApiClient
 from kiln.cli.options import app_option, json_option, resolve_app
 from kiln.cli.output import console, emit_json, print_table, success
 from kiln.errors import InvalidInput
-from kiln.models import Formation, ProcessList
+from kiln.models import Formation, ProcessList, ReplicaGpu
 
 
 def _describe(formation: Formation) -> str:
@@ -20,6 +20,20 @@ def _describe(formation: Formation) -> str:
         else ""
     )
     return f"autoscaled {formation.min_replicas}..{formation.max_replicas}{target}"
+
+
+def _gpus(gpus: list[ReplicaGpu]) -> str:
+    """e.g. "H100 12.3/80.0 GiB 45%" per GPU."""
+    gib = 1024**3
+    return (
+        ", ".join(
+            f"{g.name.removeprefix('NVIDIA ').split(' ')[0]} "
+            f"{g.memory_used / gib:.1f}/{g.memory_total / gib:.1f} GiB"
+            + (f" {g.utilization}%" if g.utilization is not None else "")
+            for g in gpus
+        )
+        or "-"
+    )
 
 
 @click.command("ps")
@@ -38,16 +52,15 @@ def ps(app: str | None, as_json: bool) -> None:
         f"=== {name} {release}: {listing.status}, {_describe(listing.formation)}", highlight=False
     )
     out.print(f"URL: {listing.url}", highlight=False)
-    rows = [
+    with_gpus = any(r.gpus for r in listing.replicas)
+    rows: list[tuple[object, ...]] = [
         (f"dyno.{r.replica[:6]}", r.state, r.node or "-", r.pid or "-",
-         f"{r.uptime_s:.0f}s" if r.uptime_s is not None else "-")
+         f"{r.uptime_s:.0f}s" if r.uptime_s is not None else "-",
+         *((_gpus(r.gpus),) if with_gpus else ()))
         for r in listing.replicas
     ]  # fmt: skip
-    print_table(
-        ("DYNO", "STATE", "NODE", "PID", "UP"),
-        rows,
-        "No replicas run now (scaled to zero, or not deployed).",
-    )
+    headers = ("DYNO", "STATE", "NODE", "PID", "UP", *(("GPU",) if with_gpus else ()))
+    print_table(headers, rows, "No replicas run now (scaled to zero, or not deployed).")
     if listing.message:
         out.print(
             f"[yellow]{listing.message.splitlines()[0][:300]}[/yellow]",

@@ -81,9 +81,11 @@ def _start_run_stage(settings: Settings, store: Store) -> Reconciler:
         print(f"-----> Vector stores on PostgreSQL at 127.0.0.1:{settings.vector_port}")
     from kiln.gpu.cluster import GpuCluster
 
+    gpus = GpuCluster(settings)
     return Reconciler(
-        store, ServeRest(settings.dashboard_url), settings, nodes=GpuCluster(settings).resources
-    )
+        store, ServeRest(settings.dashboard_url), settings, nodes=gpus.resources,
+        inventory=gpus.inventory,
+    )  # fmt: skip
 
 
 def serve(settings: Settings) -> None:

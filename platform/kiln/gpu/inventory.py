@@ -13,6 +13,7 @@ __all__ = [
     "Nvml",
     "NvmlUnavailable",
     "PyNvml",
+    "gpus_by_dyno",
     "local_inventory",
 ]
 
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
+
+from kiln.models import ReplicaGpu
 
 T = TypeVar("T")
 
@@ -152,3 +155,21 @@ def local_inventory(nvml: Nvml, node_id: str = "", node_ip: str = "") -> NodeInv
     if not node.gpus:
         node.cpu_only_reason = "NVML found no GPUs"
     return node
+
+
+def gpus_by_dyno(inventory: list[NodeInventory], app: str) -> dict[str, list[ReplicaGpu]]:
+    """Each of the app's dynos (``dyno.xxxxxx``) -> the GPUs its processes hold memory on."""
+    found: dict[str, dict[str, ReplicaGpu]] = {}
+    for node in inventory:
+        for gpu in node.gpus:
+            for process in gpu.processes:
+                if process.app != app or process.replica is None:
+                    continue
+                mine = found.setdefault(process.replica, {})
+                seen = mine.get(gpu.uuid)
+                mine[gpu.uuid] = ReplicaGpu(
+                    uuid=gpu.uuid, name=gpu.name, memory_total=gpu.memory_total,
+                    memory_used=process.memory_used + (seen.memory_used if seen else 0),
+                    utilization=gpu.utilization,
+                )  # fmt: skip
+    return {dyno: list(gpus.values()) for dyno, gpus in found.items()}

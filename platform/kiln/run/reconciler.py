@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = ["Reconciler"]
 
+import dataclasses
 import logging
 import threading
 import time
@@ -18,7 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from kiln.errors import KilnError
-from kiln.gpu.capacity import NodeResources, choose_gpu
+from kiln.gpu.capacity import NodeResources, choose_gpu, with_gpu_memory
+from kiln.gpu.inventory import NodeInventory
 from kiln.manifest import AddonKind, GpuSpec, Manifest
 from kiln.models import Deployment, Formation, KeyRule, ReleaseStatus
 from kiln.run.logs import LogRecord, append_records
@@ -47,10 +49,13 @@ class Reconciler:
         settings: Settings,
         interval_s: float = 1.0,
         nodes: Callable[[], list[NodeResources]] | None = None,
+        inventory: Callable[[], list[NodeInventory]] | None = None,
     ) -> None:
         self.store = store
         self.backend = backend
         self.nodes = nodes  # the cluster's GPUs, for the capacity check; None: no check
+        self.inventory = inventory  # NVML on every node, for gpu_memory; None: counts only
+        self._gpu_memory: dict[str, int | None] = {}  # node id -> smallest GPU's bytes
         self.settings = settings
         self.interval_s = interval_s
         self.applied: dict[str, Any] | None = None
@@ -120,17 +125,19 @@ class Reconciler:
         """Fail pending releases whose GPU needs no node can ever meet (their app falls back to
         its previous release); remember which GPU preference the others get."""
         self._gpu_choice: dict[str, GpuSpec] = {}
-        needs = [(item, deployable(item).manifest.resources.gpu) for item in items]
-        if self.nodes is None or not any(specs for _item, specs in needs):
+        needs = [(item, deployable(item).manifest.resources) for item in items]
+        if self.nodes is None or not any(resources.gpu for _item, resources in needs):
             return items
         try:
             nodes = self.nodes()
+            if any(r.gpu and r.gpu_memory for _item, r in needs):
+                nodes = self._with_gpu_memory(nodes)
         except KilnError as exc:  # no node list this pass: place nothing new, judge nothing
             logger.warning("capacity check skipped: %s", exc.message)
             return items
         kept = []
-        for item, specs in needs:
-            chosen, reason = choose_gpu(specs, nodes)
+        for item, resources in needs:
+            chosen, reason = choose_gpu(resources.gpu, nodes, resources.gpu_memory)
             if reason is not None and item.status is ReleaseStatus.PENDING:
                 self._settle(
                     item,
@@ -145,6 +152,18 @@ class Reconciler:
         if len(kept) != len(items):
             return self._placeable(self.store.deployables())  # the fallbacks, checked in turn
         return kept
+
+    def _with_gpu_memory(self, nodes: list[NodeResources]) -> list[NodeResources]:
+        """Nodes with their smallest GPU's memory. A GPU's size never changes, so NVML is asked
+        (a driver on every node: seconds) only when a GPU node appears that was not asked before;
+        a node NVML cannot read keeps None and is counted by GPUs only."""
+        if self.inventory is not None and any(
+            n.gpus > 0 and n.node_id not in self._gpu_memory for n in nodes
+        ):
+            inventory = self.inventory()
+            for node in with_gpu_memory(nodes, inventory):
+                self._gpu_memory[node.node_id] = node.gpu_memory
+        return [dataclasses.replace(n, gpu_memory=self._gpu_memory.get(n.node_id)) for n in nodes]
 
     def _keys(self, app: str) -> list[KeyRule] | None:
         """The app's key rules if it has the api-keys add-on; None if it is public."""

@@ -7,9 +7,10 @@ import time
 from fastapi import APIRouter, Request
 
 from kiln.api.auth import StoreDep
-from kiln.errors import InvalidInput, Unavailable
+from kiln.errors import InvalidInput, KilnError, Unavailable
+from kiln.gpu.inventory import gpus_by_dyno
 from kiln.manifest import Manifest
-from kiln.models import Formation, ProcessList, ReplicaInfo
+from kiln.models import Formation, ProcessList, ReplicaGpu, ReplicaInfo
 from kiln.run.reconciler import Reconciler
 
 router = APIRouter(prefix="/apps/{app}", tags=["formation"])
@@ -78,6 +79,7 @@ def process_list(app: str, store: StoreDep, request: Request) -> ProcessList:
             message="no release runs yet: kiln deploy" if formation.max_replicas else "scaled to 0",
         )  # fmt: skip
     now = time.time()
+    gpus = _gpu_use(request, reconciler, app)
     replicas = [
         ReplicaInfo(
             replica=r.replica_id,
@@ -85,6 +87,7 @@ def process_list(app: str, store: StoreDep, request: Request) -> ProcessList:
             node=r.node_ip,
             pid=r.pid,
             uptime_s=round(now - r.start_time_s, 1) if r.start_time_s else None,
+            gpus=gpus.get(f"dyno.{r.replica_id[:6]}", []),
         )
         for r in state.replicas
     ]
@@ -93,3 +96,21 @@ def process_list(app: str, store: StoreDep, request: Request) -> ProcessList:
         app=app, release=state.release, status=state.status, message=message.strip()[:2000],
         formation=formation, replicas=replicas, url=app_url(request, app),
     )  # fmt: skip
+
+
+def _gpu_use(request: Request, reconciler: Reconciler, app: str) -> dict[str, list[ReplicaGpu]]:
+    """For an app whose replicas reserve GPUs: what its dynos use, from NVML on every node (a
+    driver on each node, cached a few seconds). Nothing, rather than an error, if NVML can't say."""
+    applied = (reconciler.applied or {}).get("applications", [])
+    options = [
+        d.get("ray_actor_options", {})
+        for a in applied
+        if a["name"] == app
+        for d in a["deployments"]
+    ]
+    if not any(o.get("num_gpus") for o in options):
+        return {}
+    try:
+        return gpus_by_dyno(request.app.state.gpus.inventory(), app)
+    except KilnError:
+        return {}
