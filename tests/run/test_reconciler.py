@@ -322,7 +322,26 @@ def test_ps_shows_the_gpus_each_dyno_of_a_gpu_app_uses(settings: Settings) -> No
         api.headers["Authorization"] = f"Bearer {token}"
         llm = api.get("/apps/llm/ps").json()
         web = api.get("/apps/web/ps").json()
+        asked_by_ps = Gpus.asked
+        metrics = api.get("/metrics")
     assert llm["replicas"][0]["gpus"] == [{
         "uuid": "GPU-0", "name": "NVIDIA H100 80GB HBM3", "memory_used": 12 * 2**30,
         "memory_total": 80 * 2**30, "utilization": 45}]  # fmt: skip
-    assert web["replicas"][0]["gpus"] == [] and Gpus.asked == 1  # a CPU app never asks NVML
+    assert web["replicas"][0]["gpus"] == [] and asked_by_ps == 1  # a CPU app never asks NVML
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    lines = metrics.text.splitlines()
+    assert 'kiln_app_replicas{app="llm",state="RUNNING"} 1.0' in lines
+    assert 'kiln_app_replicas{app="web",state="RUNNING"} 1.0' in lines
+    assert ('kiln_dyno_gpu_memory_used_bytes{app="llm",dyno="dyno.abc123",gpu="GPU-0",node=""} '
+            "1.2884901888e+10") in [" ".join(sorted_labels(line)) for line in lines]  # fmt: skip
+    assert any(line.startswith("kiln_gpu_utilization_percent{") and 'app="llm"' in line
+               and line.endswith(" 45.0") for line in lines)  # fmt: skip
+
+
+def sorted_labels(line: str) -> list[str]:
+    """A Prometheus sample line with its labels in name order, for stable comparison."""
+    if "{" not in line:
+        return [line]
+    name, rest = line.split("{", 1)
+    labels, value = rest.rsplit("} ", 1)
+    return [name + "{" + ",".join(sorted(labels.split(","))) + "}", value]

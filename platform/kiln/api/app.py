@@ -24,6 +24,7 @@ from kiln.api.routes import (
     config,
     formation,
     logs,
+    metrics,
     models,
     nodes,
     releases,
@@ -104,6 +105,7 @@ def create_app(
     api.include_router(system.public)
     api.include_router(git_http.router)  # its own auth: HTTP Basic, for git's credential helpers
     api.include_router(system.router)
-    for module in (addons, apps, builds, config, formation, logs, models, nodes, releases, tokens):
+    for module in (addons, apps, builds, config, formation, logs, metrics, models, nodes, releases,
+                   tokens):  # fmt: skip
         api.include_router(module.router, dependencies=[Depends(require_token)])
     return api

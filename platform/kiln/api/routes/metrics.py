@@ -1,0 +1,86 @@
+"""``/metrics``: Prometheus text for what runs: replicas per app and state, and for apps that
+reserve GPUs, each dyno's GPU memory and the GPUs' utilisation (NVML on every node).
+
+Scrape it with the platform token as a bearer token (Prometheus's ``authorization`` setting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from kiln.api.routes.formation import reconciler_of
+from kiln.errors import KilnError
+from kiln.gpu.inventory import NodeInventory
+from kiln.run.reconciler import Reconciler
+
+router = APIRouter(tags=["metrics"])
+
+
+class _Snapshot:
+    """A collector over one reading of Serve's status and the nodes' GPUs."""
+
+    def __init__(self, reconciler: Reconciler, inventory: list[NodeInventory]) -> None:
+        self.reconciler = reconciler
+        self.inventory = inventory
+
+    def collect(self) -> Iterator[Metric]:
+        replicas = GaugeMetricFamily(
+            "kiln_app_replicas", "Replicas of each app by state, as Ray Serve reports them.",
+            labels=["app", "state"],
+        )  # fmt: skip
+        for app, state in sorted(self.reconciler.last_status.items()):
+            counts: dict[str, int] = {}
+            for replica in state.replicas:
+                counts[replica.state] = counts.get(replica.state, 0) + 1
+            for replica_state, count in sorted(counts.items()):
+                replicas.add_metric([app, replica_state], count)
+        yield replicas
+        memory = GaugeMetricFamily(
+            "kiln_dyno_gpu_memory_used_bytes", "GPU memory held by a dyno's processes.",
+            labels=["app", "dyno", "node", "gpu"],
+        )  # fmt: skip
+        utilization = GaugeMetricFamily(
+            "kiln_gpu_utilization_percent",
+            "Percent of time a kernel ran on a GPU (last NVML sample), with the app using it.",
+            labels=["node", "gpu", "name", "app"],
+        )
+        for node in self.inventory:
+            for gpu in node.gpus:
+                apps = sorted({p.app for p in gpu.processes if p.app}) or [""]
+                if gpu.utilization is not None:
+                    for app in apps:
+                        utilization.add_metric(
+                            [node.node_ip, gpu.uuid, gpu.name, app], gpu.utilization
+                        )
+                held: dict[tuple[str, str], int] = {}
+                for process in gpu.processes:
+                    if process.app and process.replica:
+                        key = (process.app, process.replica)
+                        held[key] = held.get(key, 0) + process.memory_used
+                for (app, dyno), used in sorted(held.items()):
+                    memory.add_metric([app, dyno, node.node_ip, gpu.uuid], used)
+        yield memory
+        yield utilization
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    reconciler = reconciler_of(request)
+    applied = (reconciler.applied or {}).get("applications", [])
+    uses_gpus = any(
+        d.get("ray_actor_options", {}).get("num_gpus") for a in applied for d in a["deployments"]
+    )
+    inventory: list[NodeInventory] = []
+    if uses_gpus:  # NVML is read on every node (a driver: seconds); only when it can matter
+        try:
+            inventory = request.app.state.gpus.inventory()
+        except KilnError:
+            inventory = []  # the replica counts still come out
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(reconciler, inventory))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
