@@ -1,11 +1,12 @@
-"""The llm runtime's engine on a tiny real model: batching, sampling parameters, stopping."""
+"""The llm runtime's engine on a tiny real model: batching (continuous: sequences join and leave
+a running batch), sampling parameters, stopping."""
 
 import asyncio
 from pathlib import Path
 
 import pytest
 
-from kiln_runtime.llm.engine import SamplingParams, TransformersEngine
+from kiln_runtime.llm.engine import GenerationRequest, SamplingParams, TransformersEngine
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,33 @@ def run(
 
 def prompt(engine: TransformersEngine, text: str) -> list[int]:
     return list(engine.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def run_joining(
+    engine: TransformersEngine,
+    first: tuple[list[int], SamplingParams],
+    joiner: tuple[list[int], SamplingParams],
+) -> tuple[list[str], list[str]]:
+    """Submit JOINER once FIRST has streamed some text: (their texts, the timeline of events)."""
+
+    async def watch(name: str, request: GenerationRequest, events: list[str]) -> None:
+        async for _delta in request.stream():
+            if f"{name} streams" not in events:
+                events.append(f"{name} streams")
+        events.append(f"{name} ends")
+
+    async def main() -> tuple[list[str], list[str]]:
+        loop = asyncio.get_running_loop()
+        events: list[str] = []
+        early = engine.submit(*first, loop)
+        watching = asyncio.create_task(watch("first", early, events))
+        while not events:
+            await asyncio.sleep(0.001)
+        late = engine.submit(*joiner, loop)
+        await asyncio.gather(watching, watch("joiner", late, events))
+        return [early.text, late.text], events
+
+    return asyncio.run(main())
 
 
 def test_concurrent_requests_share_a_batch(engine: TransformersEngine) -> None:
@@ -70,3 +98,51 @@ def test_a_stop_string_ends_the_text_before_it(engine: TransformersEngine) -> No
         engine, (ids, SamplingParams(max_tokens=30, temperature=0, stop=(stop,)))
     )
     assert reason == "stop" and text == full[: full.find(stop)] and stop not in text
+
+
+def test_a_request_joins_a_running_batch_instead_of_waiting_for_it_to_end(
+    engine: TransformersEngine,
+) -> None:
+    before = engine.batches
+    _texts, events = run_joining(
+        engine,
+        (prompt(engine, "hello kiln"), SamplingParams(max_tokens=300, temperature=0)),
+        (prompt(engine, "ray serve"), SamplingParams(max_tokens=4, temperature=0)),
+    )
+    assert engine.batches - before == 2
+    assert events == ["first streams", "joiner streams", "joiner ends", "first ends"]
+
+
+def test_a_request_gets_the_same_greedy_answer_alone_or_joining_mid_way(
+    engine: TransformersEngine,
+) -> None:
+    # The joiner's prompt is the shorter and it outlives the first: it is left-padded to join,
+    # then that padding is dropped with the first sequence.
+    first = (
+        prompt(engine, "the quick brown fox jumps over the lazy dog"),
+        SamplingParams(max_tokens=80, temperature=0),
+    )
+    joiner = (prompt(engine, "hello kiln"), SamplingParams(max_tokens=100, temperature=0))
+    alone = [run(engine, first)[0][0], run(engine, joiner)[0][0]]
+    texts, events = run_joining(engine, first, joiner)
+    assert texts == alone
+    assert events.index("joiner streams") < events.index("first ends") < events.index("joiner ends")
+
+
+def test_a_finished_sequence_leaves_the_batch_while_the_others_go_on(
+    engine: TransformersEngine,
+) -> None:
+    # The short-lived request has the longer prompt, so the long-lived one was left-padded.
+    long_lived = (prompt(engine, "hello kiln"), SamplingParams(max_tokens=40, temperature=0))
+    short_lived = (
+        prompt(engine, "the quick brown fox jumps over the lazy dog"),
+        SamplingParams(max_tokens=3, temperature=0),
+    )
+    alone = run(engine, long_lived) + run(engine, short_lived)
+    before = engine.sequence_steps
+    together = run(engine, long_lived, short_lived)
+    assert together == alone
+    assert [(reason, tokens) for _t, reason, tokens in together] == [("length", 40), ("length", 3)]
+    # Each decode step follows a sampled token but the last: 39 + 2, where stepping the
+    # finished sequence along until the batch ends would make 39 + 39.
+    assert engine.sequence_steps - before == 39 + 2

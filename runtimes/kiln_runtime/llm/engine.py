@@ -1,9 +1,10 @@
 """A transformers engine that batches concurrent requests instead of serialising them.
 
-Requests that arrive while a batch runs wait for the next one; each batch is prefilled together
-(left-padded) and decoded step by step with one KV cache, each sequence sampled with its own
-temperature, top_p and seed, and streamed as it goes. (Continuous batching, where new requests
-join a running batch, is vLLM's job: use that engine on GPUs where it is installed.)
+Batching is continuous: at every decode step, requests that arrived meanwhile are prefilled together
+(left-padded) and join the running batch, and sequences that finished leave it, so nobody waits for
+a whole batch to end. Each sequence is sampled with its own temperature, top_p and seed, and
+streamed as it goes. (For paged attention and higher throughput on GPUs, use vLLM where it is
+installed.)
 
     engine = TransformersEngine.load("/path/to/model")
     request = engine.submit(prompt_ids, SamplingParams(max_tokens=32), loop)
@@ -58,6 +59,28 @@ class GenerationRequest:
         return self.text
 
 
+@dataclass
+class _Sequence:
+    """One request's decoding state."""
+
+    request: GenerationRequest
+    generator: Any
+    tokens: list[int] = field(default_factory=list)
+    emitted: int = 0  # characters of text already streamed
+
+
+@dataclass
+class _Batch:
+    """Sequences decoding together: row i of every tensor (and of the cache) is sequences[i]."""
+
+    sequences: list[_Sequence]
+    cache: Any
+    mask: Any  # [rows, cache length]: 0 marks left padding
+    positions: Any  # [rows, 1]: the position of each sequence's last token
+    logits: Any  # [rows, vocab]: each sequence's next-token logits
+    resizable: bool  # whether sequences can join and leave (see TransformersEngine._resizable)
+
+
 class TransformersEngine:
     def __init__(
         self, model: Any, tokenizer: Any, max_batch: int = 8, window_s: float = 0.005
@@ -89,8 +112,10 @@ class TransformersEngine:
         forward = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"
         self._queue: queue.Queue[GenerationRequest] = queue.Queue()
-        self.batches = 0  # how many batches ran (for tests and metrics)
-        self.largest_batch = 0
+        # For tests and metrics:
+        self.batches = 0  # prefills run (each takes the requests waiting at that moment)
+        self.largest_batch = 0  # most sequences decoding together
+        self.sequence_steps = 0  # rows run through decode steps: a finished sequence costs none
         threading.Thread(target=self._run, name="kiln-llm-engine", daemon=True).start()
 
     @classmethod
@@ -108,81 +133,181 @@ class TransformersEngine:
         self, prompt_ids: list[int], params: SamplingParams, loop: asyncio.AbstractEventLoop
     ) -> GenerationRequest:
         request = GenerationRequest(prompt_ids, params, loop)
-        self._queue.put(request)
+        if params.max_tokens <= 0:  # nothing to generate
+            request.finish_reason = "length"
+            request.emit(None)
+        else:
+            self._queue.put(request)
         return request
 
     # -- the engine thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            deadline = time.monotonic() + self.window_s
-            while len(batch) < self.max_batch:
+        batch: _Batch | None = None
+        with self._torch.inference_mode():
+            while True:
+                if batch is None:
+                    batch = self._admit(None, self._take(self.max_batch, block=True))
+                elif batch.resizable and len(batch.sequences) < self.max_batch:
+                    room = self.max_batch - len(batch.sequences)
+                    batch = self._admit(batch, self._take(room, block=False))
+                if batch is None:
+                    continue
+                running, batch = batch, None
                 try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
-            try:
-                self._generate(batch)
-            except Exception as exc:  # one bad batch must not stop the engine
-                for request in batch:
-                    if request.finish_reason is None:
-                        request.error = f"{type(exc).__name__}: {exc}"
-                        request.finish_reason = "error"
-                        request.emit(None)
+                    batch = self._step(running)
+                except Exception as exc:  # one bad step fails its batch, never the engine
+                    self._fail([s.request for s in running.sequences], exc)
 
-    def _generate(self, batch: list[GenerationRequest]) -> None:
+    def _take(self, room: int, block: bool) -> list[GenerationRequest]:
+        """Up to ROOM queued requests. When idle (BLOCK), wait for one, then WINDOW_S for others to
+        share its prefill; while a batch runs, take only those already waiting, so it never stalls."""
+        taken = [self._queue.get()] if block else []
+        deadline = time.monotonic() + (self.window_s if block else 0.0)
+        while len(taken) < room:
+            try:
+                taken.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return taken
+
+    def _admit(self, batch: _Batch | None, waiting: list[GenerationRequest]) -> _Batch | None:
+        """Prefill the waiting requests and add them to the batch; if that fails, only they fail."""
+        if not waiting:
+            return batch
+        try:
+            group = self._prefill(waiting)
+            batch = group if batch is None else self._merge(batch, group)
+        except Exception as exc:
+            self._fail(waiting, exc)
+            return batch
+        self.largest_batch = max(self.largest_batch, len(batch.sequences))
+        return batch
+
+    def _fail(self, requests: list[GenerationRequest], exc: Exception) -> None:
+        for request in requests:
+            if request.finish_reason is None:
+                request.error = f"{type(exc).__name__}: {exc}"
+                request.finish_reason = "error"
+                request.emit(None)
+
+    def _prefill(self, requests: list[GenerationRequest]) -> _Batch:
+        """Run the prompts together, left-padded to the longest, each with positions from 0."""
         torch = self._torch
         self.batches += 1
-        self.largest_batch = max(self.largest_batch, len(batch))
-        width = max(len(r.prompt_ids) for r in batch)
+        width = max(len(r.prompt_ids) for r in requests)
         ids = torch.tensor(
-            [[self.pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in batch],
+            [[self.pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in requests],
             device=self.device,
         )
         mask = torch.tensor(
-            [[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in batch],
+            [[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in requests],
             device=self.device,
         )
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        generators = [self._generator(r.params.seed) for r in batch]
-        generated: list[list[int]] = [[] for _ in batch]
-        emitted = [0] * len(batch)
-        with torch.inference_mode():
-            out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True
-            )
-            for _step in range(max(r.params.max_tokens for r in batch)):
-                logits = out.logits[:, -1, :].float()
-                next_tokens = []
-                for i, request in enumerate(batch):
-                    if request.finish_reason is not None:
-                        next_tokens.append(self.pad)
-                        continue
-                    token = self._sample(logits[i], request.params, generators[i])
-                    generated[i].append(token)
-                    request.completion_tokens += 1
-                    self._advance(request, generated[i], emitted, i, token)
-                    next_tokens.append(token)
-                if all(r.finish_reason is not None for r in batch):
-                    break
-                ids = torch.tensor([[t] for t in next_tokens], device=self.device)
-                mask = torch.cat(
-                    [mask, torch.ones((len(batch), 1), dtype=mask.dtype, device=self.device)], dim=1
-                )
-                positions = positions[:, -1:] + 1
-                cache = getattr(out, "cache", None) or out.past_key_values
-                out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                 use_cache=True, **{self._cache_arg: cache})  # fmt: skip
-        for request in batch:
-            if request.finish_reason is None:
-                request.finish_reason = "length"
-                request.emit(None)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache = self._cache_of(out)
+        sequences = [_Sequence(r, self._generator(r.params.seed)) for r in requests]
+        return _Batch(sequences, cache, mask, positions[:, -1:], out.logits[:, -1, :].float(),
+                      self._resizable(cache))  # fmt: skip
 
-    def _advance(
-        self, request: GenerationRequest, tokens: list[int], emitted: list[int], i: int, token: int
-    ) -> None:
+    def _step(self, batch: _Batch) -> _Batch | None:
+        """Sample and stream each sequence's next token, drop the finished sequences, and run one
+        decode step for the rest; None once every sequence has finished."""
+        torch = self._torch
+        tokens = [self._next_token(s, batch.logits[i]) for i, s in enumerate(batch.sequences)]
+        live = [i for i, s in enumerate(batch.sequences) if s.request.finish_reason is None]
+        if not live:
+            return None
+        if batch.resizable and len(live) < len(batch.sequences):
+            batch = self._select(batch, live)
+            tokens = [tokens[i] for i in live]
+        ids = torch.tensor([[t] for t in tokens], device=self.device)
+        mask = torch.cat([batch.mask, batch.mask.new_ones((len(tokens), 1))], dim=1)
+        positions = batch.positions + 1
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                         use_cache=True, **{self._cache_arg: batch.cache})  # fmt: skip
+        self.sequence_steps += len(tokens)
+        batch.cache, batch.mask, batch.positions = self._cache_of(out), mask, positions
+        batch.logits = out.logits[:, -1, :].float()
+        return batch
+
+    def _next_token(self, sequence: _Sequence, logits: Any) -> int:
+        """Sample SEQUENCE's next token and stream it; padding for a sequence that finished but
+        could not leave its batch."""
+        request = sequence.request
+        if request.finish_reason is not None:
+            return self.pad
+        token = self._sample(logits, request.params, sequence.generator)
+        sequence.tokens.append(token)
+        request.completion_tokens += 1
+        self._advance(sequence, token)
+        return token
+
+    # -- resizing the batch: only a DynamicCache of plain layers ---------------------------------
+
+    def _cache_of(self, out: Any) -> Any:
+        cache = getattr(out, "cache", None)
+        return cache if cache is not None else out.past_key_values
+
+    def _resizable(self, cache: Any) -> bool:
+        """Whether rows can be added to and removed from CACHE: a DynamicCache whose layers each
+        hold whole [batch, heads, sequence, dim] tensors. Other caches (sliding windows, static,
+        quantised, offloaded, older transformers) keep their batch until it ends."""
+        try:
+            from transformers.cache_utils import DynamicCache, DynamicLayer
+        except ImportError:
+            return False
+        return (
+            type(cache) is DynamicCache
+            and not getattr(cache, "offloading", False)
+            and bool(cache.layers)
+            and all(type(layer) is DynamicLayer and layer.is_initialized for layer in cache.layers)
+        )
+
+    def _merge(self, batch: _Batch, group: _Batch) -> _Batch:
+        """GROUP's rows after BATCH's. The shorter side is left-padded with masked zeros to the
+        other's length, so both keep their positions. BATCH is changed only once all is built."""
+        if not (batch.resizable and group.resizable):
+            raise RuntimeError("this model's KV cache cannot take sequences mid-batch")
+        torch = self._torch
+        length = max(batch.mask.shape[1], group.mask.shape[1])
+
+        def widen(x: Any, after: int) -> Any:
+            """X left-padded with zeros to LENGTH along the dimension that has AFTER ones after it."""
+            return torch.nn.functional.pad(x, (0, 0) * after + (length - x.shape[-1 - after], 0))
+
+        def joined(a: Any, b: Any, after: int = 0) -> Any:
+            return torch.cat([widen(a, after), widen(b, after)])
+
+        layers = [
+            (joined(mine.keys, theirs.keys, 1), joined(mine.values, theirs.values, 1))
+            for mine, theirs in zip(batch.cache.layers, group.cache.layers, strict=True)
+        ]
+        mask = joined(batch.mask, group.mask)
+        positions = torch.cat([batch.positions, group.positions])
+        logits = torch.cat([batch.logits, group.logits])
+        for layer, (keys, values) in zip(batch.cache.layers, layers, strict=True):
+            layer.keys, layer.values = keys, values
+        return _Batch(batch.sequences + group.sequences, batch.cache, mask, positions, logits, True)
+
+    def _select(self, batch: _Batch, rows: list[int]) -> _Batch:
+        """Only BATCH's ROWS, without the leading columns that are padding in all of them."""
+        index = self._torch.tensor(rows, device=self.device)
+        mask = batch.mask[index]
+        start = int(mask.any(0).int().argmax())  # the first column some sequence attends to
+        for layer in batch.cache.layers:
+            layer.keys = layer.keys[index, :, start:]
+            layer.values = layer.values[index, :, start:]
+        sequences = [batch.sequences[i] for i in rows]
+        return _Batch(sequences, batch.cache, mask[:, start:], batch.positions[index],
+                      batch.logits[index], True)  # fmt: skip
+
+    # -- sampling and streaming -----------------------------------------------------------------
+
+    def _advance(self, sequence: _Sequence, token: int) -> None:
         """Update the request's text; emit what is safe to show; finish on EOS, stop or length."""
+        request, tokens = sequence.request, sequence.tokens
         if token in self.eos:
             tokens.pop()
             request.completion_tokens -= 1
@@ -205,9 +330,9 @@ class TransformersEngine:
         safe = len(text) - hold
         if text.endswith("\ufffd") and request.finish_reason is None:
             safe = min(safe, len(text) - 1)
-        if safe > emitted[i]:
-            request.emit(text[emitted[i] : safe])
-            emitted[i] = safe
+        if safe > sequence.emitted:
+            request.emit(text[sequence.emitted : safe])
+            sequence.emitted = safe
         request.text = text
         if request.finish_reason is not None:
             request.emit(None)
