@@ -146,3 +146,19 @@ def test_a_finished_sequence_leaves_the_batch_while_the_others_go_on(
     # Each decode step follows a sampled token but the last: 39 + 2, where stepping the
     # finished sequence along until the batch ends would make 39 + 39.
     assert engine.sequence_steps - before == 39 + 2
+
+
+def test_chunks_join_the_deltas_a_slow_reader_left_waiting() -> None:
+    from kiln_runtime.llm.engine import GenerationRequest, SamplingParams
+
+    async def read() -> tuple[list[str], list[str]]:
+        loop = asyncio.get_running_loop()
+        joined = GenerationRequest([1], SamplingParams(), loop)
+        single = GenerationRequest([1], SamplingParams(), loop)
+        for request in (joined, single):
+            for delta in ("hel", "lo", " kiln", None):
+                request.deltas.put_nowait(delta)
+        return [c async for c in joined.chunks()], [d async for d in single.stream()]
+
+    chunks, deltas = asyncio.run(read())
+    assert chunks == ["hello kiln"] and deltas == ["hel", "lo", " kiln"]

@@ -2,7 +2,7 @@
 (HAProxy -> dyno supervisor -> llm runtime) against the same engine called in-process, on the
 same tiny model and prompts; then a cold start from zero replicas, split into its parts.
 
-    python -m kiln.bench.llm [--requests 8] [--max-tokens 64]
+    python -m kiln.bench.llm [--requests 8] [--max-tokens 64] [--rounds 5]
 
 Target (issue 8): >= 0.95x the in-process tokens/s. The model is a tiny random Llama built here
 (CPU), so the figures measure the serving path, not a model.
@@ -14,9 +14,11 @@ import argparse
 import asyncio
 import json
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -32,7 +34,7 @@ from kiln.models import Artifact
 from kiln.run.cluster import LocalRay
 from kiln.run.dyno import ProcessDyno, free_port
 from kiln.run.serve_api import ServeRest
-from kiln.run.serve_config import Deployable, application_config
+from kiln.run.serve_config import Deployable, application_config, thread_caps
 from kiln.settings import Settings
 from kiln.vault import load_vault
 from kiln_runtime.plan import DirectorySource
@@ -52,10 +54,19 @@ def build_llm_slug(settings: Settings, model: Path, work: Path) -> Artifact:
     )  # a local folder
 
 
-async def in_process(model: Path, requests: int, max_tokens: int) -> tuple[float, float]:
-    from kiln_runtime.llm.engine import SamplingParams, TransformersEngine
+def load_engine(model: Path) -> Any:
+    import torch
 
-    engine = TransformersEngine.load(str(model))
+    from kiln_runtime.llm.engine import TransformersEngine
+
+    # The same math threads as the dyno gets (resources.cpu = 1): a fair comparison.
+    torch.set_num_threads(int(thread_caps(1.0)["OMP_NUM_THREADS"]))
+    return TransformersEngine.load(str(model))
+
+
+async def in_process(engine: Any, requests: int, max_tokens: int) -> tuple[float, float]:
+    from kiln_runtime.llm.engine import SamplingParams
+
     loop = asyncio.get_running_loop()
     tokens, ttfts = 0, []
     started = time.perf_counter()
@@ -128,6 +139,10 @@ def cold_start(settings: Settings, serve: ServeRest, artifact: Artifact, url: st
           f"(the rest is Ray starting a replica and its supervisor)")  # fmt: skip
 
 
+def _median(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    return (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+
+
 def _listening(url: str) -> bool:
     try:
         httpx.get(url, timeout=1)
@@ -142,6 +157,7 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kiln-bench-llm-"))
     settings = Settings(home=work / "home", http_port=free_port(), ray_port=free_port(),
@@ -176,9 +192,15 @@ def main() -> None:
         )
         base = f"http://{settings.http_host}:{settings.http_port}"
         wait("the llm app", lambda: answers(f"{base}/llm/healthz"), timeout_s=600, every_s=0.5)
-        local_tps, local_ttft = asyncio.run(in_process(model, args.requests, args.max_tokens))
-        kiln_tps, kiln_ttft = over_http(f"{base}/llm", args.requests, args.max_tokens)
-        print(f"\n{args.requests} streamed completions of {args.max_tokens} tokens, one at a time")
+        engine = load_engine(model)
+        local, kiln = [], []
+        for _round in range(args.rounds):  # interleaved, so both see the same machine
+            local.append(asyncio.run(in_process(engine, args.requests, args.max_tokens)))
+            kiln.append(over_http(f"{base}/llm", args.requests, args.max_tokens))
+        local_tps, local_ttft = _median(local)
+        kiln_tps, kiln_ttft = _median(kiln)
+        print(f"\n{args.requests} streamed completions of {args.max_tokens} tokens, one at a time; "
+              f"medians of {args.rounds} interleaved rounds")  # fmt: skip
         print(f"  {'':<24}{'tokens/s':>10}{'TTFT p50 ms':>14}")
         print(f"  {'engine in-process':<24}{local_tps:>10.0f}{local_ttft * 1000:>14.1f}")
         print(f"  {'Kiln URL':<24}{kiln_tps:>10.0f}{kiln_ttft * 1000:>14.1f}   "

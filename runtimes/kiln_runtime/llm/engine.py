@@ -53,6 +53,19 @@ class GenerationRequest:
         while (delta := await self.deltas.get()) is not None:
             yield delta
 
+    async def chunks(self) -> Any:
+        """Like ``stream()``, but the deltas already waiting come joined as one: when the reader
+        is slower than generation, fewer and bigger chunks cross every hop, with the same text."""
+        while (delta := await self.deltas.get()) is not None:
+            parts = [delta]
+            while not self.deltas.empty():
+                more = self.deltas.get_nowait()
+                if more is None:
+                    yield "".join(parts)
+                    return
+                parts.append(more)
+            yield "".join(parts)
+
     async def result(self) -> str:
         async for _ in self.stream():
             pass

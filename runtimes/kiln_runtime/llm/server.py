@@ -221,7 +221,7 @@ async def _respond(request: GenerationRequest, body: _Body, kind: str, model: st
     async def events() -> AsyncIterator[bytes]:
         if kind == "chat.completion":
             yield chunk(None, None, first=True)
-        async for delta in request.stream():
+        async for delta in request.chunks():
             yield chunk(delta, None)
         if request.error:
             yield f"data: {json.dumps({'error': {'message': request.error, 'type': 'server_error'}})}\n\n".encode()
