@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import statistics
 import tempfile
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 
 from kiln.bench.serving import answers, replicas, wait
+from kiln.bench.streams import engine_run, http_run
 from kiln.bench.tiny_model import build as build_tiny_model
 from kiln.build.artifacts import BuildJob
 from kiln.build.log import BuildLog
@@ -38,8 +38,6 @@ from kiln.run.serve_config import Deployable, application_config, thread_caps
 from kiln.settings import Settings
 from kiln.vault import load_vault
 from kiln_runtime.plan import DirectorySource
-
-PROMPTS = ["hello kiln", "ray serve scales", "the quick brown fox", "models on hardware you own"]
 
 
 def build_llm_slug(settings: Settings, model: Path, work: Path) -> Artifact:
@@ -62,48 +60,6 @@ def load_engine(model: Path) -> Any:
     # The same math threads as the dyno gets (resources.cpu = 1): a fair comparison.
     torch.set_num_threads(int(thread_caps(1.0)["OMP_NUM_THREADS"]))
     return TransformersEngine.load(str(model))
-
-
-async def in_process(engine: Any, requests: int, max_tokens: int) -> tuple[float, float]:
-    from kiln_runtime.llm.engine import SamplingParams
-
-    loop = asyncio.get_running_loop()
-    tokens, ttfts = 0, []
-    started = time.perf_counter()
-    for i in range(requests):  # one at a time: the same pattern as the HTTP run
-        ids = list(
-            engine.tokenizer(PROMPTS[i % len(PROMPTS)], add_special_tokens=False)["input_ids"]
-        )
-        sent = time.perf_counter()
-        request = engine.submit(ids, SamplingParams(max_tokens=max_tokens, temperature=0), loop)
-        first = None
-        async for _delta in request.stream():
-            first = first or time.perf_counter()
-        ttfts.append((first or time.perf_counter()) - sent)
-        tokens += request.completion_tokens
-    return tokens / (time.perf_counter() - started), sorted(ttfts)[len(ttfts) // 2]
-
-
-def over_http(url: str, requests: int, max_tokens: int) -> tuple[float, float]:
-    tokens, ttfts = 0, []
-    started = time.perf_counter()
-    with httpx.Client(timeout=120) as client:
-        for i in range(requests):
-            body = {"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens, "temperature": 0, "stream": True,
-                    "stream_options": {"include_usage": True}}  # fmt: skip
-            sent = time.perf_counter()
-            first = None
-            with client.stream("POST", f"{url}/v1/completions", json=body) as response:
-                for line in response.iter_lines():
-                    if not line.startswith("data: {"):
-                        continue
-                    event = json.loads(line[6:])
-                    if event.get("choices") and event["choices"][0].get("text"):
-                        first = first or time.perf_counter()
-                    if event.get("usage"):
-                        tokens += event["usage"]["completion_tokens"]
-            ttfts.append((first or time.perf_counter()) - sent)
-    return tokens / (time.perf_counter() - started), sorted(ttfts)[len(ttfts) // 2]
 
 
 def cold_start(settings: Settings, serve: ServeRest, artifact: Artifact, url: str) -> None:
@@ -195,8 +151,8 @@ def main() -> None:
         engine = load_engine(model)
         local, kiln = [], []
         for _round in range(args.rounds):  # interleaved, so both see the same machine
-            local.append(asyncio.run(in_process(engine, args.requests, args.max_tokens)))
-            kiln.append(over_http(f"{base}/llm", args.requests, args.max_tokens))
+            local.append(asyncio.run(engine_run(engine, args.requests, 1, args.max_tokens)))
+            kiln.append(asyncio.run(http_run(f"{base}/llm", args.requests, 1, args.max_tokens)))
         local_tps, local_ttft = _median(local)
         kiln_tps, kiln_ttft = _median(kiln)
         print(f"\n{args.requests} streamed completions of {args.max_tokens} tokens, one at a time; "
