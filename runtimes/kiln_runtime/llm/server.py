@@ -12,21 +12,18 @@ __all__ = ["build_app", "main"]
 import asyncio
 import json
 import os
-import threading
 import time
-import traceback
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from kiln_runtime.dyno import health_path, serve
 from kiln_runtime.llm.engine import GenerationRequest, SamplingParams, TransformersEngine
+from kiln_runtime.openai_app import model_app, openai_error
 from kiln_runtime.weights import model_path
 
 
@@ -72,48 +69,14 @@ class CompletionRequest(_Body):
     prompt: str | list[str]
 
 
-def _error(
-    status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": param, "code": None}},
-        status_code=status,
-    )
-
-
 def build_app(model_ref: str, health: str = "/healthz", max_batch: int = 8) -> FastAPI:
-    state: dict[str, Any] = {}
-    ready = threading.Event()
     name = model_ref.split("@", 1)[0]
-
-    def load() -> None:
-        try:
-            state["engine"] = TransformersEngine.load(model_path(model_ref), max_batch=max_batch)
-        except BaseException:
-            traceback.print_exc()
-            print(f"kiln_runtime: could not load {model_ref}; the dyno exits", flush=True)
-            os._exit(1)
-        ready.set()
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=load, name="kiln-load", daemon=True).start()
-        yield
-
-    app = FastAPI(title=f"llm: {name}", lifespan=lifespan)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"] if p != "body")
-        return _error(400, f"{param}: {first['msg']}", param or None)
-
-    @app.get(health, include_in_schema=False)
-    def healthz() -> JSONResponse:
-        return JSONResponse(
-            {"status": "ready" if ready.is_set() else "loading"},
-            status_code=200 if ready.is_set() else 503,
-        )
+    app, loaded = model_app(
+        f"llm: {name}",
+        model_ref,
+        health,
+        lambda: TransformersEngine.load(model_path(model_ref), max_batch=max_batch),
+    )
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
@@ -122,21 +85,16 @@ def build_app(model_ref: str, health: str = "/healthz", max_batch: int = 8) -> F
             "data": [{"id": name, "object": "model", "created": 0, "owned_by": "kiln"}],
         }
 
-    def engine() -> TransformersEngine:
-        engine: TransformersEngine = state["engine"]
-        return engine
-
     async def start(prompt: str, body: _Body) -> GenerationRequest | JSONResponse:
-        if not ready.is_set():
-            await asyncio.to_thread(ready.wait)
-        ids = engine().tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        engine = await loaded.wait()
+        ids = engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         if not ids:
-            return _error(400, "the prompt is empty", "prompt")
-        return engine().submit(list(ids), body.params(), asyncio.get_running_loop())
+            return openai_error(400, "the prompt is empty", "prompt")
+        return engine.submit(list(ids), body.params(), asyncio.get_running_loop())
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest) -> Any:
-        tokenizer = engine().tokenizer if ready.is_set() else None
+        tokenizer = (await loaded.wait()).tokenizer  # the template comes with the model
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             for m in body.messages
@@ -156,7 +114,7 @@ def build_app(model_ref: str, health: str = "/healthz", max_batch: int = 8) -> F
     async def completions(body: CompletionRequest) -> Any:
         if isinstance(body.prompt, list):
             if len(body.prompt) != 1:
-                return _error(400, "send one prompt per request", "prompt")
+                return openai_error(400, "send one prompt per request", "prompt")
             body.prompt = body.prompt[0]
         request = await start(body.prompt, body)
         if isinstance(request, JSONResponse):
@@ -178,7 +136,7 @@ async def _respond(request: GenerationRequest, body: _Body, kind: str, model: st
     if not body.stream:
         text = await request.result()
         if request.error:
-            return _error(500, request.error, kind="server_error")
+            return openai_error(500, request.error, kind="server_error")
         choice: dict[str, Any] = {
             "index": 0,
             "finish_reason": request.finish_reason,
