@@ -30,12 +30,12 @@ from kiln.bench.tiny_model import build as build_model
 from kiln_runtime.llm.engine import TransformersEngine
 
 
-def start_server(model: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(model: Path, max_batch: int) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "KILN_MODEL": str(model),
-           "HF_HUB_OFFLINE": "1"}  # fmt: skip
+           "KILN_MAX_BATCH": str(max_batch), "HF_HUB_OFFLINE": "1"}  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, "-c", "from kiln_runtime.llm.server import main; main()"], env=env
     )
@@ -63,15 +63,20 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument(
+        "--max-batch", type=int, help="the engine's batch limit (default: concurrency, at least 8)"
+    )
     args = parser.parse_args()
+    max_batch = args.max_batch or max(8, args.concurrency)
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (no CUDA device)"
     with tempfile.TemporaryDirectory(prefix="kiln-gpu-llm-") as work:
         model = build_model(Path(work) / "model", hidden=args.hidden, layers=args.layers)
-        engine = TransformersEngine.load(str(model))
+        engine = TransformersEngine.load(str(model), max_batch=max_batch)
         params = sum(p.numel() for p in engine.model.parameters())
-        print(f"device: {device}; model: {params / 1e6:.1f}M parameters, {engine.model.dtype}")
+        print(f"device: {device}; model: {params / 1e6:.1f}M parameters, {engine.model.dtype}; "
+              f"batches of up to {max_batch}")  # fmt: skip
         asyncio.run(engine_run(engine, 2, 2, 4))  # warm up kernels
         rows = {}
         for label, concurrency in (
@@ -84,7 +89,7 @@ def main() -> int:
         del engine
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        process, url = start_server(model)
+        process, url = start_server(model, max_batch)
         try:
             asyncio.run(http_run(url, 2, 2, 4))
             for label, concurrency in (
