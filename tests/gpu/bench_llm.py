@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from kiln.bench.streams import engine_run, http_run
+from kiln.bench.streams import PROMPTS, engine_run, http_run
 from kiln.bench.tiny_model import build as build_model
 from kiln_runtime.llm.engine import TransformersEngine
 
@@ -54,6 +54,32 @@ def start_server(model: Path, max_batch: int) -> tuple[subprocess.Popen[bytes], 
     raise SystemExit("the llm server did not become healthy in 600 s")
 
 
+def model_alone(engine: TransformersEngine, batch: int, steps: int = 64) -> float:
+    """Tokens/s of the model by itself: greedy decode steps of BATCH rows, with the one copy to
+    the host per step that streaming needs, and nothing else (no sampling per request, no text):
+    the ceiling for any engine driving this model from Python, eager."""
+    import torch
+
+    model = engine.model
+    prompt = engine.tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt] * batch, device=engine.device)
+    with torch.inference_mode():
+        out = model(input_ids=ids, use_cache=True)
+        for timed in (False, True):  # the first pass warms up this batch size's kernels
+            cache = engine._cache_of(out)
+            token = out.logits[:, -1:].argmax(-1)
+            started = time.perf_counter()
+            for _ in range(steps):
+                step = model(input_ids=token, use_cache=True, **{engine._cache_arg: cache})
+                cache = engine._cache_of(step)
+                token = step.logits[:, -1:].argmax(-1)
+                token.tolist()
+            if timed:
+                return batch * steps / (time.perf_counter() - started)
+            out = model(input_ids=ids, use_cache=True)
+    raise AssertionError("unreachable")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -78,6 +104,8 @@ def main() -> int:
         print(f"device: {device}; model: {params / 1e6:.1f}M parameters, {engine.model.dtype}; "
               f"batches of up to {max_batch}")  # fmt: skip
         asyncio.run(engine_run(engine, 2, 2, 4))  # warm up kernels
+        alone = {label: model_alone(engine, width) for label, width in
+                 (("one at a time", 1), (f"{args.concurrency} at once", args.concurrency))}  # fmt: skip
         rows = {}
         for label, concurrency in (
             ("one at a time", 1),
@@ -113,6 +141,9 @@ def main() -> int:
             ratio = f"   {ratio_value:.2f}x in-process"
         print(f"  {who:<20}{label:<16}{tps:>10.0f}{ttft * 1000:>14.1f}{ratio}")
     print(f"worst ratio {worst:.2f}x (target >= 0.95x)")
+    print("the model alone (greedy decode steps, one copy to the host each, no engine):")
+    for label, tps in alone.items():
+        print(f"  {label:<16}{tps:>10.0f} tokens/s")
     return 0
 
 

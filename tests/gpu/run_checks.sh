@@ -30,5 +30,5 @@ step nvml 60 python3 tests/gpu/check_nvml.py
 step engine_tests 150 python3 -m pytest -q -p no:cacheprovider --noconftest \
   -p tests.gpu.engine_plugin tests/runtimes/test_llm_engine.py
 step bench 200 python3 tests/gpu/bench_llm.py
-step bench_wide 150 python3 tests/gpu/bench_llm.py --requests 64 --concurrency 32 --max-tokens 64
+step bench_wide 150 python3 tests/gpu/bench_llm.py --requests 32 --concurrency 32 --max-tokens 64
 tail -n 12 "$out"/*.txt

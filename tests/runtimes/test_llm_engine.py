@@ -162,3 +162,20 @@ def test_chunks_join_the_deltas_a_slow_reader_left_waiting() -> None:
 
     chunks, deltas = asyncio.run(read())
     assert chunks == ["hello kiln"] and deltas == ["hel", "lo", " kiln"]
+
+
+def test_a_reader_whose_event_loop_closed_does_not_fail_the_batch(
+    engine: TransformersEngine,
+) -> None:
+    async def submit_and_leave() -> None:  # a client that went away: its loop closes
+        engine.submit(
+            prompt(engine, "hello kiln"),
+            SamplingParams(max_tokens=200, temperature=0),
+            asyncio.get_running_loop(),
+        )
+
+    asyncio.run(submit_and_leave())
+    [(_text, reason, tokens)] = run(
+        engine, (prompt(engine, "ray serve"), SamplingParams(max_tokens=8, temperature=0))
+    )
+    assert (reason, tokens) == ("length", 8)

@@ -16,6 +16,7 @@ from __future__ import annotations
 __all__ = ["GenerationRequest", "SamplingParams", "TransformersEngine"]
 
 import asyncio
+import contextlib
 import inspect
 import queue
 import threading
@@ -46,7 +47,8 @@ class GenerationRequest:
     started: float = field(default_factory=time.monotonic)
 
     def emit(self, delta: str | None) -> None:
-        self.loop.call_soon_threadsafe(self.deltas.put_nowait, delta)
+        """Hand DELTA (None: the end) to the request's event loop, from any thread."""
+        _post(self.loop, [(self, delta)])
 
     async def stream(self) -> Any:
         """Text as it is generated; ends when the request finishes."""
@@ -72,6 +74,19 @@ class GenerationRequest:
         return self.text
 
 
+def _post(
+    loop: asyncio.AbstractEventLoop, deltas: list[tuple[GenerationRequest, str | None]]
+) -> None:
+    """Queue DELTAS in their requests from another thread: one wake-up of LOOP for them all."""
+
+    def deliver() -> None:
+        for request, delta in deltas:
+            request.deltas.put_nowait(delta)
+
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is reading any more
+        loop.call_soon_threadsafe(deliver)
+
+
 @dataclass
 class _Sequence:
     """One request's decoding state."""
@@ -92,6 +107,7 @@ class _Batch:
     positions: Any  # [rows, 1]: the position of each sequence's last token
     logits: Any  # [rows, vocab]: each sequence's next-token logits
     resizable: bool  # whether sequences can join and leave (see TransformersEngine._resizable)
+    padded: bool  # whether the mask has padding: else the model needs neither mask nor positions
 
 
 class TransformersEngine:
@@ -125,6 +141,7 @@ class TransformersEngine:
         forward = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in forward else "past_key_values"
         self._queue: queue.Queue[GenerationRequest] = queue.Queue()
+        self._outbox: list[tuple[GenerationRequest, str | None]] = []  # deltas not yet posted
         # For tests and metrics:
         self.batches = 0  # prefills run (each takes the requests waiting at that moment)
         self.largest_batch = 0  # most sequences decoding together
@@ -202,7 +219,18 @@ class TransformersEngine:
             if request.finish_reason is None:
                 request.error = f"{type(exc).__name__}: {exc}"
                 request.finish_reason = "error"
-                request.emit(None)
+                self._outbox.append((request, None))
+        self._flush()
+
+    def _flush(self) -> None:
+        """Post the deltas made since the last flush: one wake-up per event loop, not one per
+        delta. (A server's loop that woke for every token took the GIL from this thread as often.)"""
+        outbox, self._outbox = self._outbox, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[GenerationRequest, str | None]]] = {}
+        for request, delta in outbox:
+            by_loop.setdefault(request.loop, []).append((request, delta))
+        for loop, deltas in by_loop.items():
+            _post(loop, deltas)
 
     def _prefill(self, requests: list[GenerationRequest]) -> _Batch:
         """Run the prompts together, left-padded to the longest, each with positions from 0."""
@@ -221,14 +249,17 @@ class TransformersEngine:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
         cache = self._cache_of(out)
         sequences = [_Sequence(r, self._generator(r.params.seed)) for r in requests]
+        padded = any(len(r.prompt_ids) < width for r in requests)
         return _Batch(sequences, cache, mask, positions[:, -1:], out.logits[:, -1, :].float(),
-                      self._resizable(cache))  # fmt: skip
+                      self._resizable(cache), padded)  # fmt: skip
 
     def _step(self, batch: _Batch) -> _Batch | None:
         """Sample and stream each sequence's next token, drop the finished sequences, and run one
         decode step for the rest; None once every sequence has finished."""
         torch = self._torch
-        tokens = [self._next_token(s, batch.logits[i]) for i, s in enumerate(batch.sequences)]
+        picks = self._pick_tokens(batch)
+        tokens = [self._next_token(s, picks[i]) for i, s in enumerate(batch.sequences)]
+        self._flush()  # before the forward pass, so the readers run while it is launched
         live = [i for i, s in enumerate(batch.sequences) if s.request.finish_reason is None]
         if not live:
             return None
@@ -238,20 +269,39 @@ class TransformersEngine:
         ids = torch.tensor([[t] for t in tokens], device=self.device)
         mask = torch.cat([batch.mask, batch.mask.new_ones((len(tokens), 1))], dim=1)
         positions = batch.positions + 1
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         use_cache=True, **{self._cache_arg: batch.cache})  # fmt: skip
+        # Without padding, the model's own causal mask and positions (from the cache's length)
+        # are these, and cost less than a mask it must expand at every layer and step.
+        shape = {"attention_mask": mask, "position_ids": positions} if batch.padded else {}
+        out = self.model(input_ids=ids, use_cache=True, **shape, **{self._cache_arg: batch.cache})
         self.sequence_steps += len(tokens)
         batch.cache, batch.mask, batch.positions = self._cache_of(out), mask, positions
         batch.logits = out.logits[:, -1, :].float()
         return batch
 
-    def _next_token(self, sequence: _Sequence, logits: Any) -> int:
-        """Sample SEQUENCE's next token and stream it; padding for a sequence that finished but
-        could not leave its batch."""
+    def _pick_tokens(self, batch: _Batch) -> list[int]:
+        """Every sequence's next token, sampled on the device and copied to the host at once: a
+        copy per sequence would make the engine wait for the GPU once per row and step (and, in a
+        server, hand the GIL to its event loop each time)."""
+        torch = self._torch
+        greedy = batch.logits.argmax(-1, keepdim=True)  # [rows, 1]
+        if all(s.request.params.temperature <= 0 for s in batch.sequences):
+            tokens: list[int] = greedy.view(-1).tolist()
+            return tokens
+        picks = [
+            greedy[i]
+            if s.request.finish_reason is not None or s.request.params.temperature <= 0
+            else self._sample(batch.logits[i], s.request.params, s.generator)
+            for i, s in enumerate(batch.sequences)
+        ]
+        tokens = torch.cat(picks).tolist()
+        return tokens
+
+    def _next_token(self, sequence: _Sequence, token: int) -> int:
+        """Stream SEQUENCE's next TOKEN; padding for a sequence that finished but could not leave
+        its batch."""
         request = sequence.request
         if request.finish_reason is not None:
             return self.pad
-        token = self._sample(logits, request.params, sequence.generator)
         sequence.tokens.append(token)
         request.completion_tokens += 1
         self._advance(sequence, token)
@@ -302,7 +352,9 @@ class TransformersEngine:
         logits = torch.cat([batch.logits, group.logits])
         for layer, (keys, values) in zip(batch.cache.layers, layers, strict=True):
             layer.keys, layer.values = keys, values
-        return _Batch(batch.sequences + group.sequences, batch.cache, mask, positions, logits, True)
+        padded = batch.padded or group.padded or batch.mask.shape[1] != group.mask.shape[1]
+        return _Batch(batch.sequences + group.sequences, batch.cache, mask, positions, logits,
+                      True, padded)  # fmt: skip
 
     def _select(self, batch: _Batch, rows: list[int]) -> _Batch:
         """Only BATCH's ROWS, without the leading columns that are padding in all of them."""
@@ -313,8 +365,9 @@ class TransformersEngine:
             layer.keys = layer.keys[index, :, start:]
             layer.values = layer.values[index, :, start:]
         sequences = [batch.sequences[i] for i in rows]
-        return _Batch(sequences, batch.cache, mask[:, start:], batch.positions[index],
-                      batch.logits[index], True)  # fmt: skip
+        mask = mask[:, start:]
+        return _Batch(sequences, batch.cache, mask, batch.positions[index], batch.logits[index],
+                      True, bool((mask == 0).any()))  # fmt: skip
 
     # -- sampling and streaming -----------------------------------------------------------------
 
@@ -344,11 +397,11 @@ class TransformersEngine:
         if text.endswith("\ufffd") and request.finish_reason is None:
             safe = min(safe, len(text) - 1)
         if safe > sequence.emitted:
-            request.emit(text[sequence.emitted : safe])
+            self._outbox.append((request, text[sequence.emitted : safe]))
             sequence.emitted = safe
         request.text = text
         if request.finish_reason is not None:
-            request.emit(None)
+            self._outbox.append((request, None))
 
     def _generator(self, seed: int | None) -> Any:
         generator = self._torch.Generator(device=self.device)
@@ -358,10 +411,9 @@ class TransformersEngine:
             generator.seed()
         return generator
 
-    def _sample(self, logits: Any, params: SamplingParams, generator: Any) -> int:
+    def _sample(self, logits: Any, params: SamplingParams, generator: Any) -> Any:
+        """A [1] tensor on the device: a token drawn from LOGITS at the temperature, within top_p."""
         torch = self._torch
-        if params.temperature <= 0:
-            return int(torch.argmax(logits))
         probs = torch.softmax(logits / params.temperature, dim=-1)
         if params.top_p < 1.0:
             ordered, order = torch.sort(probs, descending=True)
@@ -369,4 +421,4 @@ class TransformersEngine:
             ordered = ordered * keep
             probs = torch.zeros_like(probs).scatter(0, order, ordered)
             probs = probs / probs.sum()
-        return int(torch.multinomial(probs, 1, generator=generator))
+        return torch.multinomial(probs, 1, generator=generator)
