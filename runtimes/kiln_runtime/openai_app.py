@@ -69,6 +69,7 @@ def model_app(
         yield
 
     app = FastAPI(title=title, lifespan=lifespan)
+    app.state.model = loaded
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -2,6 +2,7 @@
 a running batch), sampling parameters, stopping."""
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -174,8 +175,30 @@ def test_a_reader_whose_event_loop_closed_does_not_fail_the_batch(
             asyncio.get_running_loop(),
         )
 
+    before = engine.aborted
     asyncio.run(submit_and_leave())
     [(_text, reason, tokens)] = run(
         engine, (prompt(engine, "ray serve"), SamplingParams(max_tokens=8, temperature=0))
     )
     assert (reason, tokens) == ("length", 8)
+    deadline = time.monotonic() + 10
+    while engine.aborted == before:  # the abandoned request leaves at its next step
+        assert time.monotonic() < deadline, "the abandoned request was never dropped"
+        time.sleep(0.01)
+
+
+def test_a_cancelled_request_leaves_the_batch(engine: TransformersEngine) -> None:
+    async def main() -> GenerationRequest:
+        request = engine.submit(
+            prompt(engine, "hello kiln"),
+            SamplingParams(max_tokens=300, temperature=0),
+            asyncio.get_running_loop(),
+        )
+        async for _delta in request.stream():
+            request.cancel()
+        return request
+
+    before = engine.aborted
+    request = asyncio.run(main())
+    assert request.finish_reason == "abort" and request.completion_tokens < 300
+    assert engine.aborted == before + 1

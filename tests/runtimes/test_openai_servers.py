@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from kiln_runtime.embeddings.server import build_app as embeddings_app
 from kiln_runtime.llm.server import build_app as llm_app
@@ -34,9 +35,15 @@ def serve(app: object) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def llm(tiny_model: Path) -> Iterator[openai.OpenAI]:
-    for url in serve(llm_app(str(tiny_model))):
-        yield openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+def llm_server(tiny_model: Path) -> Iterator[tuple[str, FastAPI]]:
+    app = llm_app(str(tiny_model))
+    for url in serve(app):
+        yield url, app
+
+
+@pytest.fixture(scope="module")
+def llm(llm_server: tuple[str, FastAPI]) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{llm_server[0]}/v1", api_key="unused", max_retries=0)
 
 
 def test_models_lists_the_served_model(llm: openai.OpenAI, tiny_model: Path) -> None:
@@ -82,6 +89,21 @@ def test_streaming_sends_deltas_then_done(llm: openai.OpenAI) -> None:
         chunks[-1].usage is not None
         and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
     )  # type: ignore[union-attr]
+
+
+def test_a_client_that_hangs_up_mid_stream_frees_its_place_in_the_batch(
+    llm_server: tuple[str, FastAPI],
+) -> None:
+    url, app = llm_server
+    engine = app.state.model.get()
+    before = engine.aborted
+    body = {"prompt": "hello kiln", "max_tokens": 400, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as response:
+        assert next(response.iter_lines()).startswith("data: ")
+    deadline = time.monotonic() + 10
+    while engine.aborted == before:
+        assert time.monotonic() < deadline, "the engine kept generating for a client that left"
+        time.sleep(0.01)
 
 
 def test_bad_requests_are_openai_errors(llm: openai.OpenAI) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 __all__ = ["GenerationRequest", "SamplingParams", "TransformersEngine"]
 
 import asyncio
-import contextlib
 import inspect
 import queue
 import threading
@@ -45,6 +44,11 @@ class GenerationRequest:
     text: str = ""
     error: str | None = None
     started: float = field(default_factory=time.monotonic)
+    cancelled: bool = False  # nobody reads on: the engine drops it at its next step
+
+    def cancel(self) -> None:
+        """Stop generating for this request (its client went away); safe from any thread."""
+        self.cancelled = True
 
     def emit(self, delta: str | None) -> None:
         """Hand DELTA (None: the end) to the request's event loop, from any thread."""
@@ -83,8 +87,11 @@ def _post(
         for request, delta in deltas:
             request.deltas.put_nowait(delta)
 
-    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is reading any more
+    try:
         loop.call_soon_threadsafe(deliver)
+    except RuntimeError:  # the loop has closed: nobody reads on
+        for request, _delta in deltas:
+            request.cancel()
 
 
 @dataclass
@@ -93,8 +100,27 @@ class _Sequence:
 
     request: GenerationRequest
     generator: Any
-    tokens: list[int] = field(default_factory=list)
     emitted: int = 0  # characters of text already streamed
+    # Incremental detokenisation, as TGI and vLLM do it: ids[prefix:read] is context whose text is
+    # known, ids[read:] tokens whose text is not yet; only that window is decoded at each step.
+    ids: list[int] = field(init=False)  # the prompt, then the generated tokens
+    prefix: int = field(init=False)
+    read: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ids = list(self.request.prompt_ids)
+        self.read = len(self.ids)
+        self.prefix = max(0, self.read - 5)  # a few prompt tokens: a first word keeps its space
+
+    def text_so_far(self, tokenizer: Any, final: bool) -> str:
+        """The text the tokens since the last call add; empty while they end inside a character
+        (unless FINAL: then whatever they decode to)."""
+        known = tokenizer.decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
+        text = tokenizer.decode(self.ids[self.prefix :], skip_special_tokens=True)
+        if len(text) <= len(known) or (text.endswith("\ufffd") and not final):
+            return ""
+        self.prefix, self.read = self.read, len(self.ids)
+        return str(text[len(known) :])
 
 
 @dataclass
@@ -146,6 +172,7 @@ class TransformersEngine:
         self.batches = 0  # prefills run (each takes the requests waiting at that moment)
         self.largest_batch = 0  # most sequences decoding together
         self.sequence_steps = 0  # rows run through decode steps: a finished sequence costs none
+        self.aborted = 0  # requests dropped because nobody reads them any more
         threading.Thread(target=self._run, name="kiln-llm-engine", daemon=True).start()
 
     @classmethod
@@ -203,6 +230,11 @@ class TransformersEngine:
 
     def _admit(self, batch: _Batch | None, waiting: list[GenerationRequest]) -> _Batch | None:
         """Prefill the waiting requests and add them to the batch; if that fails, only they fail."""
+        for request in waiting:
+            if request.cancelled:
+                self._abort(request)
+        self._flush()
+        waiting = [r for r in waiting if not r.cancelled]
         if not waiting:
             return batch
         try:
@@ -213,6 +245,12 @@ class TransformersEngine:
             return batch
         self.largest_batch = max(self.largest_batch, len(batch.sequences))
         return batch
+
+    def _abort(self, request: GenerationRequest) -> None:
+        if request.finish_reason is None:
+            request.finish_reason = "abort"
+            self.aborted += 1
+            self._outbox.append((request, None))
 
     def _fail(self, requests: list[GenerationRequest], exc: Exception) -> None:
         for request in requests:
@@ -257,6 +295,9 @@ class TransformersEngine:
         """Sample and stream each sequence's next token, drop the finished sequences, and run one
         decode step for the rest; None once every sequence has finished."""
         torch = self._torch
+        for sequence in batch.sequences:
+            if sequence.request.cancelled:
+                self._abort(sequence.request)
         picks = self._pick_tokens(batch)
         tokens = [self._next_token(s, picks[i]) for i, s in enumerate(batch.sequences)]
         self._flush()  # before the forward pass, so the readers run while it is launched
@@ -302,7 +343,6 @@ class TransformersEngine:
         request = sequence.request
         if request.finish_reason is not None:
             return self.pad
-        sequence.tokens.append(token)
         request.completion_tokens += 1
         self._advance(sequence, token)
         return token
@@ -373,29 +413,37 @@ class TransformersEngine:
 
     def _advance(self, sequence: _Sequence, token: int) -> None:
         """Update the request's text; emit what is safe to show; finish on EOS, stop or length."""
-        request, tokens = sequence.request, sequence.tokens
+        request = sequence.request
         if token in self.eos:
-            tokens.pop()
             request.completion_tokens -= 1
             request.finish_reason = "stop"
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        stop_at = min((text.find(s) for s in request.params.stop if s and s in text), default=-1)
+        else:
+            sequence.ids.append(token)
+            if request.completion_tokens >= request.params.max_tokens:
+                request.finish_reason = "length"
+        before = len(request.text)
+        text = request.text + sequence.text_so_far(
+            self.tokenizer, request.finish_reason is not None
+        )
+        # A stop string can only be new if it ends in the new text.
+        stop_at = min(
+            (
+                at
+                for stop in request.params.stop
+                if stop and (at := text.find(stop, max(0, before - len(stop) + 1))) >= 0
+            ),
+            default=-1,
+        )
         if stop_at >= 0:
             text = text[:stop_at]
             request.finish_reason = "stop"
-        elif (
-            request.finish_reason is None and request.completion_tokens >= request.params.max_tokens
-        ):
-            request.finish_reason = "length"
-        # Hold back a tail that could still turn into a stop string, and half-decoded bytes.
+        # Hold back a tail that could still turn into a stop string.
         hold = (
             0
             if request.finish_reason
             else max((len(s) - 1 for s in request.params.stop), default=0)
         )
         safe = len(text) - hold
-        if text.endswith("\ufffd") and request.finish_reason is None:
-            safe = min(safe, len(text) - 1)
         if safe > sequence.emitted:
             self._outbox.append((request, text[sequence.emitted : safe]))
             sequence.emitted = safe

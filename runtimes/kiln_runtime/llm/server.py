@@ -177,6 +177,13 @@ async def _respond(request: GenerationRequest, body: _Body, kind: str, model: st
         return f"data: {json.dumps(payload)}\n\n".encode()
 
     async def events() -> AsyncIterator[bytes]:
+        try:
+            async for event in sse():
+                yield event
+        finally:  # if the client hung up mid-stream, its sequence leaves the batch
+            request.cancel()
+
+    async def sse() -> AsyncIterator[bytes]:
         if kind == "chat.completion":
             yield chunk(None, None, first=True)
         async for delta in request.chunks():
