@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -80,6 +81,36 @@ def model_alone(engine: TransformersEngine, batch: int, steps: int = 64) -> floa
     raise AssertionError("unreachable")
 
 
+def profile(engine: TransformersEngine, concurrency: int, max_tokens: int) -> None:
+    """Print where the engine thread spends its time (cProfile of its batch steps) while it runs
+    CONCURRENCY streams: an extra, untimed pass."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    steps, admit = engine._step, engine._admit
+
+    def profiled(method: Any) -> Any:
+        def run(*args: Any) -> Any:
+            profiler.enable()
+            try:
+                return method(*args)
+            finally:
+                profiler.disable()
+
+        return run
+
+    engine._step, engine._admit = profiled(steps), profiled(admit)  # type: ignore[method-assign]
+    try:
+        asyncio.run(engine_run(engine, concurrency, concurrency, max_tokens))
+    finally:
+        engine._step, engine._admit = steps, admit  # type: ignore[method-assign]
+    print(f"\nthe engine thread, {concurrency} streams at once (cProfile, by own time):")
+    stats = pstats.Stats(profiler, stream=sys.stdout)
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats("kiln_runtime", 12)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,6 +120,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--profile", action="store_true", help="also profile the engine thread")
     parser.add_argument(
         "--max-batch", type=int, help="the engine's batch limit (default: concurrency, at least 8)"
     )
@@ -114,6 +146,8 @@ def main() -> int:
             rows[("engine in-process", label)] = asyncio.run(
                 engine_run(engine, args.requests, concurrency, args.max_tokens)
             )
+        if args.profile:
+            profile(engine, args.concurrency, args.max_tokens)
         del engine
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
