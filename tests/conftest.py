@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 
 from kiln.api import create_app
 from kiln.settings import Settings
@@ -81,6 +82,15 @@ def store(any_settings: Settings) -> Iterator[Store]:
     opened = Store.open(any_settings)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def api(store: Store, any_settings: Settings) -> Iterator[TestClient]:
+    """The API in-process over each store, authenticated with a fresh platform token."""
+    token = store.create_token("tester").token
+    with TestClient(create_app(any_settings, store)) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        yield client
 
 
 class LiveApi:

@@ -42,13 +42,15 @@ def cluster() -> Iterator[tuple[str, str]]:
     nodes.shutdown()
 
 
-def test_node_resources_come_from_the_state_api(
-    cluster: tuple[str, str], settings: Settings
-) -> None:
+@pytest.fixture
+def gpus(cluster: tuple[str, str], settings: Settings) -> GpuCluster:
     address, dashboard = cluster
-    gpus = GpuCluster(
+    return GpuCluster(
         settings.model_copy(update={"ray_address": address, "ray_dashboard_url": dashboard})
     )
+
+
+def test_node_resources_come_from_the_state_api(gpus: GpuCluster) -> None:
     found = sorted((n.gpus, n.accelerator) for n in gpus.resources())
     assert found == [(0.0, None), (1.0, "H100"), (2.0, "A100")]
     spec, reason = choose_gpu((GpuSpec.parse("H100:2"), GpuSpec.parse("A100:2")), gpus.resources())
@@ -58,13 +60,7 @@ def test_node_resources_come_from_the_state_api(
     )
 
 
-def test_every_node_reports_its_gpus_or_why_it_has_none(
-    cluster: tuple[str, str], settings: Settings
-) -> None:
-    address, dashboard = cluster
-    gpus = GpuCluster(
-        settings.model_copy(update={"ray_address": address, "ray_dashboard_url": dashboard})
-    )
+def test_every_node_reports_its_gpus_or_why_it_has_none(gpus: GpuCluster) -> None:
     inventory = gpus.inventory()
     assert len(inventory) == 3 and len({n.node_id for n in inventory}) == 3
     for node in inventory:  # no NVML on this machine: each node says so, none fails
