@@ -411,6 +411,17 @@ def test_an_llm_app_from_the_hub_answers_the_openai_client(
         model="tiny", prompt="ray", max_tokens=6, stream=True, temperature=0
     )
     assert "".join(chunk.choices[0].text for chunk in stream if chunk.choices)
+    # A client that hangs up mid-stream: through HAProxy, Serve and the supervisor, the dyno
+    # hears of it and stops generating.
+    body = {"prompt": "hello kiln", "max_tokens": 400, "temperature": 0, "stream": True}
+    url = f"{platform.app_url(app)}/v1/completions"
+    with httpx.stream("POST", url, json=body, timeout=30) as response:
+        assert next(response.iter_lines()).startswith("data: ")
+    platform.wait(
+        "the dyno to stop generating for the client that left",
+        lambda: "the client hung up after" in platform.kiln("logs", "-a", app, "-n", "200").output,
+        timeout_s=20,
+    )
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="tiny", messages=[])
     models = json.loads(platform.kiln("models", "--json").output)

@@ -180,8 +180,11 @@ async def _respond(request: GenerationRequest, body: _Body, kind: str, model: st
         try:
             async for event in sse():
                 yield event
-        finally:  # if the client hung up mid-stream, its sequence leaves the batch
-            request.cancel()
+        finally:
+            if request.finish_reason is None:  # the client hung up mid-stream
+                request.cancel()  # its sequence leaves the batch at the engine's next step
+                print(f"kiln_runtime: {ident}: the client hung up after "
+                      f"{request.completion_tokens} tokens; generation stopped", flush=True)  # fmt: skip
 
     async def sse() -> AsyncIterator[bytes]:
         if kind == "chat.completion":
