@@ -106,6 +106,21 @@ def test_a_client_that_hangs_up_mid_stream_frees_its_place_in_the_batch(
         time.sleep(0.01)
 
 
+def test_a_client_that_gives_up_waiting_frees_its_place_in_the_batch(
+    llm_server: tuple[str, FastAPI],
+) -> None:
+    url, app = llm_server
+    engine = app.state.model.get()
+    before = engine.aborted
+    body = {"prompt": "hello kiln", "max_tokens": 480, "temperature": 0}
+    with pytest.raises(httpx.ReadTimeout):  # a client timeout: it hangs up before the answer
+        httpx.post(f"{url}/v1/completions", json=body, timeout=httpx.Timeout(5, read=0.1))
+    deadline = time.monotonic() + 10
+    while engine.aborted == before:
+        assert time.monotonic() < deadline, "the engine kept generating for a client that left"
+        time.sleep(0.01)
+
+
 def test_bad_requests_are_openai_errors(llm: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as empty:
         llm.chat.completions.create(model="tiny", messages=[])

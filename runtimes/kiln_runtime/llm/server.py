@@ -17,8 +17,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from kiln_runtime.dyno import health_path, serve
@@ -93,7 +93,7 @@ def build_app(model_ref: str, health: str = "/healthz", max_batch: int = 8) -> F
         return engine.submit(list(ids), body.params(), asyncio.get_running_loop())
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatRequest) -> Any:
+    async def chat(body: ChatRequest, http: Request) -> Any:
         tokenizer = (await loaded.wait()).tokenizer  # the template comes with the model
         messages = [
             {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
@@ -108,10 +108,10 @@ def build_app(model_ref: str, health: str = "/healthz", max_batch: int = 8) -> F
         request = await start(prompt, body)
         if isinstance(request, JSONResponse):
             return request
-        return await _respond(request, body, "chat.completion", name)
+        return await _respond(request, body, "chat.completion", name, http)
 
     @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest) -> Any:
+    async def completions(body: CompletionRequest, http: Request) -> Any:
         if isinstance(body.prompt, list):
             if len(body.prompt) != 1:
                 return openai_error(400, "send one prompt per request", "prompt")
@@ -119,7 +119,7 @@ def build_app(model_ref: str, health: str = "/healthz", max_batch: int = 8) -> F
         request = await start(body.prompt, body)
         if isinstance(request, JSONResponse):
             return request
-        return await _respond(request, body, "text_completion", name)
+        return await _respond(request, body, "text_completion", name, http)
 
     return app
 
@@ -130,11 +130,43 @@ def _usage(request: GenerationRequest) -> dict[str, int]:
             "total_tokens": prompt + request.completion_tokens}  # fmt: skip
 
 
-async def _respond(request: GenerationRequest, body: _Body, kind: str, model: str) -> Any:
+def _hung_up(request: GenerationRequest, ident: str) -> None:
+    """The client left before REQUEST finished: its sequence leaves the batch at the engine's
+    next step, and the dyno's log says so."""
+    request.cancel()
+    print(f"kiln_runtime: {ident}: the client hung up after {request.completion_tokens} tokens; "
+          "generation stopped", flush=True)  # fmt: skip
+
+
+async def _result_unless_hung_up(request: GenerationRequest, http: Request) -> str | None:
+    """REQUEST's text, or None if the client hangs up first. (Its body is read, so the next
+    message the server can receive is the disconnect.)"""
+
+    async def disconnect() -> None:
+        while (await http.receive())["type"] != "http.disconnect":
+            pass
+
+    result, gone = asyncio.ensure_future(request.result()), asyncio.ensure_future(disconnect())
+    try:
+        await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        finished = result.done()
+        if not finished:
+            result.cancel()
+    return result.result() if finished else None
+
+
+async def _respond(
+    request: GenerationRequest, body: _Body, kind: str, model: str, http: Request
+) -> Any:
     ident = f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if not body.stream:
-        text = await request.result()
+        text = await _result_unless_hung_up(request, http)
+        if text is None:
+            _hung_up(request, ident)
+            return Response(status_code=499)  # nginx's "client closed request": nobody reads it
         if request.error:
             return openai_error(500, request.error, kind="server_error")
         choice: dict[str, Any] = {
@@ -182,9 +214,7 @@ async def _respond(request: GenerationRequest, body: _Body, kind: str, model: st
                 yield event
         finally:
             if request.finish_reason is None:  # the client hung up mid-stream
-                request.cancel()  # its sequence leaves the batch at the engine's next step
-                print(f"kiln_runtime: {ident}: the client hung up after "
-                      f"{request.completion_tokens} tokens; generation stopped", flush=True)  # fmt: skip
+                _hung_up(request, ident)
 
     async def sse() -> AsyncIterator[bytes]:
         if kind == "chat.completion":
