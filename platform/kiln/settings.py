@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     max_source_bytes: int = Field(
         2 * 2**30, gt=0, description="Largest source tree accepted, uncompressed."
     )
+    release_timeout_s: float = Field(
+        900.0, gt=0, description="How long kiln.toml's release command may run before it fails."
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -12,7 +12,7 @@ from kiln.build.image import ImageBuilder
 from kiln.models import ArtifactKind, BuildStatus
 from kiln.settings import Settings
 from kiln.store import Store
-from tests.support.apps import APPS, EXAMPLES
+from tests.support.apps import APPS, EXAMPLES, echo_with_release
 from tests.support.dynos import run_image
 
 Archive = Callable[[Path], Path]
@@ -115,3 +115,28 @@ def test_a_missing_base_image_says_how_to_make_one(
         in build.error
     )
     assert "kiln images:bootstrap" in builder.store.builds.log("echo", build.id)
+
+
+def test_the_release_command_runs_in_a_container_of_the_new_image(
+    builder: Builder, engine: DockerEngine, archive_of: Archive, tmp_path: Path
+) -> None:
+    first = builder.build("echo", archive_of(EXAMPLES / "echo"), actor="test")
+    failing = echo_with_release(tmp_path, "echo cannot reach the database; exit 3")
+    lines: list[str] = []
+    build = builder.build("echo", archive_of(failing), actor="test", sink=lines.append)
+    assert build.status is BuildStatus.FAILED and build.error is not None
+    assert "exited with 3" in build.error and "       cannot reach the database" in lines
+    assert builder.store.get_app("echo").release == first.release
+    builder.store.update_config("echo", {"DATABASE_URL": "postgres://db/app"}, actor="test")
+    command = "echo migrating $DATABASE_URL $GREETING on port $PORT as $(id -u)"
+    lines.clear()
+    build = builder.build(
+        "echo", archive_of(echo_with_release(tmp_path, command)), actor="test", sink=lines.append
+    )
+    assert build.status is BuildStatus.SUCCEEDED, "\n".join(lines)
+    # The image's own environment (PORT, its user) with the app's config over it.
+    assert "       migrating postgres://db/app world on port 8080 as 10001" in lines
+    leftovers = engine.client.containers.list(
+        all=True, filters={"ancestor": build.artifact.reference}
+    )
+    assert leftovers == []

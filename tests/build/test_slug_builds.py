@@ -11,7 +11,7 @@ from kiln.build.slug import SlugBuilder
 from kiln.models import ArtifactKind, BuildStatus
 from kiln.settings import Settings
 from kiln.store import Store
-from tests.support.apps import APPS, EXAMPLES
+from tests.support.apps import APPS, EXAMPLES, echo_with_release
 from tests.support.dynos import run_slug
 
 Archive = Callable[[Path], Path]
@@ -132,3 +132,49 @@ def test_a_syntax_error_in_a_helper_module_fails_the_compile_step(
     build = builder.build("echo", archive_of(app), actor="test")
     assert build.error is not None and build.error.startswith("the app does not compile")
     assert "helpers.py" in builder.store.builds.log("echo", build.id)
+
+
+def test_the_release_command_runs_in_the_new_slug_with_the_app_config(
+    builder: Builder, archive_of: Archive, tmp_path: Path
+) -> None:
+    builder.store.update_config("echo", {"DATABASE_URL": "postgres://db/app"}, actor="test")
+    command = (
+        'python -c "import os, sys; '
+        "print('migrating', os.environ['DATABASE_URL'], os.environ['GREETING'], sys.prefix)\""
+    )
+    lines: list[str] = []
+    build = builder.build(
+        "echo", archive_of(echo_with_release(tmp_path, command)), actor="test", sink=lines.append
+    )
+    assert build.status is BuildStatus.SUCCEEDED, "\n".join(lines)
+    assert build.artifact is not None
+    venv = Path(build.artifact.command[0]).parent.parent
+    assert f"       migrating postgres://db/app world {venv}" in lines
+    assert "-----> Release phase: the release command succeeded" in lines
+
+
+def test_a_failing_release_command_fails_the_build_and_the_release_stays(
+    builder: Builder, archive_of: Archive, tmp_path: Path
+) -> None:
+    first = builder.build("echo", archive_of(EXAMPLES / "echo"), actor="test")
+    lines: list[str] = []
+    app = echo_with_release(tmp_path, "echo cannot reach the database; exit 3")
+    build = builder.build("echo", archive_of(app), actor="test", sink=lines.append)
+    assert build.status is BuildStatus.FAILED
+    assert build.error is not None and build.error.startswith(
+        "the release command `echo cannot reach the database; exit 3` exited with 3"
+    )
+    assert "       cannot reach the database" in lines
+    assert builder.store.get_app("echo").release == first.release
+
+
+def test_a_release_command_that_hangs_is_stopped(
+    sqlite_store: Store, build_settings: Settings, archive_of: Archive, tmp_path: Path
+) -> None:
+    sqlite_store.create_app("echo", actor="test")
+    settings = build_settings.model_copy(update={"release_timeout_s": 1.0})
+    builder = Builder(sqlite_store, settings, SlugBuilder(settings))
+    app = echo_with_release(tmp_path, "echo waiting for a lock; sleep 60")
+    build = builder.build("echo", archive_of(app), actor="test")
+    assert build.status is BuildStatus.FAILED and build.error is not None
+    assert "`echo waiting for a lock; sleep 60` was stopped after 1 s" in build.error

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 __all__ = ["ArtifactBuilder", "BuildJob", "run_streaming"]
 
+import contextlib
+import os
+import signal
 import subprocess
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,21 +36,43 @@ class ArtifactBuilder(Protocol):
 
     def describe(self) -> str: ...
     def build(self, job: BuildJob, log: BuildLog) -> Artifact: ...
+    def run_once(
+        self, artifact: Artifact, command: str, env: dict[str, str],
+        on_line: Callable[[str], None], timeout_s: float,
+    ) -> int:  # fmt: skip
+        """Run COMMAND (a shell line) once where ARTIFACT's dynos run, with ENV over what the
+        artifact sets: the release phase. Returns the exit code (-9: killed at TIMEOUT_S)."""
+        ...
 
 
 def run_streaming(
     command: Sequence[str], on_line: Callable[[str], None], *, env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
+    cwd: Path | None = None, timeout_s: float | None = None,
 ) -> tuple[int, list[str]]:  # fmt: skip
-    """Run a command, passing each output line on as it comes; returns (exit code, all lines)."""
+    """Run a command, passing each output line on as it comes; returns (exit code, all lines).
+    Past TIMEOUT_S its process group is killed (exit code -9)."""
     lines: list[str] = []
     with subprocess.Popen(
         list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         errors="replace", env=dict(env) if env is not None else None, cwd=cwd,
+        start_new_session=timeout_s is not None,
     ) as process:  # fmt: skip
-        assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.rstrip()
-            lines.append(line)
-            on_line(line)
+        killer = None
+        if timeout_s is not None:
+            killer = threading.Timer(timeout_s, _kill_group, (process.pid,))
+            killer.start()
+        try:
+            assert process.stdout is not None
+            for raw in process.stdout:
+                line = raw.rstrip()
+                lines.append(line)
+                on_line(line)
+        finally:
+            if killer is not None:
+                killer.cancel()
     return process.returncode, lines
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+        os.killpg(pid, signal.SIGKILL)

@@ -28,7 +28,7 @@ from kiln.build.slug import SlugBuilder
 from kiln.build.source import SourceLimits, extract, tree_digest
 from kiln.errors import InvalidInput, KilnError, ManifestError, Unavailable
 from kiln.manifest import Manifest, load_manifest
-from kiln.models import ArtifactKind, BuildInfo, BuildStatus
+from kiln.models import Artifact, ArtifactKind, BuildInfo, BuildStatus
 from kiln.settings import ArtifactChoice, Settings
 from kiln.store import Store
 from kiln_runtime.plan import DirectorySource
@@ -133,8 +133,8 @@ class Builder:
             artifact = artifacts.build(job, log)
             if manifest is not None and manifest.addons:
                 self._attach_addons(app, [a.value for a in manifest.addons], actor, log)
-            if manifest is not None and manifest.model is not None:
-                self._release_phase(app, manifest, log)
+            if manifest is not None and (manifest.model is not None or manifest.release):
+                self._release_phase(app, record.id, manifest, artifact, artifacts, log)
             release = self.store.release_build(
                 app,
                 build_id=record.id,
@@ -157,8 +157,13 @@ class Builder:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _release_phase(self, app: str, manifest: Manifest, log: BuildLog) -> None:
-        """Weights into the model cache before the release exists; lines also go to the app's
+    def _release_phase(
+        self, app: str, build_id: int, manifest: Manifest, artifact: Artifact,
+        artifacts: ArtifactBuilder, log: BuildLog,
+    ) -> None:  # fmt: skip
+        """Before the release exists: the model's weights into the model cache, then kiln.toml's
+        release command (migrations, warm-up) where the new dynos will run, with the app's config.
+        Either failing fails the build, and the running release stays. Lines also go to the app's
         release log (kiln logs --source release)."""
         from kiln.release.weights import prefetch
         from kiln.run.logs import LogRecord, append_records
@@ -178,10 +183,25 @@ class Builder:
             log.info(text)
             release_line(text)
 
-        assert manifest.model is not None
-        token = self.store.get_config(app).get("HF_TOKEN")
+        config = self.store.get_config(app)
         try:
-            prefetch(manifest.model, self.settings, token, step, info)
+            if manifest.model is not None:
+                prefetch(manifest.model, self.settings, config.get("HF_TOKEN"), step, info)
+            if manifest.release:
+                step(f"Release phase: running `{manifest.release}`")
+                env = {"PYTHONUNBUFFERED": "1", **manifest.env, **config, "KILN_APP": app,
+                       "KILN_BUILD": str(build_id), "KILN_DYNO": "release"}  # fmt: skip
+                limit = self.settings.release_timeout_s
+                code = artifacts.run_once(artifact, manifest.release, env, info, limit)
+                if code != 0:
+                    ended = (
+                        f"was stopped after {limit:g} s" if code == -9 else f"exited with {code}"
+                    )
+                    raise BuildFailed(
+                        f"the release command `{manifest.release}` {ended} (its output is above)"
+                        "; fix it, or remove release from kiln.toml, and deploy again"
+                    )
+                step("Release phase: the release command succeeded")
         except BuildFailed as exc:
             release_line(f"release phase failed: {exc.message}")
             raise

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 __all__ = ["ContainerEngine", "DockerEngine", "EngineError", "connect_engine"]
 
+import contextlib
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +27,11 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NOISE = re.compile(r"^\s*(---> Running in |Removing intermediate container |---> [0-9a-f]{12}$)")
 
 
+def _kill_quietly(container: Any) -> None:
+    with contextlib.suppress(Exception):  # it ended meanwhile
+        container.kill()
+
+
 class EngineError(Unavailable):
     default_code = "engine_error"
 
@@ -38,6 +45,10 @@ class ContainerEngine(Protocol):
         self, context: Path, tag: str, buildargs: dict[str, str], on_line: Callable[[str], None]
     ) -> str: ...
     def import_rootfs(self, tarball: Path, repository: str, tag: str) -> str: ...
+    def run(
+        self, image: str, command: str, env: dict[str, str], on_line: Callable[[str], None],
+        timeout_s: float,
+    ) -> int: ...  # fmt: skip
 
 
 class DockerEngine:
@@ -96,6 +107,36 @@ class DockerEngine:
         except requests.exceptions.RequestException as exc:
             raise EngineError(f"lost the engine at {self.url}: {exc}") from None
         return image_id or str(self.client.images.get(tag).id)
+
+    def run(
+        self, image: str, command: str, env: dict[str, str], on_line: Callable[[str], None],
+        timeout_s: float,
+    ) -> int:  # fmt: skip
+        """Run COMMAND (a shell line) once in a fresh container of IMAGE with ENV, each output line
+        to ON_LINE; its exit code (-9 if it was killed at TIMEOUT_S). The container is removed."""
+        try:
+            container = self.client.containers.run(
+                image, [command], entrypoint=["/bin/sh", "-c"], environment=env, detach=True
+            )
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise EngineError(f"could not run {image}: {_reason(exc)}") from None
+        killer = threading.Timer(timeout_s, lambda: _kill_quietly(container))
+        killer.start()
+        try:
+            pending = b""
+            for chunk in container.logs(stream=True, follow=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    on_line(line.decode(errors="replace").rstrip())
+            if pending:
+                on_line(pending.decode(errors="replace").rstrip())
+            code = int(container.wait()["StatusCode"])
+            return -9 if not killer.is_alive() else code
+        finally:
+            killer.cancel()
+            with contextlib.suppress(Exception):  # already gone
+                container.remove(force=True)
 
     def import_rootfs(self, tarball: Path, repository: str, tag: str) -> str:
         """Import a root filesystem tarball as ``repository:tag`` (``docker import``).

@@ -7,6 +7,7 @@ __all__ = ["DEFAULT_BASE", "DEFAULT_GPU_BASE", "LOCAL_BASE", "ImageBuilder"]
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
@@ -36,6 +37,13 @@ class ImageBuilder:
 
     def describe(self) -> str:
         return f"image ({self.engine.name} at {getattr(self.engine, 'url', '?')})"
+
+    def run_once(
+        self, artifact: Artifact, command: str, env: dict[str, str],
+        on_line: Callable[[str], None], timeout_s: float,
+    ) -> int:  # fmt: skip
+        """In a fresh container of the image (its own environment, then ENV), removed after."""
+        return self.engine.run(artifact.reference, command, env, on_line, timeout_s)
 
     def build(self, job: BuildJob, log: BuildLog) -> Artifact:
         base = self._base_image(job, log)
