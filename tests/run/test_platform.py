@@ -67,8 +67,14 @@ def test_a_deploy_ends_live_on_its_url(
     assert [r["state"] for r in listing["replicas"]] == ["RUNNING"]
     releases = platform.kiln("releases", "-a", app, "--json").output
     assert '"status": "succeeded"' in releases
-    logs = platform.kiln("logs", "-a", app, "-n", "200").output
-    assert "router[dyno." in logs and "GET /echo-live/ 200" in logs
+
+    def logs_with_the_request() -> str | None:
+        # Supervisors ship log lines in batches: the router's line for the request comes shortly.
+        logs = platform.kiln("logs", "-a", app, "-n", "200").output
+        return logs if "GET /echo-live/ 200" in logs else None
+
+    logs = platform.wait("the router's line in the app's log", logs_with_the_request, timeout_s=20)
+    assert "router[dyno." in logs
     assert "build[build." in logs and "release[kiln]: v2 is live" in logs
     only_router = platform.kiln("logs", "-a", app, "--source", "router").output
     assert only_router and all(" router[" in line for line in only_router.strip().splitlines())

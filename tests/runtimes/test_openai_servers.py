@@ -3,6 +3,7 @@
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -91,34 +92,37 @@ def test_streaming_sends_deltas_then_done(llm: openai.OpenAI) -> None:
     )  # type: ignore[union-attr]
 
 
-def test_a_client_that_hangs_up_mid_stream_frees_its_place_in_the_batch(
-    llm_server: tuple[str, FastAPI],
-) -> None:
-    url, app = llm_server
+@contextmanager
+def dropped_by_the_engine(app: FastAPI) -> Iterator[None]:
+    """Asserts that the engine drops a request (nobody reads it) during the block, or soon after."""
     engine = app.state.model.get()
     before = engine.aborted
-    body = {"prompt": "hello kiln", "max_tokens": 400, "temperature": 0, "stream": True}
-    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as response:
-        assert next(response.iter_lines()).startswith("data: ")
+    yield
     deadline = time.monotonic() + 10
     while engine.aborted == before:
         assert time.monotonic() < deadline, "the engine kept generating for a client that left"
         time.sleep(0.01)
+
+
+def test_a_client_that_hangs_up_mid_stream_frees_its_place_in_the_batch(
+    llm_server: tuple[str, FastAPI],
+) -> None:
+    url, app = llm_server
+    body = {"prompt": "hello kiln", "max_tokens": 400, "temperature": 0, "stream": True}
+    with (
+        dropped_by_the_engine(app),
+        httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as response,
+    ):
+        assert next(response.iter_lines()).startswith("data: ")
 
 
 def test_a_client_that_gives_up_waiting_frees_its_place_in_the_batch(
     llm_server: tuple[str, FastAPI],
 ) -> None:
     url, app = llm_server
-    engine = app.state.model.get()
-    before = engine.aborted
     body = {"prompt": "hello kiln", "max_tokens": 480, "temperature": 0}
-    with pytest.raises(httpx.ReadTimeout):  # a client timeout: it hangs up before the answer
+    with dropped_by_the_engine(app), pytest.raises(httpx.ReadTimeout):  # a client timeout
         httpx.post(f"{url}/v1/completions", json=body, timeout=httpx.Timeout(5, read=0.1))
-    deadline = time.monotonic() + 10
-    while engine.aborted == before:
-        assert time.monotonic() < deadline, "the engine kept generating for a client that left"
-        time.sleep(0.01)
 
 
 def test_bad_requests_are_openai_errors(llm: openai.OpenAI) -> None:
