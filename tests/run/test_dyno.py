@@ -7,11 +7,21 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
-from kiln.run.dyno import ProcessDyno
+from kiln.build.builder import Builder
+from kiln.build.engine import DockerEngine
+from kiln.build.image import ImageBuilder
+from kiln.run.dyno import ContainerDyno, ProcessDyno
+from kiln.settings import Settings
+from kiln.store import Store
+from tests.support.apps import EXAMPLES
+from tests.support.dynos import wait_healthy
 
 SERVER = textwrap.dedent(
     """
@@ -79,3 +89,29 @@ def test_a_dyno_dies_with_its_supervisor(tmp_path: Path) -> None:
     ):
         assert time.monotonic() < deadline, "the dyno outlived its supervisor"
         time.sleep(0.05)
+
+
+@pytest.mark.integration
+def test_a_container_dyno_serves_on_loopback_and_is_removed_when_stopped(
+    engine: DockerEngine, sqlite_store: Store, build_settings: Settings, archive_of: Any
+) -> None:
+    # On each engine: dockerd, and a podman that may lack an init binary (then none is used).
+    sqlite_store.create_app("echo", actor="test")
+    builder = Builder(sqlite_store, build_settings, ImageBuilder(engine, build_settings))
+    build = builder.build("echo", archive_of(EXAMPLES / "echo"), actor="test")
+    assert build.artifact is not None
+    name = f"kiln-test-{uuid.uuid4().hex[:8]}"
+    lines: list[str] = []
+    dyno = ContainerDyno(
+        engine.client, engine.url, build.artifact.reference, {"GREETING": "dyno"}, lines.append,
+        name=name, labels={"kiln.app": "echo"}, gpu_ids=[],
+    )  # fmt: skip
+    dyno.start()
+    try:
+        assert dyno.url.startswith("http://127.0.0.1:"), lines
+        wait_healthy(dyno.url)
+        assert httpx.get(f"{dyno.url}/").json() == {"hello": "dyno"}
+        assert dyno.alive()
+    finally:
+        dyno.stop(10)
+    assert engine.client.containers.list(all=True, filters={"name": name}) == []

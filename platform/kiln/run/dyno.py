@@ -158,11 +158,24 @@ class ContainerDyno:
         if self.model_cache:  # the host's model cache, read-only, where the dyno looks for it
             volumes = {self.model_cache: {"bind": "/models", "mode": "ro"}}
             env["HF_HUB_CACHE"] = "/models"
-        self._container = self.client.containers.run(
-            self.image, detach=True, name=self.name, environment=env,
-            ports={"8080/tcp": ("127.0.0.1", None)}, labels=self.labels, init=True,
-            device_requests=devices, volumes=volumes,
-        )  # fmt: skip
+        import docker.errors
+
+        def run(init: bool) -> Any:
+            return self.client.containers.run(
+                self.image, detach=True, name=self.name, environment=env,
+                ports={"8080/tcp": ("127.0.0.1", None)}, labels=self.labels, init=init,
+                device_requests=devices, volumes=volumes,
+            )  # fmt: skip
+
+        try:
+            self._container = run(init=True)  # an init as PID 1 reaps the app's zombies
+        except docker.errors.APIError as exc:
+            # A podman without its init binary (catatonit) refuses init; the app's server
+            # handles SIGTERM itself, so it runs as PID 1 instead.
+            if "container-init" not in str(exc):
+                raise
+            self._remove_quietly()
+            self._container = run(init=False)
         self._reaper = _start_reaper(self.engine_url, self._container.id)
         self._output.follow(self._container.logs(stream=True, follow=True))
         # The published port shows once the container runs; one that exited at once has none
