@@ -224,10 +224,14 @@ class DynoSupervisor:
         """A request could not reach the dyno: True once it serves again. If it died, wait for
         the watchdog to have restarted it (a new generation), not just for a stale ready flag."""
         generation = self._generation
-        if await asyncio.to_thread(self.dyno.alive):
-            await asyncio.sleep(0.05)
-            return self._ready.is_set()
         loop = asyncio.get_running_loop()
+        # A dyno just killed refuses connections a moment before it can be reaped, and looks
+        # alive meanwhile: look again for a while before trusting the ready flag.
+        settle = loop.time() + 1.0
+        while self._generation == generation and await asyncio.to_thread(self.dyno.alive):
+            if loop.time() > settle:
+                return self._ready.is_set()
+            await asyncio.sleep(0.05)
         deadline = loop.time() + min(self.spec.startup_timeout_s, 120)
         while self._generation == generation and not self.failed and loop.time() < deadline:
             await asyncio.sleep(0.02)
