@@ -45,12 +45,15 @@ def dyno_pids(platform: Platform, app: str) -> list[int]:
     pids = []
     for replica in platform.ps(app)["replicas"]:
         if replica["state"] == "RUNNING" and replica["pid"]:
-            pids += [
-                c.pid
-                for c in psutil.Process(replica["pid"]).children()
-                if "kiln_runtime" in " ".join(c.cmdline())
-            ]
+            pids += [c.pid for c in psutil.Process(replica["pid"]).children() if _is_dyno(c)]
     return pids
+
+
+def _is_dyno(process: psutil.Process) -> bool:
+    try:
+        return "kiln_runtime" in " ".join(process.cmdline())
+    except psutil.Error:  # gone, or killed and not yet reaped (a zombie): no running dyno
+        return False
 
 
 def test_a_deploy_ends_live_on_its_url(
