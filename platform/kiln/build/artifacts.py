@@ -39,9 +39,10 @@ class ArtifactBuilder(Protocol):
     def run_once(
         self, artifact: Artifact, command: str, env: dict[str, str],
         on_line: Callable[[str], None], timeout_s: float,
-    ) -> int:  # fmt: skip
+    ) -> int | None:  # fmt: skip
         """Run COMMAND (a shell line) once where ARTIFACT's dynos run, with ENV over what the
-        artifact sets: the release phase. Returns the exit code (-9: killed at TIMEOUT_S)."""
+        artifact sets: the release phase. Returns the exit code, None if it was stopped at
+        TIMEOUT_S."""
         ...
 
 
@@ -50,16 +51,16 @@ def run_streaming(
     cwd: Path | None = None, timeout_s: float | None = None,
 ) -> tuple[int, list[str]]:  # fmt: skip
     """Run a command, passing each output line on as it comes; returns (exit code, all lines).
-    Past TIMEOUT_S its process group is killed (exit code -9)."""
+    Past TIMEOUT_S its process group is killed, and TimeoutError raised once it has ended."""
     lines: list[str] = []
     with subprocess.Popen(
         list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         errors="replace", env=dict(env) if env is not None else None, cwd=cwd,
         start_new_session=timeout_s is not None,
     ) as process:  # fmt: skip
-        killer = None
+        killer, fired = None, threading.Event()
         if timeout_s is not None:
-            killer = threading.Timer(timeout_s, _kill_group, (process.pid,))
+            killer = threading.Timer(timeout_s, _kill_group, (process.pid, fired))
             killer.start()
         try:
             assert process.stdout is not None
@@ -70,9 +71,12 @@ def run_streaming(
         finally:
             if killer is not None:
                 killer.cancel()
+    if fired.is_set():
+        raise TimeoutError(f"{command[0]} was stopped after {timeout_s:g} s")
     return process.returncode, lines
 
 
-def _kill_group(pid: int) -> None:
+def _kill_group(pid: int, fired: threading.Event) -> None:
     with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
         os.killpg(pid, signal.SIGKILL)
+        fired.set()

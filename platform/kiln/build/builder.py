@@ -195,7 +195,7 @@ class Builder:
                 code = artifacts.run_once(artifact, manifest.release, env, info, limit)
                 if code != 0:
                     ended = (
-                        f"was stopped after {limit:g} s" if code == -9 else f"exited with {code}"
+                        f"was stopped after {limit:g} s" if code is None else f"exited with {code}"
                     )
                     raise BuildFailed(
                         f"the release command `{manifest.release}` {ended} (its output is above)"

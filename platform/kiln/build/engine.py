@@ -27,9 +27,10 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _NOISE = re.compile(r"^\s*(---> Running in |Removing intermediate container |---> [0-9a-f]{12}$)")
 
 
-def _kill_quietly(container: Any) -> None:
+def _kill_quietly(container: Any, fired: threading.Event) -> None:
     with contextlib.suppress(Exception):  # it ended meanwhile
         container.kill()
+        fired.set()
 
 
 class EngineError(Unavailable):
@@ -48,7 +49,7 @@ class ContainerEngine(Protocol):
     def run(
         self, image: str, command: str, env: dict[str, str], on_line: Callable[[str], None],
         timeout_s: float,
-    ) -> int: ...  # fmt: skip
+    ) -> int | None: ...  # fmt: skip
 
 
 class DockerEngine:
@@ -111,16 +112,17 @@ class DockerEngine:
     def run(
         self, image: str, command: str, env: dict[str, str], on_line: Callable[[str], None],
         timeout_s: float,
-    ) -> int:  # fmt: skip
+    ) -> int | None:  # fmt: skip
         """Run COMMAND (a shell line) once in a fresh container of IMAGE with ENV, each output line
-        to ON_LINE; its exit code (-9 if it was killed at TIMEOUT_S). The container is removed."""
+        to ON_LINE; its exit code, None if it was killed at TIMEOUT_S. The container is removed."""
         try:
             container = self.client.containers.run(
                 image, [command], entrypoint=["/bin/sh", "-c"], environment=env, detach=True
             )
         except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
             raise EngineError(f"could not run {image}: {_reason(exc)}") from None
-        killer = threading.Timer(timeout_s, lambda: _kill_quietly(container))
+        fired = threading.Event()
+        killer = threading.Timer(timeout_s, _kill_quietly, (container, fired))
         killer.start()
         try:
             pending = b""
@@ -132,7 +134,7 @@ class DockerEngine:
             if pending:
                 on_line(pending.decode(errors="replace").rstrip())
             code = int(container.wait()["StatusCode"])
-            return -9 if not killer.is_alive() else code
+            return None if fired.is_set() else code
         finally:
             killer.cancel()
             with contextlib.suppress(Exception):  # already gone

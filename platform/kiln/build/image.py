@@ -41,7 +41,7 @@ class ImageBuilder:
     def run_once(
         self, artifact: Artifact, command: str, env: dict[str, str],
         on_line: Callable[[str], None], timeout_s: float,
-    ) -> int:  # fmt: skip
+    ) -> int | None:  # fmt: skip
         """In a fresh container of the image (its own environment, then ENV), removed after."""
         return self.engine.run(artifact.reference, command, env, on_line, timeout_s)
 

@@ -70,17 +70,21 @@ class SlugBuilder:
     def run_once(
         self, artifact: Artifact, command: str, env: dict[str, str],
         on_line: Callable[[str], None], timeout_s: float,
-    ) -> int:  # fmt: skip
-        """In the slug's app directory, as its dyno runs, with the slug's virtualenv first on PATH."""
+    ) -> int | None:  # fmt: skip
+        """In the slug's app directory, with its dyno's environment and the slug's virtualenv
+        first on PATH."""
+        from kiln.run.dyno import host_environment
+
         venv_bin = Path(artifact.command[0]).parent
-        host = {
-            k: os.environ[k] for k in ("LANG", "LC_ALL", "TZ", "SSL_CERT_FILE") if k in os.environ
-        }
-        path = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
+        host = host_environment()
+        path = f"{venv_bin}{os.pathsep}{host.get('PATH', '/usr/bin:/bin')}"
         full = {**host, **artifact.env, **env, "PATH": path, "VIRTUAL_ENV": str(venv_bin.parent)}
-        code, _lines = run_streaming(["/bin/sh", "-c", command], on_line, env=full,
-                                     cwd=Path(artifact.reference) / "app", timeout_s=timeout_s)  # fmt: skip
-        return code if code >= 0 else -9
+        try:
+            code, _lines = run_streaming(["/bin/sh", "-c", command], on_line, env=full,
+                                         cwd=Path(artifact.reference) / "app", timeout_s=timeout_s)  # fmt: skip
+        except TimeoutError:
+            return None
+        return code
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -63,6 +63,15 @@ class _Output:
             self.sink(f"(log stream ended: {type(exc).__name__})")
 
 
+_HOST_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "HF_HOME", "HF_HUB_OFFLINE")
+
+
+def host_environment() -> dict[str, str]:
+    """What a process on the host (a slug's dyno, its release command) takes from the host's
+    environment: PATH and locale, never Ray's variables. A container has the image's own."""
+    return {k: os.environ[k] for k in _HOST_ENV if k in os.environ}
+
+
 def _die_with_parent() -> None:
     """In the child: SIGTERM when the supervisor's thread dies; own process group."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)

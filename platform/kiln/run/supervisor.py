@@ -23,7 +23,7 @@ from ray.serve import Application
 
 from kiln.models import ArtifactKind
 from kiln.route.keys import KeyGuard
-from kiln.run.dyno import ContainerDyno, Dyno, ProcessDyno
+from kiln.run.dyno import ContainerDyno, Dyno, ProcessDyno, host_environment
 from kiln.run.logs import LogShipper
 from kiln.run.proxy import Forwarder
 from kiln.run.spec import DynoSpec
@@ -31,7 +31,6 @@ from kiln.vault import Vault
 
 CRASH_LOOP_RESTARTS = 3
 CRASH_LOOP_WINDOW_S = 60.0
-_BASE_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "HF_HOME", "HF_HUB_OFFLINE")
 
 
 class DynoFailed(RuntimeError):
@@ -123,11 +122,10 @@ class DynoSupervisor:
         if artifact.kind is ArtifactKind.SLUG:
             # A process shares the host: give it the host's PATH and locale, not Ray's variables.
             # A container has its own (the image's), which the host's would break.
-            host = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
             return ProcessDyno(
                 artifact.command,
                 Path(artifact.reference) / "app",
-                {**host, **artifact.env, **env},
+                {**host_environment(), **artifact.env, **env},
                 sink,
             )
         import docker

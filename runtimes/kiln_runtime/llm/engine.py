@@ -263,6 +263,8 @@ class TransformersEngine:
     def _flush(self) -> None:
         """Post the deltas made since the last flush: one wake-up per event loop, not one per
         delta. (A server's loop that woke for every token took the GIL from this thread as often.)"""
+        if not self._outbox:  # most steps between arrivals: nothing to post
+            return
         outbox, self._outbox = self._outbox, []
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[GenerationRequest, str | None]]] = {}
         for request, delta in outbox:
