@@ -1,4 +1,5 @@
-"""Source upload: pack honours ignore files; extract refuses unsafe or oversized archives."""
+"""Source upload: pack honours ignore files, extract the archive's own; hostile archives are in
+test_unpack.py."""
 
 import tarfile
 from collections.abc import Callable
@@ -49,31 +50,6 @@ def test_extract_applies_the_archives_own_ignore_rules(
     assert files_in(dest) == {".kilnignore", "main.py"}
 
 
-@pytest.mark.parametrize(
-    ("bad", "message"),
-    [(member("/etc/cron.d/evil"), "'/etc/cron.d/evil' is an absolute path"),
-     (member("../../evil.py"), "'../../evil.py' points outside the app"),
-     (member("a/../../evil.py"), "points outside the app"),
-     (member("link", tarfile.SYMTYPE, "/etc/passwd"), "is a link to '/etc/passwd', outside the app"),
-     (member("sub/link", tarfile.SYMTYPE, "../../x"), "is a link to '../../x', outside the app"),
-     (member("hard", tarfile.LNKTYPE, "../outside"), "outside the app"),
-     (member("dev", tarfile.CHRTYPE), "'dev' is a device file or FIFO"),
-     (member("pipe", tarfile.FIFOTYPE), "is a device file or FIFO")],
-)  # fmt: skip
-def test_unsafe_members_refuse_the_whole_archive(
-    craft_archive: Crafter, tmp_path: Path, bad: tarfile.TarInfo, message: str
-) -> None:
-    data = b"x" if bad.type == tarfile.REGTYPE else None
-    archive = craft_archive((member("main.py"), b"app = 1\n"), (bad, data))
-    dest = tmp_path / "out"
-    dest.mkdir()
-    with pytest.raises(InvalidInput, match="the source archive was refused") as caught:
-        extract(archive, dest, SourceLimits())
-    assert message in caught.value.message
-    assert files_in(dest) == set()  # nothing written, not even the good file
-    assert not (tmp_path / "evil.py").exists()
-
-
 def test_links_inside_the_app_are_kept(craft_archive: Crafter, tmp_path: Path) -> None:
     archive = craft_archive(
         (member("conf/base.toml"), b"a = 1\n"),
@@ -96,29 +72,6 @@ def test_the_symlink_escape_fixture_is_refused(
         extract(archive_of(APPS / "symlink_escape"), dest, SourceLimits())
 
 
-def test_huge_files_are_refused_naming_the_largest(
-    tmp_path: Path, archive_of: Callable[[Path], Path]
-) -> None:
-    app = tmp_path / "huge_file"
-    app.mkdir()
-    (app / "main.py").write_text("app = 1\n")
-    (app / "weights.safetensors").write_bytes(b"\0" * (3 * 2**20))
-    dest = tmp_path / "out"
-    dest.mkdir()
-    with pytest.raises(InvalidInput) as caught:
-        extract(archive_of(app), dest, SourceLimits(max_bytes=2 * 2**20))
-    assert (
-        "over the limit of 2 MiB (largest file: weights.safetensors, 3 MiB)" in caught.value.message
-    )
-    assert files_in(dest) == set()
-
-
-def test_too_many_files(craft_archive: Crafter, tmp_path: Path) -> None:
-    archive = craft_archive(*[(member(f"f{i}.py"), b"") for i in range(6)])
-    with pytest.raises(InvalidInput, match="the source has 6 files, over the limit of 5"):
-        extract(archive, tmp_path, SourceLimits(max_files=5))
-
-
 def test_a_cut_off_upload_is_reported_as_incomplete(
     archive_of: Callable[[Path], Path], tmp_path: Path
 ) -> None:
@@ -127,16 +80,9 @@ def test_a_cut_off_upload_is_reported_as_incomplete(
     cut.write_bytes(whole[: len(whole) // 2])
     dest = tmp_path / "out"
     dest.mkdir()
-    with pytest.raises(InvalidInput, match=r"not a complete \.tar\.gz archive"):
+    with pytest.raises(InvalidInput, match=r"not a complete archive"):
         extract(cut, dest, SourceLimits())
     assert files_in(dest) == set()
-
-
-def test_not_an_archive_at_all(tmp_path: Path) -> None:
-    junk = tmp_path / "junk.tar.gz"
-    junk.write_bytes(b"this is not gzip")
-    with pytest.raises(InvalidInput, match=r"not a complete \.tar\.gz archive"):
-        extract(junk, tmp_path, SourceLimits())
 
 
 def test_tree_digest_follows_content_and_names_only(tmp_path: Path) -> None:

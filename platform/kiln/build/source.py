@@ -1,8 +1,8 @@
 """An app's source on its way in: packed by the CLI honouring ignore files, extracted by the
 server without trusting the archive, and digested.
 
-Extraction refuses (and writes nothing for) absolute paths, ``..``, links pointing outside the app,
-device files and FIFOs, and archives past the size or file-count limit.
+Extraction is ``kiln.build.unpack``'s: it refuses (and leaves nothing of) any archive that could
+write or point outside the app, or that is over a limit.
 """
 
 from __future__ import annotations
@@ -10,31 +10,22 @@ from __future__ import annotations
 __all__ = ["SourceLimits", "extract", "ignore_spec", "pack", "tree_digest"]
 
 import hashlib
-import io
 import os
-import posixpath
 import shutil
 import tarfile
-import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import pathspec
 
+from kiln.build.unpack import SourceLimits, unpack
 from kiln.errors import InvalidInput
 
 IGNORE_FILES = (".kilnignore", ".dockerignore")
 # Never part of an app's source: VCS data, local environments, caches.
 ALWAYS_IGNORED = [".git/", ".hg/", ".venv/", "venv/", "__pycache__/", "*.pyc", ".mypy_cache/",
                   ".pytest_cache/", ".ruff_cache/", ".kiln/", "node_modules/"]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class SourceLimits:
-    max_bytes: int = 2 * 2**30
-    max_files: int = 100_000
 
 
 def ignore_spec(rules_text: str | None) -> pathspec.PathSpec[Any]:
@@ -86,6 +77,11 @@ def pack(root: Path, out: IO[bytes]) -> tuple[int, int]:
                 with path.open("rb") as file:
                     tar.addfile(info, file)
                 size += info.size
+            elif info.islnk():  # a second name of a file already packed: pack its content again
+                info.type, info.linkname, info.size = tarfile.REGTYPE, "", path.stat().st_size
+                with path.open("rb") as file:
+                    tar.addfile(info, file)
+                size += info.size
             elif info.issym():
                 tar.addfile(info)
             else:
@@ -94,85 +90,37 @@ def pack(root: Path, out: IO[bytes]) -> tuple[int, int]:
     return files, size
 
 
-def _problem(member: tarfile.TarInfo) -> str | None:
-    name = member.name
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        return f"{name!r} is an absolute path"
-    normal = posixpath.normpath(name)
-    if normal == ".." or normal.startswith("../"):
-        return f"{name!r} points outside the app (..)"
-    if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
-        return f"{name!r} is a device file or FIFO"
-    if member.issym() or member.islnk():
-        target = member.linkname
-        if member.issym():
-            target = posixpath.join(posixpath.dirname(normal), target)
-        resolved = posixpath.normpath(target)
-        if member.linkname.startswith("/") or resolved == ".." or resolved.startswith("../"):
-            return f"{name!r} is a link to {member.linkname!r}, outside the app"
-    return None
-
-
 def extract(archive: Path, dest: Path, limits: SourceLimits) -> int:
-    """Extract a .tar.gz upload into ``dest`` (which must be empty); returns the file count."""
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = tar.getmembers()
-            _check(members, limits)
-            spec = ignore_spec(_archived_rules(tar, members))
-            kept = [m for m in members if m.isdir() or not spec.match_file(m.name)]
-            tar.extractall(dest, members=kept, filter="data")
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        if isinstance(exc, tarfile.FilterError):
-            raise InvalidInput(
-                f"the source archive was refused: {exc}", code="unsafe_archive"
-            ) from None
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True, exist_ok=True)
-        raise InvalidInput(
-            f"the upload is not a complete .tar.gz archive ({type(exc).__name__}: {exc}); it may "
-            "have been cut off: run kiln deploy again",
-            code="bad_archive",
-        ) from None
-    return sum(1 for m in kept if m.isfile())
+    """Unpack an uploaded archive into ``dest`` (which must be empty) without trusting it
+    (``kiln.build.unpack``), then drop what the app's own ignore rules exclude; returns the
+    number of files kept."""
+    unpack(archive, dest, limits)
+    spec = ignore_spec(_rules_in_tree(dest))
+    kept = 0
+    for directory, dirnames, filenames in os.walk(dest):  # never into linked directories
+        here = Path(directory)
+        rel_dir = here.relative_to(dest)
+        for name in list(dirnames):
+            if (here / name).is_symlink():
+                filenames.append(name)  # a link: judged (and counted) as a file below
+                dirnames.remove(name)
+            elif spec.match_file((rel_dir / name).as_posix() + "/"):
+                shutil.rmtree(here / name)
+                dirnames.remove(name)
+        for name in filenames:
+            if spec.match_file((rel_dir / name).as_posix()):
+                (here / name).unlink()
+            elif not (here / name).is_symlink():
+                kept += 1
+    return kept
 
 
-def _check(members: list[tarfile.TarInfo], limits: SourceLimits) -> None:
-    files = [m for m in members if m.isfile()]
-    for member in members:
-        problem = _problem(member)
-        if problem:
-            raise InvalidInput(
-                f"the source archive was refused: {problem}. Deploy a directory whose files and "
-                "links all stay inside it",
-                code="unsafe_archive",
-            )
-    if len(files) > limits.max_files:
-        raise InvalidInput(
-            f"the source has {len(files)} files, over the limit of {limits.max_files}; add what "
-            "the app does not need to .kilnignore",
-            code="source_too_large",
-        )
-    total = sum(m.size for m in files)
-    if total > limits.max_bytes:
-        biggest = max(files, key=lambda m: m.size)
-        raise InvalidInput(
-            f"the source is {total / 2**20:.0f} MiB, over the limit of "
-            f"{limits.max_bytes / 2**20:.0f} MiB (largest file: {biggest.name}, "
-            f"{biggest.size / 2**20:.0f} MiB). Keep weights and data out of the source (.kilnignore)"
-            ": models are fetched at release time",
-            code="source_too_large",
-        )
-
-
-def _archived_rules(tar: tarfile.TarFile, members: list[tarfile.TarInfo]) -> str | None:
-    by_name = {posixpath.normpath(m.name): m for m in members if m.isfile()}
+def _rules_in_tree(root: Path) -> str | None:
+    """The unpacked app's .kilnignore (else .dockerignore): a regular file, never a link."""
     for name in IGNORE_FILES:
-        member = by_name.get(name)
-        if member is not None and member.size < 2**20:
-            handle = tar.extractfile(member)
-            if handle is not None:
-                return io.TextIOWrapper(handle, errors="replace").read()
+        path = root / name
+        if path.is_file() and not path.is_symlink() and path.stat().st_size < 2**20:
+            return path.read_text(errors="replace")
     return None
 
 
