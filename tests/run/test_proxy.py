@@ -66,7 +66,12 @@ def anything(path: str, request: Request) -> dict[str, str]:
 
 
 def serve_in_thread(app: object, port: int) -> uvicorn.Server:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))  # type: ignore[arg-type]
+    # As in a replica (kiln.run.cluster sets FORWARDED_ALLOW_IPS for Ray): no client's
+    # X-Forwarded-* is trusted for the connection's own address and scheme.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="error", forwarded_allow_ips=""
+    )  # type: ignore[arg-type]
+    server = uvicorn.Server(config)
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.01)
@@ -74,14 +79,22 @@ def serve_in_thread(app: object, port: int) -> uvicorn.Server:
 
 
 @pytest.fixture(scope="module")
-def proxied() -> Iterator[str]:
-    up_port, proxy_port = free_port(), free_port()
-    servers = [serve_in_thread(upstream, up_port)]
+def upstream_url() -> Iterator[str]:
+    port = free_port()
+    server = serve_in_thread(upstream, port)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+
+
+@pytest.fixture(scope="module")
+def proxied(upstream_url: str) -> Iterator[str]:
+    proxy_port = free_port()
+    servers = []
 
     async def ready() -> bool:
         return True
 
-    forwarder = Forwarder(lambda: f"http://127.0.0.1:{up_port}", ready)
+    forwarder = Forwarder(lambda: upstream_url, ready)
     servers.append(serve_in_thread(forwarder, proxy_port))
     yield f"http://127.0.0.1:{proxy_port}"
     for server in servers:
@@ -95,6 +108,17 @@ def test_method_path_query_and_headers_pass_through(proxied: str) -> None:
     ).json()
     assert sent["authorization"] == "Bearer k" and sent["x-custom"] == "v"
     assert sent["x-forwarded-for"] == "127.0.0.1" and sent["x-forwarded-proto"] == "http"
+
+
+def test_headers_the_platform_owns_cannot_be_forged_by_the_client(proxied: str) -> None:
+    forged = {"X-Kiln-Key-Id": "1", "X-Kiln-App": "other", "X-Forwarded-For": "6.6.6.6",
+              "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example",
+              "X-Forwarded-Prefix": "/admin", "Forwarded": "for=6.6.6.6", "X-Real-IP": "6.6.6.6"}  # fmt: skip
+    sent = httpx.get(f"{proxied}/headers", headers=forged).json()
+    assert sent["x-forwarded-for"] == "127.0.0.1" and sent["x-forwarded-proto"] == "http"
+    for name in ("x-kiln-key-id", "x-kiln-app", "x-forwarded-host", "x-forwarded-prefix",
+                 "forwarded", "x-real-ip"):  # fmt: skip
+        assert name not in sent, name
 
 
 def test_repeated_set_cookie_headers_survive(proxied: str) -> None:
@@ -196,7 +220,7 @@ def test_a_request_the_dyno_never_got_waits_for_the_restart_and_goes_through(pro
     assert recovered == [True]
 
 
-def test_with_api_keys_the_key_is_checked_and_never_forwarded(proxied: str) -> None:
+def test_with_api_keys_the_key_is_checked_and_never_forwarded(upstream_url: str) -> None:
     from kiln import tokens
     from kiln.models import KeyRule
     from kiln.route.keys import KeyGuard
@@ -214,11 +238,10 @@ def test_with_api_keys_the_key_is_checked_and_never_forwarded(proxied: str) -> N
         return True
 
     port = free_port()
-    target = proxied  # the open proxy forwards on to the upstream app
-    server = serve_in_thread(Forwarder(lambda: target, ready, guard=guard), port)
+    server = serve_in_thread(Forwarder(lambda: upstream_url, ready, guard=guard), port)
     url = f"http://127.0.0.1:{port}/headers"
     refused = httpx.get(url)
-    seen = httpx.get(url, headers={"Authorization": f"Bearer {key}"}).json()
+    seen = httpx.get(url, headers={"Authorization": f"Bearer {key}", "X-Kiln-Key-Id": "1"}).json()
     limited = httpx.get(url, headers={"Authorization": f"Bearer {key}"})
     server.should_exit = True
     assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"

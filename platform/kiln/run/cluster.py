@@ -41,6 +41,10 @@ def ray_environment(settings: Settings) -> dict[str, str]:
         RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=os.environ.get(
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "5"
         ),
+        # Serve's HTTP servers run uvicorn, which by default takes a loopback peer's
+        # X-Forwarded-For as the client's address: HAProxy is that peer, and it passes on what
+        # the client sent, so any client could name itself. Trust no one's.
+        FORWARDED_ALLOW_IPS="",
         KILN_HOME=str(settings.home),
         KILN_SECRET_KEY=load_vault(settings).key_material,
     )

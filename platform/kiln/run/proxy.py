@@ -26,6 +26,10 @@ Send = Callable[[Message], Awaitable[None]]
 # Hop-by-hop headers belong to one connection, not to the request (RFC 9110 7.6.1).
 _HOP = frozenset({b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
                   b"te", b"trailer", b"transfer-encoding", b"upgrade", b"host"})  # fmt: skip
+# Headers only the platform may set: whatever a client sends under these names is dropped, so an
+# app can trust X-Kiln-Key-Id (which key called) and X-Forwarded-* (set here, from the connection).
+_PLATFORM_OWNED = frozenset({b"forwarded", b"x-real-ip", b"x-forwarded-for", b"x-forwarded-proto",
+                             b"x-forwarded-host", b"x-forwarded-prefix", b"x-forwarded-port"})  # fmt: skip
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _BUFFER_LIMIT = 8 * 2**20  # bodies with a Content-Length up to this are sent whole
 
@@ -94,7 +98,10 @@ class Forwarder:
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in scope["headers"]
             # A Kiln key stops here: the app never sees (or logs) it, only which key it was.
-            if k not in _HOP and not (key_id is not None and k == b"authorization")
+            if k not in _HOP
+            and k not in _PLATFORM_OWNED
+            and not k.startswith(b"x-kiln-")
+            and not (key_id is not None and k == b"authorization")
         ]
         if key_id is not None:
             headers.append(("X-Kiln-Key-Id", str(key_id)))
