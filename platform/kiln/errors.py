@@ -6,8 +6,10 @@ The tree::
     ├── InvalidInput           bad input from a user: a name, a key, a value (400)
     │   └── ManifestError      a kiln.toml that does not parse or validate (carries each problem)
     ├── Unauthorized           a missing, malformed or unknown platform token (401)
+    ├── Forbidden              a valid token that may not do this: its scope, its apps, expiry (403)
     ├── NotFound               an app, release or token that does not exist (404)
     ├── Conflict               a name already taken, a state that forbids the action (409)
+    ├── RateLimited            too many attempts (failed sign-ins); says when to retry (429)
     └── Unavailable            the control plane or a component cannot be reached (503)
 
 The API turns a ``KilnError`` into ``{"error": {"code": ..., "message": ...}}`` with its status; the
@@ -18,11 +20,13 @@ from __future__ import annotations
 
 __all__ = [
     "Conflict",
+    "Forbidden",
     "InvalidInput",
     "KilnError",
     "ManifestError",
     "ManifestProblem",
     "NotFound",
+    "RateLimited",
     "Unauthorized",
     "Unavailable",
 ]
@@ -58,6 +62,11 @@ class Unauthorized(KilnError):
     default_code = "unauthorized"
 
 
+class Forbidden(KilnError):
+    status = 403
+    default_code = "forbidden"
+
+
 class NotFound(KilnError):
     status = 404
     default_code = "not_found"
@@ -66,6 +75,15 @@ class NotFound(KilnError):
 class Conflict(KilnError):
     status = 409
     default_code = "conflict"
+
+
+class RateLimited(KilnError):
+    status = 429
+    default_code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(KilnError):

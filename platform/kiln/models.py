@@ -35,6 +35,7 @@ __all__ = [
     "RollbackRequest",
     "TokenCreate",
     "TokenInfo",
+    "TokenScope",
 ]
 
 import enum
@@ -236,12 +237,25 @@ class ReleaseInfo(_Record):
     artifact: Artifact | None = Field(None, description="What it runs; none before a first deploy.")
 
 
+class TokenScope(enum.StrEnum):
+    """What a platform token may do. ``deploy`` and ``read`` are limited to the token's apps."""
+
+    ADMIN = "admin"  # everything: every app, tokens, creating and destroying apps, the cluster
+    DEPLOY = "deploy"  # its apps: push, deploy, config, scale, keys, add-ons, logs, rollback
+    READ = "read"  # its apps: look (apps:info, releases, ps, builds, logs), change nothing
+
+
 class TokenInfo(_Record):
     id: int = Field(description="The token's id, used to revoke it.")
     name: str = Field(description="What the token is for.")
     prefix: str = Field(description="The token's first characters, to recognise it.")
     created_at: datetime
     last_used_at: datetime | None = Field(None, description="Last authenticated request (UTC).")
+    scope: TokenScope = Field(TokenScope.ADMIN, description="What the token may do.")
+    apps: list[str] = Field(
+        default_factory=list, description="The apps a deploy or read token is for (admin: all)."
+    )
+    expires_at: datetime | None = Field(None, description="When it stops working (UTC).")
 
 
 class NewToken(TokenInfo):
@@ -257,6 +271,13 @@ class AppCreate(BaseModel):
 
 class TokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100, description="What the token is for.")
+    scope: TokenScope = Field(TokenScope.ADMIN, description="What the token may do.")
+    apps: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="The apps a deploy or read token is for; an admin token takes none.",
+    )
+    expires_in_s: float | None = Field(None, gt=0, description="Seconds until it stops working.")
 
 
 class Deployment(_Record):

@@ -93,6 +93,20 @@ def test_tokens_create_list_revoke(kiln: Kiln) -> None:
     assert f"Revoked token {made['id']}" in kiln("tokens:revoke", str(made["id"])).output
 
 
+def test_a_deploy_token_for_one_app(kiln: Kiln, monkeypatch: pytest.MonkeyPatch) -> None:
+    kiln("apps:create", "chat")
+    kiln("apps:create", "other")
+    made = json.loads(
+        kiln("tokens:create", "ci", "--app", "chat", "--expires", "90d", "--json").output
+    )
+    assert made["scope"] == "deploy" and made["apps"] == ["chat"] and made["expires_at"]
+    assert "deploy" in kiln("tokens").output
+    monkeypatch.setenv("KILN_TOKEN", made["token"])
+    assert kiln("config:set", "-a", "chat", "A=1").exit_code == 0
+    refused = kiln("config:set", "-a", "other", "A=1", ok=False).output
+    assert "the token ci (deploy) is for chat only, not other" in refused
+
+
 def test_status(kiln: Kiln) -> None:
     output = kiln("status").output
     assert "Version: 0.1.0" in output and "Store:   sqlite" in output

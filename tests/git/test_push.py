@@ -106,6 +106,41 @@ def test_without_a_token_nothing_is_read_or_written(
     assert cloned.returncode != 0
 
 
+def test_a_token_for_reading_or_for_another_app_cannot_push(
+    slug_api: LiveApi, app: str, tmp_path: Path
+) -> None:
+    from kiln.models import TokenScope
+
+    store = slug_api.store
+    store.create_app("neighbour", actor="t")
+    reader = store.create_token("r", scope=TokenScope.READ, apps=[app]).token
+    neighbour = store.create_token("n", scope=TokenScope.DEPLOY, apps=["neighbour"]).token
+    repo = repo_of(EXAMPLES / "echo", tmp_path)
+    git(repo, "push", remote(slug_api, app), "main")  # an admin's push: something to read
+    for token in (reader, neighbour):
+        refused = git(repo, "push", remote(slug_api, app, token), "main:master", check=False)
+        assert refused.returncode != 0 and "403" in refused.stderr, refused.stderr
+    assert git(tmp_path, "clone", remote(slug_api, app, reader), "read").returncode == 0
+    assert (
+        git(tmp_path, "clone", remote(slug_api, app, neighbour), "n", check=False).returncode != 0
+    )
+    assert [b.commit for b in store.builds.list(app)] == [
+        git(repo, "rev-parse", "HEAD").stdout.strip()
+    ]
+
+
+def test_a_commit_whose_link_points_outside_is_refused(
+    slug_api: LiveApi, app: str, tmp_path: Path
+) -> None:
+    repo = repo_of(EXAMPLES / "echo", tmp_path)
+    (repo / "secrets.txt").symlink_to("/etc/passwd")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "leak")
+    pushed = git(repo, "push", remote(slug_api, app), "main", check=False)
+    assert pushed.returncode != 0
+    assert "'secrets.txt' is a link to '/etc/passwd', outside the app" in pushed.stderr
+
+
 def test_other_branches_are_refused_saying_which_deploys(
     slug_api: LiveApi, app: str, tmp_path: Path
 ) -> None:

@@ -16,7 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from kiln import __version__
-from kiln.api.auth import require_token
+from kiln.api.access import AuthThrottle
+from kiln.api.auth import authorize
 from kiln.api.routes import (
     addons,
     apps,
@@ -32,24 +33,30 @@ from kiln.api.routes import (
     tokens,
 )
 from kiln.build.builder import Builder, choose_artifact_builders
-from kiln.errors import KilnError
+from kiln.errors import KilnError, RateLimited
 from kiln.git import http as git_http
 from kiln.gpu.cluster import GpuCluster
 from kiln.models import ErrorBody, ErrorDetail
+from kiln.route.keys import retry_after
 from kiln.run.reconciler import Reconciler
 from kiln.settings import Settings
 from kiln.store import Store
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, retry_after_s: float | None = None
+) -> JSONResponse:
     body = ErrorBody(error=ErrorDetail(code=code, message=message))
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after_s is not None:
+        headers["Retry-After"] = retry_after(retry_after_s)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers or None)
 
 
 async def _kiln_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, KilnError)
-    return error_response(exc.status, exc.code, exc.message)
+    wait = exc.retry_after_s if isinstance(exc, RateLimited) else None
+    return error_response(exc.status, exc.code, exc.message, wait)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -100,12 +107,12 @@ def create_app(
     api.state.reconciler = reconciler
     api.state.push_locks = {}
     api.state.gpus = GpuCluster(settings)
+    api.state.auth_throttle = AuthThrottle()
     api.add_exception_handler(KilnError, _kiln_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.include_router(system.public)
     api.include_router(git_http.router)  # its own auth: HTTP Basic, for git's credential helpers
-    api.include_router(system.router)
     for module in (addons, apps, builds, config, formation, logs, metrics, models, nodes, releases,
-                   tokens):  # fmt: skip
-        api.include_router(module.router, dependencies=[Depends(require_token)])
+                   system, tokens):  # fmt: skip
+        api.include_router(module.router, dependencies=[Depends(authorize)])
     return api

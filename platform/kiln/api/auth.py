@@ -1,15 +1,18 @@
-"""Platform-token authentication: every route but ``/healthz`` needs ``Authorization: Bearer``."""
+"""Platform-token authentication and authorisation: every route but ``/healthz`` needs
+``Authorization: Bearer``, from a token whose scope covers the call (``kiln.api.access``)."""
 
 from __future__ import annotations
 
-__all__ = ["get_store", "require_token"]
+__all__ = ["Caller", "StoreDep", "authorize", "check_token", "get_store", "require_token"]
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from kiln.errors import Unauthorized
+from kiln.api.access import AuthThrottle, needed, refusal
+from kiln.errors import Forbidden, RateLimited, Unauthorized
 from kiln.models import TokenInfo
 from kiln.store import Store
 
@@ -21,24 +24,62 @@ def get_store(request: Request) -> Store:
     return store
 
 
-def require_token(
-    store: Annotated[Store, Depends(get_store)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> TokenInfo:
-    """The caller's token; 401 (saying nothing about the resource asked for) if it is not valid."""
-    if credentials is None:
+def check_token(store: Store, throttle: AuthThrottle, client: str, secret: str | None) -> TokenInfo:
+    """The token ``secret`` belongs to. Raises Unauthorized (saying nothing about any resource),
+    Forbidden for an expired token, or RateLimited after too many failures from ``client``."""
+    wait = throttle.wait_s(client)
+    if wait > 0:
+        raise RateLimited(
+            f"too many failed sign-ins from {client}; wait {wait:.0f}s before trying again",
+            retry_after_s=wait,
+            code="too_many_failures",
+        )
+    if not secret:
+        throttle.failed(client)
         raise Unauthorized(
             "missing platform token: send 'Authorization: Bearer TOKEN'. The CLI uses the token "
             "`kiln up` stored, or KILN_TOKEN; create more with kiln tokens:create",
             code="missing_token",
         )
-    token = store.authenticate(credentials.credentials)
+    token = store.authenticate(secret)
     if token is None:
+        throttle.failed(client)
         raise Unauthorized(
             "invalid platform token: it is malformed, revoked, or from another platform. "
             "Check KILN_TOKEN, or log in again with a token from kiln tokens:create",
             code="invalid_token",
         )
+    if token.expires_at is not None and token.expires_at <= datetime.now(UTC):
+        raise Forbidden(
+            f"the token {token.name} expired at {token.expires_at:%Y-%m-%d %H:%M} UTC; ask an "
+            "admin for a new one (kiln tokens:create)",
+            code="token_expired",
+        )
+    return token
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def require_token(
+    request: Request,
+    store: Annotated[Store, Depends(get_store)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> TokenInfo:
+    """The caller's valid, unexpired token."""
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    secret = credentials.credentials if credentials is not None else None
+    return check_token(store, throttle, client_address(request), secret)
+
+
+def authorize(request: Request, token: Annotated[TokenInfo, Depends(require_token)]) -> TokenInfo:
+    """403 unless the token's scope covers this route (and its ``{app}``, if it has one)."""
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    level = needed(request.method, route)
+    reason = refusal(token, level, request.path_params.get("app"))
+    if reason is not None:
+        raise Forbidden(reason, code="out_of_scope")
     return token
 
 

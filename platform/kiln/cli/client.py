@@ -15,7 +15,15 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from kiln.credentials import Credentials, read_credentials
-from kiln.errors import Conflict, InvalidInput, KilnError, NotFound, Unauthorized, Unavailable
+from kiln.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    KilnError,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
 from kiln.models import ErrorBody
 
 T = TypeVar("T")
@@ -23,6 +31,7 @@ T = TypeVar("T")
 _BY_STATUS: dict[int, type[KilnError]] = {
     400: InvalidInput,
     401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: InvalidInput,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
+from kiln.addons.api_keys import parse_duration
 from kiln.cli.client import ApiClient
 from kiln.cli.options import json_option, when
 from kiln.cli.output import emit_json, print_table, success
-from kiln.models import NewToken, TokenCreate, TokenInfo
+from kiln.models import NewToken, TokenCreate, TokenInfo, TokenScope
 
 
 @click.command("tokens")
@@ -19,25 +20,48 @@ def tokens(as_json: bool) -> None:
         emit_json(found)
         return
     rows = [
-        (t.id, t.name, f"{t.prefix}...", when(t.created_at), when(t.last_used_at)) for t in found
-    ]
-    print_table(("ID", "NAME", "PREFIX", "CREATED", "LAST USED"), rows, "No tokens.")
+        (t.id, t.name, f"{t.prefix}...", t.scope, ",".join(t.apps) or "(all)",
+         when(t.expires_at) if t.expires_at else "never", when(t.last_used_at))
+        for t in found
+    ]  # fmt: skip
+    print_table(
+        ("ID", "NAME", "PREFIX", "SCOPE", "APPS", "EXPIRES", "LAST USED"), rows, "No tokens."
+    )
 
 
 @click.command("tokens:create")
 @click.argument("name")
+@click.option("--app", "apps", multiple=True, metavar="APP",
+              help="An app the token is for (repeat for more); default: every app (admin).")  # fmt: skip
+@click.option(
+    "--scope",
+    type=click.Choice([s.value for s in TokenScope]),
+    help="admin (everything), deploy (its apps: push, config, scale, logs...) or read (its apps: "
+    "look only); default: deploy with --app, else admin.",
+)
+@click.option("--expires", metavar="DURATION", help="Stop working after this long: 12h, 90d.")
 @json_option
-def tokens_create(name: str, as_json: bool) -> None:
-    """Create a platform token; its secret is printed once."""
-    token = ApiClient.from_environment().post(
-        "/tokens", NewToken, TokenCreate(name=name).model_dump()
-    )
+def tokens_create(
+    name: str, apps: tuple[str, ...], scope: str | None, expires: str | None, as_json: bool
+) -> None:
+    """Create a platform token; its secret is printed once.
+
+    kiln tokens:create ci --app chat --scope deploy --expires 90d
+    """
+    chosen = TokenScope(scope) if scope else (TokenScope.DEPLOY if apps else TokenScope.ADMIN)
+    body = TokenCreate(
+        name=name, scope=chosen, apps=list(apps),
+        expires_in_s=parse_duration(expires) if expires else None,
+    )  # fmt: skip
+    token = ApiClient.from_environment().post("/tokens", NewToken, body.model_dump(mode="json"))
     if as_json:
         emit_json(token)
         return
     click.echo(token.token)
+    covers = "every app" if token.scope is TokenScope.ADMIN else ", ".join(token.apps)
     success(
-        f"Created token {token.id} ({token.name}). It is shown only this once.",
+        f"Created {token.scope} token {token.id} ({token.name}) for {covers}. It is shown only "
+        "this once.",
         "export KILN_TOKEN=... on the machine that will use it",
     )
 

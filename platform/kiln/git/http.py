@@ -23,9 +23,12 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from kiln.errors import Unauthorized
+from kiln.api.access import Level, refusal
+from kiln.api.auth import check_token, client_address
+from kiln.errors import Forbidden, RateLimited, Unauthorized
 from kiln.git.repos import ensure_repo
 from kiln.models import TokenInfo
+from kiln.route.keys import retry_after
 from kiln.settings import Settings
 from kiln.store import Store
 
@@ -48,28 +51,40 @@ def _token(request: Request) -> str | None:
     return None
 
 
-def _authenticate(request: Request) -> tuple[str, TokenInfo]:
+def _authenticate(request: Request, app: str, pushing: bool) -> tuple[str, TokenInfo]:
+    """The caller's token, if it may fetch from (read) or push to (deploy) ``app``."""
     store: Store = request.app.state.store
-    token = _token(request)
-    found = store.authenticate(token) if token else None
-    if token is None or found is None:
+    secret = _token(request)
+    try:
+        found = check_token(store, request.app.state.auth_throttle, client_address(request), secret)
+    except Unauthorized:
         raise Unauthorized(
             "git needs a platform token as the password (any user name): run kiln git:remote "
             "to set up the credential helper, or create a token with kiln tokens:create",
-            code="invalid_token" if token else "missing_token",
-        )
-    return token, found
+            code="invalid_token" if secret else "missing_token",
+        ) from None
+    reason = refusal(found, Level.DEPLOY if pushing else Level.READ, app)
+    if reason is not None:
+        raise Forbidden(reason, code="out_of_scope")
+    assert secret is not None
+    return secret, found
 
 
 @router.api_route("/git/{app}.git/{path:path}", methods=["GET", "POST"])
 async def git_backend(app: str, path: str, request: Request) -> Response:
+    receive_pack = (
+        path == "git-receive-pack" or request.query_params.get("service") == "git-receive-pack"
+    )
     try:
-        token, caller = _authenticate(request)
-    except Unauthorized as exc:
+        token, caller = _authenticate(request, app, pushing=receive_pack)
+    except (Unauthorized, Forbidden, RateLimited) as exc:
+        # Plain text: git prints it to the pusher as it is.
+        headers = {"WWW-Authenticate": 'Basic realm="Kiln"'} if exc.status == 401 else {}
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = retry_after(exc.retry_after_s)
         return Response(
-            exc.message + "\n", status_code=401, media_type="text/plain",
-            headers={"WWW-Authenticate": 'Basic realm="Kiln"'},
-        )  # fmt: skip
+            exc.message + "\n", status_code=exc.status, media_type="text/plain", headers=headers
+        )
     store: Store = request.app.state.store
     settings: Settings = request.app.state.settings
     store.get_app(app)  # 404 for an app that does not exist (only after auth)

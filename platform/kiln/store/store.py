@@ -9,7 +9,8 @@ from __future__ import annotations
 
 __all__ = ["Store"]
 
-from collections.abc import Iterator, Mapping
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -28,6 +29,7 @@ from kiln.models import (
     ReleaseInfo,
     ReleaseStatus,
     TokenInfo,
+    TokenScope,
 )
 from kiln.settings import Settings
 from kiln.store.addons import AddonStore, KeyStore
@@ -271,19 +273,41 @@ class Store:
 
     # -- platform tokens -----------------------------------------------------------------------
 
-    def create_token(self, name: str) -> NewToken:
+    def create_token(
+        self,
+        name: str,
+        *,
+        scope: TokenScope = TokenScope.ADMIN,
+        apps: Sequence[str] = (),
+        expires_in_s: float | None = None,
+    ) -> NewToken:
+        """A new token; ``deploy`` and ``read`` tokens name the apps they are for."""
+        if scope is TokenScope.ADMIN and apps:
+            raise InvalidInput(
+                "an admin token is for every app; leave out --app, or give --scope deploy or read",
+                code="bad_token_scope",
+            )
+        if scope is not TokenScope.ADMIN and not apps:
+            raise InvalidInput(
+                f"a {scope} token is for named apps: add --app APP (one or more)",
+                code="bad_token_scope",
+            )
         secret = tokens.mint(tokens.PLATFORM_TOKEN)
         with self._session() as session:
+            for app in apps:
+                self._app(session, app)  # each must exist
             token = Token(
-                name=name, prefix=tokens.display_prefix(secret), digest=tokens.digest(secret)
-            )
+                name=name, prefix=tokens.display_prefix(secret), digest=tokens.digest(secret),
+                scope=scope.value, apps=json.dumps(sorted(set(apps))),
+                expires_at=utcnow() + timedelta(seconds=expires_in_s) if expires_in_s else None,
+            )  # fmt: skip
             session.add(token)
             session.flush()
-            return NewToken(**TokenInfo.model_validate(token).model_dump(), token=secret)
+            return NewToken(**_token_info(token).model_dump(), token=secret)
 
     def list_tokens(self) -> list[TokenInfo]:
         with self._session() as session:
-            return [TokenInfo.model_validate(t) for t in session.scalars(select(Token))]
+            return [_token_info(t) for t in session.scalars(select(Token).order_by(Token.id))]
 
     def revoke_token(self, token_id: int) -> TokenInfo:
         with self._session() as session:
@@ -293,10 +317,11 @@ class Store:
                     f"no platform token with id {token_id}; see kiln tokens", code="token_not_found"
                 )
             session.delete(token)
-            return TokenInfo.model_validate(token)
+            return _token_info(token)
 
     def authenticate(self, secret: str) -> TokenInfo | None:
-        """The token a secret belongs to, or None; malformed secrets never reach the database."""
+        """The token a secret belongs to (expired or not: the caller says why it is refused),
+        or None; malformed secrets never reach the database."""
         if not tokens.well_formed(secret, tokens.PLATFORM_TOKEN):
             return None
         with self._session() as session:
@@ -306,7 +331,7 @@ class Store:
             now = utcnow()
             if token.last_used_at is None or now - token.last_used_at > _TOKEN_TOUCH_INTERVAL:
                 token.last_used_at = now
-            return TokenInfo.model_validate(token)
+            return _token_info(token)
 
     def count_tokens(self) -> int:
         with self._session() as session:
@@ -368,6 +393,14 @@ class Store:
             commit=release.build.commit if release.build is not None else None,
             artifact=Artifact.model_validate_json(release.artifact) if release.artifact else None,
         )
+
+
+def _token_info(token: Token) -> TokenInfo:
+    return TokenInfo(
+        id=token.id, name=token.name, prefix=token.prefix, created_at=token.created_at,
+        last_used_at=token.last_used_at, scope=TokenScope(token.scope),
+        apps=json.loads(token.apps or "[]"), expires_at=token.expires_at,
+    )  # fmt: skip
 
 
 def _app_info(app: App, version: int | None) -> AppInfo:

@@ -111,6 +111,10 @@ class Token(Base):
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    scope: Mapped[str] = mapped_column(String(20), default="admin")
+    # JSON list of app names a deploy or read token is for; "[]" for admin tokens.
+    apps: Mapped[str] = mapped_column(Text, default="[]")
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
 
 class Addon(Base):

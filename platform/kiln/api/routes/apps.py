@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 
 from kiln.api.auth import Caller, StoreDep
-from kiln.models import AppCreate, AppInfo
+from kiln.models import AppCreate, AppInfo, TokenScope
 
 router = APIRouter(prefix="/apps", tags=["apps"])
 
@@ -15,8 +15,13 @@ def _with_url(request: Request, info: AppInfo) -> AppInfo:
 
 
 @router.get("")
-def list_apps(store: StoreDep, request: Request) -> list[AppInfo]:
-    return [_with_url(request, app) for app in store.list_apps()]
+def list_apps(store: StoreDep, caller: Caller, request: Request) -> list[AppInfo]:
+    """Every app for an admin token; a deploy or read token's own apps."""
+    return [
+        _with_url(request, app)
+        for app in store.list_apps()
+        if caller.scope is TokenScope.ADMIN or app.name in caller.apps
+    ]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

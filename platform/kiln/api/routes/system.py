@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from kiln import __version__
-from kiln.api.auth import StoreDep, require_token
+from kiln.api.auth import StoreDep
 from kiln.models import PlatformStatus
 
 public = APIRouter(tags=["system"])
-router = APIRouter(tags=["system"], dependencies=[Depends(require_token)])
+router = APIRouter(tags=["system"])
 
 
 class Health(BaseModel):

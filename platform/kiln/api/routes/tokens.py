@@ -17,7 +17,9 @@ def list_tokens(store: StoreDep) -> list[TokenInfo]:
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_token(body: TokenCreate, store: StoreDep) -> NewToken:
-    return store.create_token(body.name)
+    return store.create_token(
+        body.name, scope=body.scope, apps=body.apps, expires_in_s=body.expires_in_s
+    )
 
 
 @router.delete("/{token_id}")
