@@ -77,3 +77,42 @@ def test_random_manifests_are_valid_or_rejected_naming_a_field(data: dict[str, A
             assert str(problem).startswith("kiln.toml")
     else:
         assert isinstance(manifest, Manifest)
+
+
+numbers = st.one_of(
+    st.integers(min_value=-2, max_value=2000),
+    st.floats(min_value=-1, max_value=1e7, allow_nan=False),
+    st.sampled_from([0, 0.0, 1e-9, 0.001, 1, 2**31, 2**63]),
+)
+plausible = st.fixed_dictionaries(
+    {},
+    optional={
+        "resources": st.fixed_dictionaries({}, optional={
+            "cpu": numbers, "memory": st.sampled_from(["1Mi", "512Mi", "4Gi", "1Ti", "1"]),
+            "gpu": st.sampled_from(["any:1", "H100:2", "any:0.5", "A10G:1", ["L4:1", "any:1"]]),
+            "gpu_memory": st.sampled_from(["1Gi", "20Gi"])}),
+        "scaling": st.fixed_dictionaries({}, optional={k: numbers for k in KEYS["scaling"][:-1]}),
+        "health": st.fixed_dictionaries({}, optional={
+            "startup_timeout_s": numbers, "period_s": numbers, "timeout_s": numbers}),
+    },
+)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plausible)
+def test_every_manifest_that_validates_is_one_ray_serve_accepts(data: dict[str, Any]) -> None:
+    """What kiln manifest:check passes, Serve's own schema must accept: a value Serve refuses
+    is caught at check time, not by the reconciler after the release exists."""
+    from kiln.models import Artifact, ArtifactKind
+    from kiln.run.serve_config import Deployable, application_config, serve_refusal
+
+    try:
+        manifest = parse_manifest(tomli_w.dumps(data))
+    except ManifestError:
+        return
+    artifact = Artifact(kind=ArtifactKind.SLUG, reference="/slug", digest="0" * 64,
+                        runtime="python", command=["python"])  # fmt: skip
+    item = Deployable("app", 2, artifact, "sealed", manifest)
+    config = application_config(item, log_dir="/logs", docker_host=None)
+    if config is not None:  # None: zero replicas, nothing for Serve
+        assert serve_refusal(config) is None, (data, serve_refusal(config))

@@ -4,11 +4,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+from ray.serve.schema import ServeDeploySchema
 
-from kiln.models import Artifact, ArtifactKind, ReleaseStatus
+from kiln.models import Artifact, ArtifactKind, Formation, ReleaseStatus
 from kiln.run.logs import read_records
 from kiln.run.reconciler import Reconciler
-from kiln.run.serve_api import AppState
+from kiln.run.serve_api import AppState, ServeRefused
 from kiln.settings import Settings
 from kiln.store import Store
 
@@ -18,13 +20,25 @@ ARTIFACT = Artifact(
 
 
 class FakeServe:
-    """Serve as the reconciler sees it: a config goes in, app states come out."""
+    """Serve as the reconciler sees it: a config goes in (checked against Serve's own schema, as
+    its REST API does, all or nothing), app states come out. ``refuse`` names (app, release)
+    pairs it refuses for reasons a schema does not show."""
 
     def __init__(self) -> None:
         self.applied: list[dict[str, Any]] = []
         self.apps: dict[str, AppState] = {}
+        self.refuse: set[tuple[str, int]] = set()
 
     def apply(self, config: dict[str, Any]) -> None:
+        try:
+            ServeDeploySchema.model_validate(config)
+        except ValidationError as exc:
+            raise ServeRefused(f"Ray Serve refused the config (400): {exc}") from None
+        refused = self.refuse & {
+            (a["name"], a["args"]["spec"]["release"]) for a in config["applications"]
+        }
+        if refused:
+            raise ServeRefused(f"Ray Serve refused the config (400): {sorted(refused)} conflict")
         self.applied.append(config)
         current = {a["name"]: a["args"]["spec"]["release"] for a in config["applications"]}
         self.apps = {n: s for n, s in self.apps.items() if n in current}
@@ -49,12 +63,25 @@ def world(settings: Settings) -> tuple[Store, FakeServe, Reconciler]:
     return store, serve, Reconciler(store, serve, settings)
 
 
-def deploy(store: Store, app: str, digest: str = "d1") -> int:
+def deploy(store: Store, app: str, digest: str = "d1", manifest: str | None = None) -> int:
     build = store.builds.start(app, actor="t")
     artifact = ARTIFACT.model_copy(update={"digest": digest})
     return store.release_build(
-        app, build_id=build.id, artifact=artifact, manifest=None, description="d", actor="t"
+        app, build_id=build.id, artifact=artifact, manifest=manifest, description="d", actor="t"
     ).version
+
+
+def running(store: Store, serve: FakeServe, reconciler: Reconciler, app: str, digest: str) -> int:
+    version = deploy(store, app, digest)
+    reconciler.reconcile()
+    serve.settle(app, "RUNNING")
+    reconciler.reconcile()
+    assert store.get_release(app, version).status is ReleaseStatus.SUCCEEDED
+    return version
+
+
+def config_of(serve: FakeServe, app: str) -> dict[str, Any]:
+    return next(a for a in serve.applied[-1]["applications"] if a["name"] == app)
 
 
 def test_apps_without_a_deploy_are_not_run(world: tuple[Store, FakeServe, Reconciler]) -> None:
@@ -345,3 +372,51 @@ def sorted_labels(line: str) -> list[str]:
     name, rest = line.split("{", 1)
     labels, value = rest.rsplit("} ", 1)
     return [name + "{" + ",".join(sorted(labels.split(","))) + "}", value]
+
+
+def test_an_app_serve_refuses_fails_alone_and_the_others_keep_deploying(
+    world: tuple[Store, FakeServe, Reconciler],
+) -> None:
+    store, serve, reconciler = world
+    for app in ("echo", "poison"):
+        store.create_app(app, actor="t")
+    store.addons.add("echo", "api-keys", "api-keys", {})
+    key = store.keys.create("echo", "ci", None, None)
+    running(store, serve, reconciler, "echo", "e1")
+    good_poison = running(store, serve, reconciler, "poison", "p1")
+    bad = deploy(store, "poison", "p2")
+    serve.refuse.add(("poison", bad))
+    newer_echo = deploy(store, "echo", "e2")
+    reconciler.reconcile()
+    failed = store.get_release("poison", bad)
+    assert failed.status is ReleaseStatus.FAILED
+    assert failed.status_message is not None
+    assert failed.status_message.startswith("Ray Serve refuses its config: Ray Serve refused")
+    # In the same pass, the other app's deploy went ahead.
+    assert config_of(serve, "echo")["args"]["spec"]["release"] == newer_echo
+    # And it still scales and revokes keys while poison stays refused.
+    store.set_formation("echo", Formation(min_replicas=3, max_replicas=3).model_dump_json())
+    store.keys.revoke("echo", key.prefix)
+    reconciler.reconcile()
+    echo = config_of(serve, "echo")["deployments"][0]
+    assert echo["num_replicas"] == 3 and echo["user_config"]["keys"] == []
+    assert config_of(serve, "poison")["args"]["spec"]["release"] == good_poison
+
+
+def test_a_stored_manifest_this_version_refuses_fails_its_release_alone(
+    world: tuple[Store, FakeServe, Reconciler],
+) -> None:
+    """A release recorded by an older Kiln, whose manifest Serve would refuse (a queue of 0)."""
+    store, serve, reconciler = world
+    for app in ("echo", "old"):
+        store.create_app(app, actor="t")
+    running(store, serve, reconciler, "old", "o1")
+    stale = deploy(store, "old", "o2", manifest='{"scaling": {"max_queued_requests": 0}}')
+    fresh = deploy(store, "echo", "e1")
+    reconciler.reconcile()
+    failed = store.get_release("old", stale)
+    assert failed.status is ReleaseStatus.FAILED and failed.status_message is not None
+    assert "its kiln.toml is not valid any more" in failed.status_message
+    assert "max_queued_requests" in failed.status_message
+    assert config_of(serve, "echo")["args"]["spec"]["release"] == fresh
+    assert config_of(serve, "old")["args"]["spec"]["artifact"]["digest"] == "o1"

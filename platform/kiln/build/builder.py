@@ -29,6 +29,7 @@ from kiln.build.source import SourceLimits, extract, tree_digest
 from kiln.errors import InvalidInput, KilnError, ManifestError, Unavailable
 from kiln.manifest import Manifest, load_manifest
 from kiln.models import Artifact, ArtifactKind, BuildInfo, BuildStatus
+from kiln.run.serve_config import manifest_refusal
 from kiln.settings import ArtifactChoice, Settings
 from kiln.store import Store
 from kiln_runtime.plan import DirectorySource
@@ -119,6 +120,13 @@ class Builder:
             digest = tree_digest(source)
             log.info(f"Received {files} files (source {digest[:12]})")
             manifest = load_manifest(source)
+            refusal = manifest_refusal(manifest) if manifest is not None else None
+            if refusal is not None:
+                raise BuildFailed(
+                    f"kiln.toml asks for something Ray Serve refuses: {refusal}; fix it "
+                    "(kiln manifest:check) and deploy again",
+                    code="invalid_manifest",
+                )
             if manifest is not None and manifest.name and manifest.name != app:
                 log.info(f"kiln.toml names the app {manifest.name}; building it as {app}, as asked")
             plan = plan_build(DirectorySource(source), manifest)

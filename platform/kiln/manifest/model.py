@@ -181,7 +181,7 @@ class Scaling(_Section):
     )
     max_queued_requests: int | None = Field(
         None,
-        ge=0,
+        ge=1,
         description="Requests that may wait for a replica before new ones get 503; unset = no limit.",
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = ["Reconciler"]
 
 import dataclasses
+import json
 import logging
 import threading
 import time
@@ -21,11 +22,11 @@ from typing import Any
 from kiln.errors import KilnError
 from kiln.gpu.capacity import NodeResources, choose_gpu, with_gpu_memory
 from kiln.gpu.inventory import NodeInventory
-from kiln.manifest import AddonKind, GpuSpec, Manifest
+from kiln.manifest import AddonKind, GpuSpec, Manifest, Resources
 from kiln.models import Deployment, Formation, KeyRule, ReleaseStatus
 from kiln.run.logs import LogRecord, append_records
-from kiln.run.serve_api import AppState, ServeBackend, failure_reason
-from kiln.run.serve_config import Deployable, serve_config
+from kiln.run.serve_api import AppState, ServeBackend, ServeRefused, failure_reason
+from kiln.run.serve_config import Deployable, application_config, assemble, serve_refusal
 from kiln.settings import Settings
 from kiln.store import Store
 
@@ -39,6 +40,15 @@ def deployable(item: Deployment, keys: list[KeyRule] | None = None) -> Deployabl
     return Deployable(
         item.app, item.release, item.artifact, item.config_sealed, manifest, formation, rules
     )
+
+
+def _resources(item: Deployment) -> Resources:
+    """The release's resources; the defaults for a manifest that no longer parses (the pass
+    that builds its Serve config fails that release alone)."""
+    try:
+        return deployable(item).manifest.resources
+    except ValueError:
+        return Resources()
 
 
 class Reconciler:
@@ -59,6 +69,11 @@ class Reconciler:
         self.settings = settings
         self.interval_s = interval_s
         self.applied: dict[str, Any] | None = None
+        # Per app: the Serve application Serve last accepted, and the verdict on each entry
+        # seen (its JSON, and why Serve refuses it, or None).
+        self._good: dict[str, dict[str, Any]] = {}
+        self._verdicts: dict[str, tuple[str, str | None]] = {}
+        self._rejected: set[str] = set()
         self.last_status: dict[str, AppState] = {}
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -98,34 +113,106 @@ class Reconciler:
     # -- one pass ------------------------------------------------------------------------------
 
     def reconcile(self) -> None:
-        items = self._placeable(self.store.deployables())
-        desired = serve_config(
-            [
-                deployable(item, self._keys(item.app)).with_gpu(self._gpu_choice.get(item.app))
-                for item in items
-            ],
-            http_host=self.settings.http_host,
-            http_port=self.settings.http_port,
-            log_dir=str(self.settings.log_dir),
-            model_cache=str(self.settings.home / "models"),
-            docker_host=self.settings.resolved_docker_host,
-        )
+        for _attempt in range(5):  # a release failed here falls back to the one before it
+            items = self._placeable(self.store.deployables())
+            entries, failed = self._entries(items)
+            if not failed:
+                break
+        desired = self._assemble(entries)
         status = self.backend.status()
-        wanted = {app["name"] for app in desired["applications"]}
-        if desired != self.applied or not wanted <= set(status):
-            self.backend.apply(desired)
+        if desired != self.applied or not set(entries) <= set(status):
+            try:
+                self.backend.apply(desired)
+                self._good = entries
+            except ServeRefused as exc:
+                logger.warning("Serve refused the config; applying app by app: %s", exc.message)
+                self._apply_each(entries, items)
             self.applied = desired
             status = self.backend.status()
         self.last_status = status
         for item in items:
-            if item.status is ReleaseStatus.PENDING:
-                self._judge(item, status.get(item.app), item.app in wanted)
+            if item.status is ReleaseStatus.PENDING and item.app not in self._rejected:
+                self._judge(item, status.get(item.app), item.app in entries)
+
+    def _entries(self, items: list[Deployment]) -> tuple[dict[str, dict[str, Any]], bool]:
+        """Each app's Serve application, checked alone against Serve's schema. A pending release
+        Serve would refuse fails (True: compute again, with its app's previous release); a
+        running app whose config Serve would now refuse keeps the config it runs."""
+        entries: dict[str, dict[str, Any]] = {}
+        self._rejected = set()
+        for item in items:
+            problem: str | None
+            try:
+                item_deployable = deployable(item, self._keys(item.app))
+                entry = application_config(
+                    item_deployable.with_gpu(self._gpu_choice.get(item.app)),
+                    log_dir=str(self.settings.log_dir),
+                    model_cache=str(self.settings.home / "models"),
+                    docker_host=self.settings.resolved_docker_host,
+                )
+            except ValueError as exc:  # a stored manifest this version no longer accepts
+                entry = None
+                problem = f"its kiln.toml is not valid any more: {exc}".replace("\n", " ")
+            else:
+                if entry is None:  # zero replicas: nothing to run
+                    continue
+                problem = self._problem(item.app, entry)
+            if problem is None:
+                assert entry is not None
+                entries[item.app] = entry
+            elif item.status is ReleaseStatus.PENDING:
+                self._refuse(item, problem)
+                return entries, True
+            else:
+                self._rejected.add(item.app)
+                if item.app in self._good:
+                    entries[item.app] = self._good[item.app]
+        return entries, False
+
+    def _problem(self, app: str, entry: dict[str, Any]) -> str | None:
+        """Why Serve would refuse (or refused) this app's entry; checked once per distinct entry."""
+        key = json.dumps(entry, sort_keys=True)
+        known = self._verdicts.get(app)
+        if known is None or known[0] != key:
+            known = self._verdicts[app] = (key, serve_refusal(entry))
+        return known[1]
+
+    def _assemble(self, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return assemble(
+            entries.values(), http_host=self.settings.http_host, http_port=self.settings.http_port
+        )
+
+    def _apply_each(self, entries: dict[str, dict[str, Any]], items: list[Deployment]) -> None:
+        """Serve refused the whole config: start from what it last accepted, then add each
+        changed app alone, so the one it refuses is found and the others go ahead."""
+        accepted = {app: e for app, e in self._good.items() if app in entries}
+        self.backend.apply(self._assemble(accepted))  # refused too: Serve's own trouble, raise
+        by_app = {item.app: item for item in items}
+        for app, entry in entries.items():
+            if accepted.get(app) == entry:
+                continue
+            trial = {**accepted, app: entry}
+            try:
+                self.backend.apply(self._assemble(trial))
+            except ServeRefused as exc:
+                self._verdicts[app] = (json.dumps(entry, sort_keys=True), exc.message)
+                item = by_app[app]
+                if item.status is ReleaseStatus.PENDING:
+                    self._refuse(item, exc.message)
+                self._rejected.add(app)
+                continue
+            accepted = trial
+        self._good = accepted
+
+    def _refuse(self, item: Deployment, problem: str) -> None:
+        reason = f"Ray Serve refuses its config: {problem}"
+        self._settle(item, ReleaseStatus.FAILED, reason, f"v{item.release} failed: {reason}")
 
     def _placeable(self, items: list[Deployment]) -> list[Deployment]:
         """Fail pending releases whose GPU needs no node can ever meet (their app falls back to
         its previous release); remember which GPU preference the others get."""
         self._gpu_choice: dict[str, GpuSpec] = {}
-        needs = [(item, deployable(item).manifest.resources) for item in items]
+        needs = [(item, _resources(item)) for item in items]
         if self.nodes is None or not any(resources.gpu for _item, resources in needs):
             return items
         try:

@@ -6,7 +6,14 @@ The control plane is not a Ray driver: it survives Ray restarts and Ray survives
 
 from __future__ import annotations
 
-__all__ = ["AppState", "ReplicaState", "ServeBackend", "ServeRest", "ServeUnavailable"]
+__all__ = [
+    "AppState",
+    "ReplicaState",
+    "ServeBackend",
+    "ServeRefused",
+    "ServeRest",
+    "ServeUnavailable",
+]
 
 import re
 from typing import Any, Protocol
@@ -19,6 +26,12 @@ from kiln.errors import Unavailable
 
 class ServeUnavailable(Unavailable):
     default_code = "serve_unavailable"
+
+
+class ServeRefused(ServeUnavailable):
+    """Serve answered, and refused the config (4xx): something in it, not Serve, is wrong."""
+
+    default_code = "serve_refused"
 
 
 class ReplicaState(BaseModel):
@@ -69,7 +82,8 @@ class ServeRest:
         except httpx.TransportError as exc:
             raise ServeUnavailable(f"Ray Serve's API at {self.url} did not answer: {exc}") from None
         if response.is_error:
-            raise ServeUnavailable(
+            kind = ServeRefused if response.status_code in (400, 422) else ServeUnavailable
+            raise kind(
                 f"Ray Serve refused the config ({response.status_code}): {response.text[:2000]}"
             )
 

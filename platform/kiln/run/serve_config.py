@@ -8,15 +8,25 @@ are dyno supervisors. Formation changes (replica counts) only touch ``num_replic
 
 from __future__ import annotations
 
-__all__ = ["DEPLOYMENT", "IMPORT_PATH", "Deployable", "application_config", "serve_config"]
+__all__ = [
+    "DEPLOYMENT",
+    "IMPORT_PATH",
+    "Deployable",
+    "application_config",
+    "assemble",
+    "manifest_refusal",
+    "serve_config",
+    "serve_refusal",
+]
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from kiln.manifest import Accelerator, GpuSpec, Manifest
-from kiln.models import Artifact, Formation, KeyRule
+from kiln.models import Artifact, ArtifactKind, Formation, KeyRule
 from kiln.run.spec import DynoSpec
 
 IMPORT_PATH = "kiln.run.supervisor:build"
@@ -153,15 +163,51 @@ def serve_config(
     """The whole Serve config (the REST API replaces every application with this list)."""
     applications = [
         config
-        for item in sorted(items, key=lambda i: i.app)
+        for item in items
         if (
             config := application_config(
                 item, log_dir=log_dir, docker_host=docker_host, model_cache=model_cache
             )
         )
     ]
+    return assemble(applications, http_host=http_host, http_port=http_port)
+
+
+def assemble(
+    applications: Iterable[dict[str, Any]], *, http_host: str, http_port: int
+) -> dict[str, Any]:
+    """Serve's whole config from applications' configs, in a stable order."""
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": http_host, "port": http_port},
-        "applications": applications,
+        "applications": sorted(applications, key=lambda a: str(a["name"])),
     }
+
+
+def serve_refusal(application: dict[str, Any]) -> str | None:
+    """Why Ray Serve's own schema would refuse this application's config, or None.
+
+    Serve validates the whole config at once: one app it refuses would freeze every other app's
+    deploys, scaling and key changes, so each app is checked alone before it is sent."""
+    from pydantic import ValidationError
+    from ray.serve.schema import ServeApplicationSchema
+
+    try:
+        ServeApplicationSchema.model_validate(application)
+    except ValidationError as exc:
+        return "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'config'}: {error['msg']}"
+            for error in exc.errors()
+        )
+    return None
+
+
+def manifest_refusal(manifest: Manifest) -> str | None:
+    """Why Serve would refuse the application this manifest makes, checked before a release
+    is recorded (the manifest's own rules are meant to match Serve's; this makes sure)."""
+    placeholder = Artifact(kind=ArtifactKind.SLUG, reference="/", digest="0" * 64,
+                           runtime="python", command=["python"])  # fmt: skip
+    config = application_config(
+        Deployable("app", 1, placeholder, "", manifest), log_dir="/", docker_host=None
+    )
+    return None if config is None else serve_refusal(config)
