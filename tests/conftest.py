@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import time
@@ -28,13 +29,28 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.fixture(scope="session")
+def sandbox_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Apps' sandboxes for the whole session (a short path: dynos' sockets live there). Apps
+    numbered alike in different tests share one, as one tenant would: their caches stay warm."""
+    if os.geteuid() == 0:
+        root = Path("/var/lib/kiln") / f"tests-{uuid.uuid4().hex[:8]}"
+    else:
+        root = tmp_path_factory.mktemp("sandboxes")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
-def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox_root: Path
+) -> None:
     """No test reads the developer's ~/.kiln or KILN_* variables."""
     for key in list(os.environ):
         if key.startswith("KILN_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("KILN_HOME", str(tmp_path / "kiln-home"))
+    monkeypatch.setenv("KILN_SANDBOX_DIR", str(sandbox_root))
     # Run every test in a directory of its own: a CLI call must never touch this repository
     # (apps:create adds a git remote to the repository it runs in).
     work = tmp_path / "cwd"

@@ -284,6 +284,7 @@ class Deployment(_Record):
     """What the run stage should run for one app (the store's answer to the reconciler)."""
 
     app: str
+    sandbox_id: int = Field(0, description="Numbers the app's sandbox (its uid comes from it).")
     release: int
     status: ReleaseStatus
     artifact: Artifact
@@ -312,3 +313,4 @@ class PlatformStatus(_Record):
     apps: int = Field(description="How many apps exist.")
     run: bool = Field(True, description="Whether this platform runs apps (Ray Serve).")
     apps_url: str = Field("", description="Base URL of the apps.")
+    isolation: str = Field("", description="How apps' own code is kept apart (kiln.sandbox).")

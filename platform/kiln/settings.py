@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = ["ArtifactChoice", "Settings", "default_home"]
 
 import enum
+import hashlib
 import os
 from pathlib import Path
 
@@ -122,6 +123,29 @@ class Settings(BaseSettings):
     release_timeout_s: float = Field(
         900.0, gt=0, description="How long kiln.toml's release command may run before it fails."
     )
+    sandbox_dir: Path | None = Field(
+        None,
+        description="Where each app's own directories live (its slugs, virtualenvs, HOME, dyno "
+        "sockets), apart from KILN_HOME; default /var/lib/kiln/<id of KILN_HOME> as root, else "
+        "KILN_HOME/apps.",
+    )
+    sandbox_uid_base: int = Field(
+        200_000,
+        ge=1000,
+        le=2**31 - 2**20,
+        description="Each app's code runs as uid (and gid) BASE + the app's id, when the "
+        "platform is root; pick a range no real user has.",
+    )
+    allow_slugs: bool = Field(
+        True,
+        description="Build and run slugs (apps' code as processes on the host). False: images "
+        "only, e.g. where the platform is not root and cannot give each app a uid of its own.",
+    )
+    slug_python: str | None = Field(
+        None,
+        description="The Python that slug virtualenvs are made from; default this one, or a "
+        "system Python (/usr/bin/python3) where apps' uids cannot reach this one.",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -138,6 +162,15 @@ class Settings(BaseSettings):
     @property
     def dashboard_url(self) -> str:
         return (self.ray_dashboard_url or f"http://127.0.0.1:{self.ray_dashboard_port}").rstrip("/")
+
+    @property
+    def resolved_sandbox_dir(self) -> Path:
+        if self.sandbox_dir is not None:
+            return self.sandbox_dir
+        if os.geteuid() != 0:
+            return self.home / "apps"
+        digest = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:12]
+        return Path("/var/lib/kiln") / digest
 
     @property
     def log_dir(self) -> Path:

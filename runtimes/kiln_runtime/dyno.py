@@ -1,5 +1,6 @@
-"""The dyno contract, shared by every runtime: serve on ``$PORT``, answer the health path once
-ready, stop cleanly on SIGTERM (uvicorn's handlers finish in-flight requests, then exit)."""
+"""The dyno contract, shared by every runtime: serve on ``$PORT`` (or the unix socket
+``$KILN_SOCKET``, where Kiln runs it: only its supervisor can reach that), answer the health path
+once ready, stop cleanly on SIGTERM (uvicorn's handlers finish in-flight requests, then exit)."""
 
 from __future__ import annotations
 
@@ -54,13 +55,16 @@ def with_health(app: ASGIApp, path: str) -> ASGIApp:
 
 
 def serve(app: ASGIApp) -> None:
-    """Run ``app`` until SIGTERM/SIGINT, on ``$HOST`` (default all interfaces) and ``$PORT``."""
-    port = int(os.environ.get("PORT", "8080"))
-    host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a container must listen beyond loopback
+    """Run ``app`` until SIGTERM/SIGINT: on the unix socket ``$KILN_SOCKET`` if set, else on
+    ``$HOST`` (default all interfaces) and ``$PORT`` (default 8080, as ``docker run`` expects)."""
+    socket = os.environ.get("KILN_SOCKET")
+    where: dict[str, Any] = {"uds": socket} if socket else {
+        "port": int(os.environ.get("PORT", "8080")),
+        "host": os.environ.get("HOST", "0.0.0.0"),  # noqa: S104 - a container listens beyond loopback
+    }  # fmt: skip
     uvicorn.run(
         app,
-        host=host,
-        port=port,
+        **where,
         log_level=os.environ.get("KILN_LOG_LEVEL", "info"),
         timeout_graceful_shutdown=int(os.environ.get("KILN_GRACEFUL_SHUTDOWN_S", "25")),
         server_header=False,

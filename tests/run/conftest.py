@@ -9,11 +9,11 @@ from tests.support.fake_hub import FakeHub
 
 @pytest.fixture(scope="session")
 def platform(
-    tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, fake_hub: FakeHub
+    tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, fake_hub: FakeHub, sandbox_root: Path
 ) -> Iterator[Platform]:
     """A running Kiln with its own Ray, for the whole session (it takes a while to start); its
     model downloads come from the fake hub."""
-    kiln = Platform(tmp_path_factory.mktemp("platform") / "home", uv_cache)
+    kiln = Platform(tmp_path_factory.mktemp("platform") / "home", uv_cache, sandbox_root)
     kiln.env["HF_ENDPOINT"] = fake_hub.url
     kiln.up()
     yield kiln

@@ -23,7 +23,7 @@ from tests.conftest import free_port
 
 
 class Platform:
-    def __init__(self, home: Path, uv_cache: Path) -> None:
+    def __init__(self, home: Path, uv_cache: Path, sandboxes: Path | None = None) -> None:
         self.home = home
         self.ports = {
             name: free_port()
@@ -38,6 +38,7 @@ class Platform:
             KILN_RAY_DASHBOARD_PORT=str(self.ports["dashboard"]),
             KILN_RAY_AGENT_PORT=str(self.ports["agent"]),
             KILN_UV_CACHE_DIR=str(uv_cache),
+            KILN_SANDBOX_DIR=str(sandboxes or home.parent / "sandboxes"),
             KILN_VECTOR_PORT=str(self.ports["pg"]),
             RAY_SERVE_HAPROXY_STATS_PORT=str(self.ports["stats"]),
             RAY_SERVE_HAPROXY_METRICS_PORT=str(self.ports["metrics"]),

@@ -26,7 +26,7 @@ def test_migrating_twice_is_harmless_and_keeps_data(any_settings: Settings) -> N
     assert [a.name for a in store.list_apps()] == ["keep"]
     with store.engine.connect() as connection:
         assert (
-            connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+            connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
         )
         assert {"apps", "releases", "tokens", "builds"} <= set(
             inspect(connection).get_table_names()

@@ -136,3 +136,15 @@ def test_sqlite_is_the_default_under_kiln_home(settings: Settings) -> None:
     assert opened.engine.dialect.name == "sqlite"
     assert Path(settings.home / "kiln.db").exists()
     opened.close()
+
+
+def test_a_new_app_never_gets_the_sandbox_of_a_destroyed_one(store: Store) -> None:
+    """SQLite hands the highest id out again once its row is gone; sandbox ids never repeat, so
+    a new tenant never gets a uid whose files a destroyed app left behind."""
+    store.create_app("first", actor="t")
+    store.create_app("newest", actor="t")
+    destroyed = store.sandbox_id("newest")
+    store.destroy_app("newest")
+    for name in ("newest", "other"):
+        store.create_app(name, actor="t")
+        assert store.sandbox_id(name) > destroyed

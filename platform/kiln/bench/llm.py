@@ -31,7 +31,7 @@ from kiln.build.slug import SlugBuilder
 from kiln.build.source import tree_digest
 from kiln.manifest import parse_manifest
 from kiln.models import Artifact
-from kiln.run.cluster import LocalRay
+from kiln.run.cluster import LocalRay, ray_headers
 from kiln.run.dyno import ProcessDyno, free_port
 from kiln.run.serve_api import ServeRest
 from kiln.run.serve_config import Deployable, application_config, thread_caps
@@ -124,7 +124,7 @@ def main() -> None:
         print("building the llm slug ...", flush=True)
         artifact = build_llm_slug(settings, model, work)
         ray.ensure()
-        serve = ServeRest(settings.dashboard_url)
+        serve = ServeRest(settings.dashboard_url, headers=ray_headers(settings))
         sealed = load_vault(settings).seal({})
         apps = []
         for name, scaling in (("llm", "min_replicas = 1\nmax_replicas = 1"),

@@ -35,7 +35,7 @@ from kiln.build.slug import SlugBuilder
 from kiln.build.source import tree_digest
 from kiln.manifest import parse_manifest
 from kiln.models import Artifact
-from kiln.run.cluster import LocalRay
+from kiln.run.cluster import LocalRay, ray_headers
 from kiln.run.dyno import ProcessDyno, free_port
 from kiln.run.logs import read_records
 from kiln.run.serve_api import ServeRest
@@ -211,7 +211,7 @@ def main() -> None:
         artifact = build_slug(settings)
         print(f"starting Ray at {settings.dashboard_url} ...", flush=True)
         ray.ensure()
-        serve = ServeRest(settings.dashboard_url)
+        serve = ServeRest(settings.dashboard_url, headers=ray_headers(settings))
         deploy(serve, settings, artifact, ["echo", "cold", "scaler"])
         base = f"http://{settings.http_host}:{settings.http_port}"
 

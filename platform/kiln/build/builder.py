@@ -30,6 +30,7 @@ from kiln.errors import InvalidInput, KilnError, ManifestError, Unavailable
 from kiln.manifest import Manifest, load_manifest
 from kiln.models import Artifact, ArtifactKind, BuildInfo, BuildStatus
 from kiln.run.serve_config import manifest_refusal
+from kiln.sandbox import Sandbox, sandbox_for
 from kiln.settings import ArtifactChoice, Settings
 from kiln.store import Store
 from kiln_runtime.plan import DirectorySource
@@ -39,12 +40,19 @@ logger = logging.getLogger(__name__)
 
 def choose_artifact_builders(settings: Settings) -> list[ArtifactBuilder]:
     """The kinds of artifact this host can build, the default first: images where a Docker API
-    engine answers (unless KILN_BUILDER=slug), and slugs always (they need only Python)."""
+    engine answers (unless KILN_BUILDER=slug), and slugs (they need only Python) unless
+    KILN_ALLOW_SLUGS=false."""
+    slugs: list[ArtifactBuilder] = [SlugBuilder(settings)] if settings.allow_slugs else []
     if settings.builder == ArtifactChoice.SLUG:
-        return [SlugBuilder(settings)]
+        if not slugs:
+            raise InvalidInput(
+                "KILN_BUILDER=slug, but KILN_ALLOW_SLUGS=false turns slugs off; pick one",
+                code="slugs_disabled",
+            )
+        return slugs
     engine = connect_engine(settings.resolved_docker_host)
     if engine is not None:
-        return [ImageBuilder(engine, settings), SlugBuilder(settings)]
+        return [ImageBuilder(engine, settings), *slugs]
     if settings.builder == ArtifactChoice.IMAGE:
         raise Unavailable(
             f"KILN_BUILDER=image, but no container engine answers at "
@@ -52,7 +60,14 @@ def choose_artifact_builders(settings: Settings) -> list[ArtifactBuilder]:
             "podman system service, set DOCKER_HOST, or use KILN_BUILDER=slug",
             code="no_engine",
         )
-    return [SlugBuilder(settings)]
+    if not slugs:
+        raise Unavailable(
+            "slugs are turned off (KILN_ALLOW_SLUGS=false) and no container engine answers at "
+            f"{settings.resolved_docker_host or 'the default Docker socket'}; start dockerd or "
+            "podman system service, or set DOCKER_HOST",
+            code="no_engine",
+        )
+    return slugs
 
 
 class Builder:
@@ -137,12 +152,13 @@ class Builder:
             log.info(
                 f"dependencies: {deps.path if deps else 'none (no requirements.txt or pyproject.toml)'}"
             )
-            job = BuildJob(app, record.id, source, digest, plan, manifest, workdir)
+            box = sandbox_for(self.settings, app, self.store.sandbox_id(app))
+            job = BuildJob(app, record.id, source, digest, plan, manifest, workdir, box)
             artifact = artifacts.build(job, log)
             if manifest is not None and manifest.addons:
                 self._attach_addons(app, [a.value for a in manifest.addons], actor, log)
             if manifest is not None and (manifest.model is not None or manifest.release):
-                self._release_phase(app, record.id, manifest, artifact, artifacts, log)
+                self._release_phase(app, record.id, manifest, artifact, artifacts, log, box)
             release = self.store.release_build(
                 app,
                 build_id=record.id,
@@ -167,7 +183,7 @@ class Builder:
 
     def _release_phase(
         self, app: str, build_id: int, manifest: Manifest, artifact: Artifact,
-        artifacts: ArtifactBuilder, log: BuildLog,
+        artifacts: ArtifactBuilder, log: BuildLog, sandbox: Sandbox,
     ) -> None:  # fmt: skip
         """Before the release exists: the model's weights into the model cache, then kiln.toml's
         release command (migrations, warm-up) where the new dynos will run, with the app's config.
@@ -200,7 +216,7 @@ class Builder:
                 env = {"PYTHONUNBUFFERED": "1", **manifest.env, **config, "KILN_APP": app,
                        "KILN_BUILD": str(build_id), "KILN_DYNO": "release"}  # fmt: skip
                 limit = self.settings.release_timeout_s
-                code = artifacts.run_once(artifact, manifest.release, env, info, limit)
+                code = artifacts.run_once(artifact, manifest.release, env, info, limit, sandbox)
                 if code != 0:
                     ended = (
                         f"was stopped after {limit:g} s" if code is None else f"exited with {code}"

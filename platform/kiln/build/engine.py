@@ -20,6 +20,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from kiln.containers import ensure_network
 from kiln.errors import Unavailable
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -48,8 +49,9 @@ class ContainerEngine(Protocol):
     def import_rootfs(self, tarball: Path, repository: str, tag: str) -> str: ...
     def run(
         self, image: str, command: str, env: dict[str, str], on_line: Callable[[str], None],
-        timeout_s: float,
+        timeout_s: float, options: dict[str, Any] | None = None,
     ) -> int | None: ...  # fmt: skip
+    def ensure_network(self, name: str) -> str: ...
 
 
 class DockerEngine:
@@ -111,14 +113,16 @@ class DockerEngine:
 
     def run(
         self, image: str, command: str, env: dict[str, str], on_line: Callable[[str], None],
-        timeout_s: float,
+        timeout_s: float, options: dict[str, Any] | None = None,
     ) -> int | None:  # fmt: skip
         """Run COMMAND (a shell line) once in a fresh container of IMAGE with ENV, each output line
-        to ON_LINE; its exit code, None if it was killed at TIMEOUT_S. The container is removed."""
+        to ON_LINE; its exit code, None if it was killed at TIMEOUT_S. The container is removed.
+        ``options`` go to the engine's container create (network, limits)."""
         try:
             container = self.client.containers.run(
-                image, [command], entrypoint=["/bin/sh", "-c"], environment=env, detach=True
-            )
+                image, [command], entrypoint=["/bin/sh", "-c"], environment=env, detach=True,
+                **(options or {}),
+            )  # fmt: skip
         except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
             raise EngineError(f"could not run {image}: {_reason(exc)}") from None
         fired = threading.Event()
@@ -139,6 +143,9 @@ class DockerEngine:
             killer.cancel()
             with contextlib.suppress(Exception):  # already gone
                 container.remove(force=True)
+
+    def ensure_network(self, name: str) -> str:
+        return ensure_network(self.client, name)
 
     def import_rootfs(self, tarball: Path, repository: str, tag: str) -> str:
         """Import a root filesystem tarball as ``repository:tag`` (``docker import``).

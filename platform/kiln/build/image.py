@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from uv import find_uv_bin
 
@@ -18,7 +19,9 @@ from kiln.build.bundle import REQUIREMENTS_FILE, runtime_bundle
 from kiln.build.dockerfile import DockerfileOptions, render_dockerfile
 from kiln.build.engine import ContainerEngine, EngineError
 from kiln.build.log import BuildFailed, BuildLog
+from kiln.containers import app_network
 from kiln.models import Artifact, ArtifactKind
+from kiln.sandbox import Sandbox
 from kiln.settings import Settings
 
 DEFAULT_BASE = "python:3.11-slim"
@@ -40,10 +43,14 @@ class ImageBuilder:
 
     def run_once(
         self, artifact: Artifact, command: str, env: dict[str, str],
-        on_line: Callable[[str], None], timeout_s: float,
+        on_line: Callable[[str], None], timeout_s: float, sandbox: Sandbox | None = None,
     ) -> int | None:  # fmt: skip
-        """In a fresh container of the image (its own environment, then ENV), removed after."""
-        return self.engine.run(artifact.reference, command, env, on_line, timeout_s)
+        """In a fresh container of the image (its own environment, then ENV), removed after;
+        in the app's own network with a dyno's limits, as its dynos run."""
+        options: dict[str, Any] = {"security_opt": ["no-new-privileges"], "pids_limit": 4096}
+        if sandbox is not None:
+            options["network"] = self.engine.ensure_network(app_network(sandbox.app))
+        return self.engine.run(artifact.reference, command, env, on_line, timeout_s, options)
 
     def build(self, job: BuildJob, log: BuildLog) -> Artifact:
         base = self._base_image(job, log)

@@ -96,6 +96,7 @@ def status(as_json: bool) -> None:
     out.print(f"Store:   {info.store}")
     out.print(f"Apps:    {info.apps}")
     out.print(f"Serving: {info.apps_url + '/<app>/' if info.run else 'off (kiln up --no-run)'}")
+    out.print(f"Isolation: {info.isolation}")
 
 
 COMMANDS = [up, down, status]

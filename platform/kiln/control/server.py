@@ -8,6 +8,7 @@ from __future__ import annotations
 __all__ = ["bootstrap_token", "check_port_free", "serve"]
 
 import errno
+import os
 import socket
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from kiln.api import create_app
 from kiln.control.process import PidFile
 from kiln.credentials import Credentials, read_credentials_file, write_credentials
 from kiln.errors import Conflict
+from kiln.sandbox import isolation
 from kiln.settings import Settings
 from kiln.store import Store
 
@@ -57,7 +59,7 @@ def check_port_free(host: str, port: int) -> None:
 
 def _start_run_stage(settings: Settings, store: Store) -> Reconciler:
     """Ray (local, started unless it runs already; or the cluster at --ray-address) + Serve."""
-    from kiln.run.cluster import LocalRay
+    from kiln.run.cluster import LocalRay, ray_headers
     from kiln.run.reconciler import Reconciler
     from kiln.run.serve_api import ServeRest
 
@@ -83,13 +85,31 @@ def _start_run_stage(settings: Settings, store: Store) -> Reconciler:
 
     gpus = GpuCluster(settings)
     return Reconciler(
-        store, ServeRest(settings.dashboard_url), settings, nodes=gpus.resources,
+        store, ServeRest(settings.dashboard_url, headers=ray_headers(settings)), settings,
+        nodes=gpus.resources,
         inventory=gpus.inventory,
     )  # fmt: skip
 
 
+def secure_home(settings: Settings) -> None:
+    """KILN_HOME holds the platform's keys, database, credentials and repositories: nothing the
+    platform starts makes files others can read (umask 077, inherited by Ray and the dynos'
+    supervisors), and what an older version left open is closed."""
+    os.umask(0o077)
+    home = settings.home
+    home.mkdir(parents=True, exist_ok=True)
+    # Others may pass through (the embedded PostgreSQL's own user needs to reach KILN_HOME/pg),
+    # never list or read it.
+    home.chmod(home.stat().st_mode & 0o711)
+    for entry in home.iterdir():
+        if entry.is_symlink() or entry.name == "pg":
+            continue
+        entry.chmod(0o700 if entry.is_dir() else 0o600)
+
+
 def serve(settings: Settings) -> None:
     """Run the control plane until interrupted; the pid file lets ``kiln down`` stop it."""
+    secure_home(settings)
     pid_file = PidFile(settings.home)
     pid_file.claim()
     try:
@@ -100,6 +120,8 @@ def serve(settings: Settings) -> None:
         print(
             f"-----> Kiln control plane on {settings.api_url} (store: {store.engine.dialect.name})"
         )
+        report = isolation(settings)
+        print(f"-----> Isolation: {report.summary}")
         reconciler = None
         if settings.run:
             reconciler = _start_run_stage(settings, store)

@@ -55,10 +55,13 @@ class GpuCluster:
 
     def resources(self) -> list[NodeResources]:
         """Alive nodes' GPU counts and types, from Ray's state API (cheap: no driver)."""
+        from kiln.run.cluster import ray_headers
+
         try:
             response = httpx.get(
-                f"{self.settings.dashboard_url}/api/v0/nodes", params={"detail": 1}, timeout=10
-            )
+                f"{self.settings.dashboard_url}/api/v0/nodes", params={"detail": 1}, timeout=10,
+                headers=ray_headers(self.settings),
+            )  # fmt: skip
             response.raise_for_status()
         except httpx.HTTPError as exc:
             raise Unavailable(

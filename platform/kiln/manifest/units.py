@@ -168,3 +168,8 @@ class ModelRef:
 
     def __str__(self) -> str:
         return self.repo_id if self.revision is None else f"{self.repo_id}@{self.revision}"
+
+    @property
+    def cache_folder(self) -> str:
+        """Its folder in a Hugging Face cache: ``models--org--name``."""
+        return "models--" + self.repo_id.replace("/", "--")

@@ -6,10 +6,12 @@ The cluster outlives the control plane, so apps keep serving while the control p
 
 from __future__ import annotations
 
-__all__ = ["LocalRay", "ray_environment"]
+__all__ = ["LocalRay", "ray_environment", "ray_headers", "ray_token"]
 
+import contextlib
 import hashlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -25,12 +27,52 @@ from kiln.settings import Settings
 from kiln.vault import load_vault
 
 
+def _token_path(settings: Settings) -> Path:
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or settings.home / "ray" / "auth_token")
+
+
+def ray_token(settings: Settings) -> str | None:
+    """Ray's auth token (Ray runs with token authentication unless ``RAY_AUTH_MODE=disabled``):
+    ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOKEN_PATH`` names, or ``KILN_HOME/ray/auth_token``
+    (0600), made on first use for the local Ray. Only the platform's processes hold it: the
+    control plane and the Ray processes (dyno supervisors), never a dyno, build or release
+    command; without it, Ray's dashboard, GCS and client ports answer nothing."""
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = _token_path(settings)
+    if not path.exists():
+        if settings.ray_address:
+            raise KilnError(
+                f"the Ray cluster at {settings.ray_address} needs its auth token: set "
+                "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH), or RAY_AUTH_MODE=disabled for a "
+                "cluster without token authentication",
+                code="ray_token_missing",
+            )
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def ray_headers(settings: Settings) -> dict[str, str]:
+    """What a call to Ray's dashboard (Serve's REST API, the state API) sends to be let in."""
+    token = ray_token(settings)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def ray_environment(settings: Settings) -> dict[str, str]:
     """What every Ray process (and so every dyno supervisor) needs in its environment."""
     env = dict(os.environ)
+    if ray_token(settings) is not None and not env.get("RAY_AUTH_TOKEN"):
+        env["RAY_AUTH_MODE"] = "token"
+        env["RAY_AUTH_TOKEN_PATH"] = str(_token_path(settings))
     env.update(
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # keep Ray on loopback (MACHINE.md)
-        RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"),
+        RAY_AUTH_MODE=env.get("RAY_AUTH_MODE", "token"),
         RAY_USAGE_STATS_ENABLED="0",
         RAY_SERVE_ENABLE_HA_PROXY=os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1"),
         # Fast autoscaling: replicas and handles report load twice a second (default 10 s).
@@ -78,10 +120,11 @@ class LocalRay:
         try:
             return (
                 httpx.get(
-                    f"{self.settings.dashboard_url}/api/serve/applications/", timeout=2
+                    f"{self.settings.dashboard_url}/api/serve/applications/", timeout=2,
+                    headers=ray_headers(self.settings),
                 ).status_code
                 == 200
-            )
+            )  # fmt: skip
         except httpx.TransportError:
             return False
 

@@ -2,11 +2,17 @@
 
 A dyno must not outlive its supervisor: a process gets a parent-death signal; a container gets a
 reaper process that removes it when the supervisor's pipe closes (also on SIGKILL).
+
+Where Kiln runs it, a dyno listens on a unix socket in its app's sandbox (``$KILN_SOCKET``), not
+on a TCP port any local process could reach: only its supervisor reaches it, so no neighbour
+can skip the app's API keys. A slug dyno runs as its app's uid (``kiln.sandbox``); a container
+runs in its app's network, with the app's memory limit and a pids limit, seeing only its own
+model, read-only.
 """
 
 from __future__ import annotations
 
-__all__ = ["ContainerDyno", "Dyno", "LineSink", "ProcessDyno", "free_port"]
+__all__ = ["ContainerDyno", "ContainerLimits", "Dyno", "LineSink", "ProcessDyno", "free_port"]
 
 import collections
 import contextlib
@@ -19,8 +25,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from kiln.containers import ensure_network
+from kiln.sandbox import Sandbox
 
 LineSink = Callable[[str], None]
 _PR_SET_PDEATHSIG = 1
@@ -34,6 +44,7 @@ def free_port() -> int:
 
 class Dyno(Protocol):
     url: str
+    socket: Path | None  # where it listens, when on a unix socket (url is then http://dyno)
 
     def start(self) -> None: ...
     def alive(self) -> bool: ...
@@ -79,24 +90,38 @@ def _die_with_parent() -> None:
 
 
 class ProcessDyno:
-    """A slug dyno: ``command`` in ``cwd`` with ``$PORT`` on loopback."""
+    """A slug dyno: ``command`` in ``cwd``, on the unix socket ``socket`` (or ``$PORT`` on
+    loopback without one), as the sandbox's uid when there is one."""
 
-    def __init__(self, command: list[str], cwd: Path, env: dict[str, str], sink: LineSink) -> None:
+    def __init__(
+        self, command: list[str], cwd: Path, env: dict[str, str], sink: LineSink, *,
+        sandbox: Sandbox | None = None, socket: Path | None = None,
+    ) -> None:  # fmt: skip
         self.command = command
         self.cwd = cwd
         self.env = env
+        self.sandbox = sandbox
+        self.socket = socket
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._output = _Output(sink)
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        if self.socket is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.socket.unlink()  # a dead dyno's; unlink never follows a link
+            env = {**self.env, "KILN_SOCKET": str(self.socket)}
+            self.url = "http://dyno"
+        else:
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            env = {**self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        options = self.sandbox.process_options() if self.sandbox is not None else {}
         self._process = subprocess.Popen(
             self.command, cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, start_new_session=True,
+            **options,
         )  # fmt: skip
         assert self._process.stdout is not None
         self._output.follow(self._process.stdout)
@@ -124,8 +149,23 @@ class ProcessDyno:
         return list(self._output.recent)
 
 
+@dataclass(frozen=True)
+class ContainerLimits:
+    """What a container dyno may use and see."""
+
+    network: str | None = None  # the app's own network (made when missing)
+    memory_bytes: int | None = None  # resources.memory
+    pids: int | None = 4096
+    models: tuple[tuple[str, str], ...] = ()  # (host path, path inside), mounted read-only
+    socket_dir: Path | None = None  # a host directory of its own, mounted at /run/kiln
+
+
+CONTAINER_SOCKET_DIR = "/run/kiln"
+
+
 class ContainerDyno:
-    """An image dyno through the Docker Engine API, its port published on loopback only."""
+    """An image dyno through the Docker Engine API: on a unix socket in a host directory of its
+    own (``limits.socket_dir``), else with its port published on loopback only."""
 
     def __init__(
         self,
@@ -138,7 +178,7 @@ class ContainerDyno:
         name: str,
         labels: dict[str, str],
         gpu_ids: list[str],
-        model_cache: str | None = None,
+        limits: ContainerLimits | None = None,
     ) -> None:
         self.client = client
         self.engine_url = engine_url
@@ -147,7 +187,9 @@ class ContainerDyno:
         self.name = name
         self.labels = labels
         self.gpu_ids = gpu_ids
-        self.model_cache = model_cache
+        self.limits = limits or ContainerLimits()
+        socket_dir = self.limits.socket_dir
+        self.socket = socket_dir / "dyno.sock" if socket_dir is not None else None
         self.url = ""
         self._output = _Output(sink)
         self._container: Any = None
@@ -162,18 +204,38 @@ class ContainerDyno:
             else None
         )
         self._remove_quietly()
+        limits = self.limits
         env = {**self.env, "PORT": "8080"}
-        volumes = None
-        if self.model_cache:  # the host's model cache, read-only, where the dyno looks for it
-            volumes = {self.model_cache: {"bind": "/models", "mode": "ro"}}
+        volumes: dict[str, dict[str, str]] = {}
+        for host, inside in limits.models:  # only the app's own model, read-only
+            volumes[host] = {"bind": inside, "mode": "ro"}
+        if limits.models:
             env["HF_HUB_CACHE"] = "/models"
+        options: dict[str, Any] = {"ports": {"8080/tcp": ("127.0.0.1", None)}}
+        if limits.socket_dir is not None and self.socket is not None:
+            limits.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            owner = self._image_user()  # the image's user makes the socket (Kiln's: 10001)
+            if owner is not None:
+                os.chown(limits.socket_dir, owner, owner)
+            with contextlib.suppress(FileNotFoundError):
+                self.socket.unlink()
+            volumes[str(limits.socket_dir)] = {"bind": CONTAINER_SOCKET_DIR, "mode": "rw"}
+            env["KILN_SOCKET"] = f"{CONTAINER_SOCKET_DIR}/{self.socket.name}"
+            options = {}  # nothing published: only the supervisor reaches the dyno
+        if limits.network is not None:
+            options["network"] = ensure_network(self.client, limits.network)
+        if limits.memory_bytes is not None:
+            options["mem_limit"] = limits.memory_bytes
+            options["memswap_limit"] = limits.memory_bytes  # no swap beyond the limit
+        if limits.pids is not None:
+            options["pids_limit"] = limits.pids
         import docker.errors
 
         def run(init: bool) -> Any:
             return self.client.containers.run(
-                self.image, detach=True, name=self.name, environment=env,
-                ports={"8080/tcp": ("127.0.0.1", None)}, labels=self.labels, init=init,
-                device_requests=devices, volumes=volumes,
+                self.image, detach=True, name=self.name, environment=env, labels=self.labels,
+                init=init, device_requests=devices, volumes=volumes or None,
+                security_opt=["no-new-privileges"], **options,
             )  # fmt: skip
 
         try:
@@ -187,6 +249,9 @@ class ContainerDyno:
             self._container = run(init=False)
         self._reaper = _start_reaper(self.engine_url, self._container.id)
         self._output.follow(self._container.logs(stream=True, follow=True))
+        if self.socket is not None:
+            self.url = "http://dyno"  # the supervisor waits for the socket itself
+            return
         # The published port shows once the container runs; one that exited at once has none
         # (the supervisor then reports its exit code and last lines).
         for _ in range(100):
@@ -198,6 +263,12 @@ class ContainerDyno:
             if self._container.attrs["State"]["Status"] not in ("created", "running"):
                 return
             time.sleep(0.05)
+
+    def _image_user(self) -> int | None:
+        """The numeric uid the image runs as (its USER), or None for root or a named user."""
+        user = str(self.client.images.get(self.image).attrs.get("Config", {}).get("User") or "")
+        uid = user.split(":", 1)[0]
+        return int(uid) if uid.isdigit() and int(uid) != 0 else None
 
     def alive(self) -> bool:
         if self._container is None:

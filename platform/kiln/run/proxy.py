@@ -44,6 +44,7 @@ class Forwarder:
         on_request: Callable[[str, str, int, float], None] | None = None,
         recover: Callable[[], Awaitable[bool]] | None = None,
         guard: KeyGuard | None = None,
+        unix_socket: Callable[[], str | None] | None = None,
     ) -> None:
         self._target = target
         self._ready = ready
@@ -51,12 +52,30 @@ class Forwarder:
         # Called when the dyno cannot be reached; True once it serves again (restarted in place).
         self._recover = recover or ready
         self._guard = guard
+        # Where the dyno listens, when on a unix socket (a restarted dyno makes a new one).
+        self._unix_socket = unix_socket or (lambda: None)
         self._session: aiohttp.ClientSession | None = None
+        self._session_socket: str | None = None
 
     def session(self) -> aiohttp.ClientSession:
+        """The client session to the dyno; a new one when the dyno's socket changed."""
+        socket = self._unix_socket()
+        if self._session is not None and socket != self._session_socket:
+            # The dyno restarted: requests on the old session end with it; close it soon.
+            retired = self._session
+            asyncio.get_running_loop().call_later(
+                30, lambda: asyncio.ensure_future(retired.close())
+            )
+            self._session = None
         if self._session is None or self._session.closed:
+            connector: aiohttp.BaseConnector = (
+                aiohttp.UnixConnector(path=socket, limit=0, keepalive_timeout=30)
+                if socket is not None
+                else aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+            )
+            self._session_socket = socket
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+                connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),  # never carry one caller's cookies to another
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),

@@ -27,19 +27,23 @@ from kiln.models import Deployment, Formation, KeyRule, ReleaseStatus
 from kiln.run.logs import LogRecord, append_records
 from kiln.run.serve_api import AppState, ServeBackend, ServeRefused, failure_reason
 from kiln.run.serve_config import Deployable, application_config, assemble, serve_refusal
+from kiln.sandbox import Sandbox, sandbox_for
 from kiln.settings import Settings
 from kiln.store import Store
 
 logger = logging.getLogger(__name__)
 
 
-def deployable(item: Deployment, keys: list[KeyRule] | None = None) -> Deployable:
+def deployable(
+    item: Deployment, keys: list[KeyRule] | None = None, sandbox: Sandbox | None = None
+) -> Deployable:
     manifest = Manifest.model_validate_json(item.manifest) if item.manifest else Manifest()
     formation = Formation.model_validate_json(item.formation) if item.formation else None
     rules = None if keys is None else tuple(sorted(keys, key=lambda k: k.id))
     return Deployable(
-        item.app, item.release, item.artifact, item.config_sealed, manifest, formation, rules
-    )
+        item.app, item.release, item.artifact, item.config_sealed, manifest, formation, rules,
+        sandbox=sandbox,
+    )  # fmt: skip
 
 
 def _resources(item: Deployment) -> Resources:
@@ -143,7 +147,8 @@ class Reconciler:
         for item in items:
             problem: str | None
             try:
-                item_deployable = deployable(item, self._keys(item.app))
+                box = sandbox_for(self.settings, item.app, item.sandbox_id)
+                item_deployable = deployable(item, self._keys(item.app), box)
                 entry = application_config(
                     item_deployable.with_gpu(self._gpu_choice.get(item.app)),
                     log_dir=str(self.settings.log_dir),

@@ -72,9 +72,12 @@ def failure_reason(message: str) -> str:
 
 
 class ServeRest:
-    def __init__(self, dashboard_url: str, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, dashboard_url: str, timeout_s: float = 120.0, headers: dict[str, str] | None = None
+    ) -> None:
         self.url = f"{dashboard_url.rstrip('/')}/api/serve/applications/"
-        self._http = httpx.Client(timeout=timeout_s)
+        # Ray's auth token (kiln.run.cluster.ray_headers): the dashboard refuses calls without.
+        self._http = httpx.Client(timeout=timeout_s, headers=headers)
 
     def apply(self, config: dict[str, Any]) -> None:
         try:

@@ -28,6 +28,7 @@ from typing import Any
 from kiln.manifest import Accelerator, GpuSpec, Manifest
 from kiln.models import Artifact, ArtifactKind, Formation, KeyRule
 from kiln.run.spec import DynoSpec
+from kiln.sandbox import Sandbox
 
 IMPORT_PATH = "kiln.run.supervisor:build"
 DEPLOYMENT = "dyno"
@@ -54,6 +55,8 @@ class Deployable:
     keys: tuple[KeyRule, ...] | None = None
     # Which of the manifest's GPU preferences the cluster can hold (the capacity check's choice).
     gpu: GpuSpec | None = None
+    # Where and as whom its code runs (kiln.sandbox); None: as the supervisor does.
+    sandbox: Sandbox | None = None
 
     def with_gpu(self, gpu: GpuSpec | None) -> Deployable:
         return dataclasses.replace(self, gpu=gpu)
@@ -126,6 +129,9 @@ def application_config(
         docker_host=docker_host,
         log_dir=log_dir,
         model_cache=model_cache if manifest.model is not None else None,
+        model_folder=manifest.model.cache_folder if manifest.model is not None else None,
+        sandbox=item.sandbox,
+        memory_bytes=manifest.resources.memory.bytes if manifest.resources.memory else None,
     )
     deployment: dict[str, Any] = {
         "name": DEPLOYMENT,

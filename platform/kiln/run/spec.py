@@ -11,6 +11,7 @@ __all__ = ["DynoSpec"]
 from pydantic import BaseModel, ConfigDict, Field
 
 from kiln.models import Artifact
+from kiln.sandbox import Sandbox
 
 
 class DynoSpec(BaseModel):
@@ -29,4 +30,17 @@ class DynoSpec(BaseModel):
     log_dir: str = Field(description="Where the platform's log sink writes app logs.")
     model_cache: str | None = Field(
         None, description="The platform's model cache (Hugging Face layout), read-only for dynos."
+    )
+    model_folder: str | None = Field(
+        None,
+        description="The app's model in that cache (models--org--name): all a dyno sees of it.",
+    )
+    sandbox: Sandbox | None = Field(
+        None, description="Where and as whom the app's code runs; None: as the supervisor does."
+    )
+    memory_bytes: int | None = Field(
+        None, description="resources.memory: a container dyno's memory limit."
+    )
+    pids_limit: int = Field(
+        4096, description="Most processes and threads a container dyno may run."
     )

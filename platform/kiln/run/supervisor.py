@@ -21,11 +21,13 @@ import aiohttp
 from ray import serve
 from ray.serve import Application
 
+from kiln.containers import app_network
 from kiln.models import ArtifactKind
 from kiln.route.keys import KeyGuard
-from kiln.run.dyno import ContainerDyno, Dyno, ProcessDyno, host_environment
+from kiln.run.dyno import ContainerDyno, ContainerLimits, Dyno, ProcessDyno, host_environment
 from kiln.run.logs import LogShipper
 from kiln.run.proxy import Forwarder
+from kiln.run.sockets import PinnedSocket
 from kiln.run.spec import DynoSpec
 from kiln.vault import Vault
 
@@ -59,18 +61,20 @@ class DynoSupervisor:
         self.guard = KeyGuard()
         self.guard.public = False  # closed until Serve hands over the rules (reconfigure)
         self._generation = 0  # counts dynos that became ready: restarts in place make new ones
-        self._health = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.spec.health_timeout_s)
-        )
+        self._health_timeout = aiohttp.ClientTimeout(total=self.spec.health_timeout_s)
+        self.sandbox = self.spec.sandbox.ensure() if self.spec.sandbox is not None else None
         self.dyno = self._make_dyno()
+        # Reached only through the socket it made, pinned so a link in its place leads nowhere.
+        self.pinned = PinnedSocket(self.dyno.socket) if self.dyno.socket is not None else None
+        self.forwarder = Forwarder(
+            lambda: self.dyno.url, self._wait_ready, self._routed, self._recover, self.guard,
+            unix_socket=lambda: self.pinned.connect_path if self.pinned is not None else None,
+        )  # fmt: skip
         self.logs.line(
             "release",
             f"starting v{self.spec.release} ({self.spec.artifact.kind} {self.spec.artifact.digest[:19]})",
         )
         await self._start(self.spec.startup_timeout_s)
-        self.forwarder = Forwarder(
-            lambda: self.dyno.url, self._wait_ready, self._routed, self._recover, self.guard
-        )
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         self._usage = asyncio.get_running_loop().create_task(self._report_usage())
 
@@ -92,6 +96,15 @@ class DynoSupervisor:
         import ray
 
         gpus = [str(g) for g in ray.get_gpu_ids()]
+        models = {}
+        if self.spec.model_cache and self.spec.model_folder:
+            # The weights are in the model cache already (the release phase put them there):
+            # a cold start never downloads. A container mounts only the app's own model; a
+            # slug dyno sees it linked into its sandbox, the rest of the cache closed to it.
+            cache = self.spec.model_cache
+            if self.sandbox is not None and self.spec.artifact.kind is ArtifactKind.SLUG:
+                cache = str(self.sandbox.link_model(Path(cache), self.spec.model_folder))
+            models = {"HF_HUB_CACHE": cache, "HF_HUB_OFFLINE": "1"}
         return {
             "PYTHONUNBUFFERED": "1",
             **self.spec.env,
@@ -100,13 +113,7 @@ class DynoSupervisor:
             "KILN_RELEASE": f"v{self.spec.release}",
             "KILN_DYNO": self.replica,
             "CUDA_VISIBLE_DEVICES": ",".join(gpus),
-            # The weights are in the model cache already (the release phase put them there):
-            # a cold start never downloads.
-            **(
-                {"HF_HUB_CACHE": self.spec.model_cache, "HF_HUB_OFFLINE": "1"}
-                if self.spec.model_cache
-                else {}
-            ),
+            **models,
         }
 
     def _make_dyno(self) -> Dyno:
@@ -119,33 +126,48 @@ class DynoSupervisor:
             if probe not in line:  # the supervisor's own health checks are noise in the app's log
                 self.logs.line("dyno", line)
 
+        box = self.sandbox
         if artifact.kind is ArtifactKind.SLUG:
-            # A process shares the host: give it the host's PATH and locale, not Ray's variables.
-            # A container has its own (the image's), which the host's would break.
+            # A process shares the host: give it the host's PATH and locale, not Ray's variables,
+            # and its app's uid, HOME and socket. A container has its own (the image's).
             return ProcessDyno(
                 artifact.command,
                 Path(artifact.reference) / "app",
-                {**host_environment(), **artifact.env, **env},
+                {**host_environment(), **artifact.env, **env,
+                 **(box.environment() if box is not None else {})},
                 sink,
-            )
+                sandbox=box,
+                socket=box.sockets / f"{self.replica}.sock" if box is not None else None,
+            )  # fmt: skip
         import docker
 
         url = (
             self.spec.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         )
         gpus = [g for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g]
+        folder = self.spec.model_folder
+        limits = ContainerLimits(
+            network=app_network(self.spec.app),
+            memory_bytes=self.spec.memory_bytes,
+            pids=self.spec.pids_limit,
+            models=((f"{self.spec.model_cache}/{folder}", f"/models/{folder}"),)
+            if self.spec.model_cache and folder else (),
+            socket_dir=box.mounts / self.replica if box is not None else None,
+        )  # fmt: skip
         return ContainerDyno(
             docker.DockerClient(base_url=url), url, artifact.reference, env, sink,
             name=f"kiln-{self.spec.app}-{self.replica.replace('.', '-')}",
             labels={"kiln.app": self.spec.app, "kiln.release": str(self.spec.release),
                     "kiln.replica": self.replica},
             gpu_ids=gpus,
-            model_cache=self.spec.model_cache,
+            limits=limits,
         )  # fmt: skip
 
     async def _start(self, timeout_s: float) -> None:
         """Start the dyno and wait until its health path answers 200; raise DynoFailed if not."""
         self._ready.clear()
+        if self.pinned is not None:
+            self.pinned.clear()  # a dead dyno's socket; the new one makes its own
         if isinstance(self.dyno, ContainerDyno):
             await asyncio.to_thread(self.dyno.start)
         else:
@@ -157,6 +179,8 @@ class DynoSupervisor:
                 raise DynoFailed(
                     self._report(f"exited with code {self.dyno.exit_code()} before it was ready")
                 )
+            if self.pinned is not None and self.pinned.connect_path is None:
+                self.pinned.pin()  # None until the dyno has made its socket
             if await self._healthy():
                 self._generation += 1
                 self._ready.set()
@@ -177,8 +201,12 @@ class DynoSupervisor:
         return message
 
     async def _healthy(self) -> bool:
+        if self.pinned is not None and self.pinned.connect_path is None:
+            return False
         try:
-            async with self._health.get(f"{self.dyno.url}{self.spec.health_path}") as response:
+            async with self.forwarder.session().get(
+                f"{self.dyno.url}{self.spec.health_path}", timeout=self._health_timeout
+            ) as response:
                 return response.status == 200
         except (TimeoutError, aiohttp.ClientError):
             return False
@@ -267,5 +295,6 @@ class DynoSupervisor:
         self.logs.line("release", f"stopping the dyno of v{self.spec.release}")
         await asyncio.to_thread(self.dyno.stop, self.spec.stop_timeout_s)
         await self.forwarder.close()
-        await self._health.close()
+        if self.pinned is not None:
+            self.pinned.close()
         self.logs.stop()

@@ -35,7 +35,7 @@ from kiln.settings import Settings
 from kiln.store.addons import AddonStore, KeyStore
 from kiln.store.builds import BuildStore
 from kiln.store.db import migrate, open_engine
-from kiln.store.tables import App, Release, Token, utcnow
+from kiln.store.tables import App, Counter, Release, Token, utcnow
 from kiln.vault import Vault, load_vault
 
 # Writing last_used_at on every request would make each API call a write; once a minute is enough.
@@ -74,7 +74,7 @@ class Store:
         names.app_name(name)
         try:
             with self._session() as session:
-                app = App(name=name)
+                app = App(name=name, sandbox_id=self._next(session, "app_sandbox"))
                 session.add(app)
                 session.flush()
                 session.add(self._release(app, 1, "Initial release", {}, actor))
@@ -99,6 +99,12 @@ class Store:
         with self._session() as session:
             app = self._app(session, name)
             return _app_info(app, self._latest(session, app).version)
+
+    def sandbox_id(self, name: str) -> int:
+        """The number of the app's sandbox (its uid's offset): never one another app had."""
+        with self._session() as session:
+            app = self._app(session, name)
+            return app.sandbox_id if app.sandbox_id is not None else app.id
 
     def destroy_app(self, name: str) -> None:
         with self._session() as session:
@@ -214,6 +220,7 @@ class Store:
                     found.append(
                         Deployment(
                             app=app.name,
+                            sandbox_id=app.sandbox_id if app.sandbox_id is not None else app.id,
                             release=release.version,
                             status=ReleaseStatus(release.status),
                             artifact=Artifact.model_validate_json(release.artifact),
@@ -347,6 +354,15 @@ class Store:
         if app is None:
             raise NotFound(f"app {name} not found; see kiln apps", code="app_not_found")
         return app
+
+    def _next(self, session: Session, name: str) -> int:
+        counter = session.scalar(select(Counter).where(Counter.name == name).with_for_update())
+        if counter is None:
+            counter = Counter(name=name, value=0)
+            session.add(counter)
+        counter.value += 1
+        session.flush()
+        return counter.value
 
     def _latest(self, session: Session, app: App) -> Release:
         release = session.scalar(

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["Addon", "ApiKey", "App", "Base", "Build", "Release", "Token", "UtcDateTime", "utcnow"]
+__all__ = [
+    "Addon",
+    "ApiKey",
+    "App",
+    "Base",
+    "Build",
+    "Counter",
+    "Release",
+    "Token",
+    "UtcDateTime",
+    "utcnow",
+]
 
 from datetime import UTC, datetime
 from typing import Any
@@ -45,12 +56,24 @@ class App(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     # JSON of kiln.run.spec.Formation (kiln scale / autoscale); None: the manifest's [scaling].
     formation: Mapped[str | None] = mapped_column(Text, default=None)
+    # Numbers the app's sandbox (its uid): from a counter, so never one a destroyed app had
+    # (SQLite reuses the highest id once its row is gone).
+    sandbox_id: Mapped[int | None] = mapped_column(default=None)
     releases: Mapped[list[Release]] = relationship(
         back_populates="app", cascade="all, delete-orphan", passive_deletes=True
     )
     builds: Mapped[list[Build]] = relationship(
         back_populates="app", cascade="all, delete-orphan", passive_deletes=True
     )
+
+
+class Counter(Base):
+    """A number that only goes up (``app_sandbox``: the last sandbox id handed out)."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[int] = mapped_column(default=0)
 
 
 class Release(Base):

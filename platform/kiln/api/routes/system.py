@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from kiln import __version__
 from kiln.api.auth import StoreDep
 from kiln.models import PlatformStatus
+from kiln.sandbox import isolation
 
 public = APIRouter(tags=["system"])
 router = APIRouter(tags=["system"])
@@ -30,4 +31,5 @@ def platform_status(store: StoreDep, request: Request) -> PlatformStatus:
         apps=len(store.list_apps()),
         run=request.app.state.reconciler is not None,
         apps_url=request.app.state.settings.apps_url,
+        isolation=isolation(request.app.state.settings).summary,
     )
