@@ -17,7 +17,7 @@ platform's keys, database and credentials) and the home folders above it stay cl
 
 from __future__ import annotations
 
-__all__ = ["Isolation", "Sandbox", "isolation", "sandbox_for"]
+__all__ = ["Isolation", "Sandbox", "check_owned", "isolation", "sandbox_for"]
 
 import os
 import shutil
@@ -223,11 +223,16 @@ def sandbox_for(settings: Settings, app: str, sandbox_id: int) -> Sandbox:
 
 
 def _check_owned(path: Path) -> None:
-    """The sandboxes' parent must be ours and a real directory: never follow a planted link."""
+    check_owned(path, "or set KILN_SANDBOX_DIR to a directory of the platform's own")
+
+
+def check_owned(path: Path, otherwise: str = "") -> None:
+    """``path`` must be a real directory of the platform's user: never a link or a directory
+    someone else planted where the platform expected to make its own."""
     info = path.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
         raise KilnError(
-            f"{path} is not a directory owned by this platform's user; remove it, or set "
-            "KILN_SANDBOX_DIR to a directory of the platform's own",
-            code="sandbox_unsafe",
+            f"{path} is not a directory owned by this platform's user (someone made it first?); "
+            f"remove it{', ' + otherwise if otherwise else ''} and start again",
+            code="directory_unsafe",
         )

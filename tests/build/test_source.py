@@ -9,16 +9,10 @@ import pytest
 
 from kiln.build.source import SourceLimits, extract, tree_digest
 from kiln.errors import InvalidInput
+from tests.build.test_unpack import member
 from tests.support.apps import APPS
 
 Crafter = Callable[..., Path]
-
-
-def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = link
-    return info
 
 
 def files_in(root: Path) -> set[str]:

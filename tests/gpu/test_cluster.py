@@ -21,6 +21,7 @@ pytestmark = pytest.mark.integration
 def cluster() -> Iterator[tuple[str, str]]:
     from ray.cluster_utils import Cluster
 
+    saved = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")}
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     Path("/tmp/ray").mkdir(parents=True, exist_ok=True)  # Cluster records its address there
@@ -38,8 +39,16 @@ def cluster() -> Iterator[tuple[str, str]]:
         num_cpus=1, num_gpus=2, resources={"accelerator_type:A100": 1}, node_ip_address="127.0.0.1"
     )
     nodes.wait_for_nodes()
-    yield nodes.address, f"http://127.0.0.1:{dashboard}"
-    nodes.shutdown()
+    try:
+        # The tests read RAY_AUTH_MODE when they talk to it: it stays set while they run.
+        yield nodes.address, f"http://127.0.0.1:{dashboard}"
+    finally:
+        nodes.shutdown()
+        for key, value in saved.items():  # later tests' clusters are not this one
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture

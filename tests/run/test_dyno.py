@@ -2,9 +2,11 @@
 and never outliving their supervisor."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -17,7 +19,8 @@ import pytest
 from kiln.build.builder import Builder
 from kiln.build.engine import DockerEngine
 from kiln.build.image import ImageBuilder
-from kiln.run.dyno import ContainerDyno, ProcessDyno
+from kiln.run.dyno import ContainerDyno, ContainerLimits, ProcessDyno
+from kiln.run.sockets import PinnedSocket
 from kiln.settings import Settings
 from kiln.store import Store
 from tests.support.apps import EXAMPLES
@@ -115,3 +118,51 @@ def test_a_container_dyno_serves_on_loopback_and_is_removed_when_stopped(
     finally:
         dyno.stop(10)
     assert engine.client.containers.list(all=True, filters={"name": name}) == []
+
+
+@pytest.mark.integration
+def test_a_container_dyno_in_kilns_sandbox_has_no_port_its_own_network_and_limits(
+    engine: DockerEngine, sqlite_store: Store, build_settings: Settings, archive_of: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    sqlite_store.create_app("echo", actor="test")
+    builder = Builder(sqlite_store, build_settings, ImageBuilder(engine, build_settings))
+    build = builder.build("echo", archive_of(EXAMPLES / "echo"), actor="test")
+    assert build.artifact is not None
+    name = f"kiln-test-{uuid.uuid4().hex[:8]}"
+    network = f"kiln-app-test-{uuid.uuid4().hex[:6]}"
+    sockets = Path(tempfile.mkdtemp(prefix="kiln-mount-", dir="/tmp"))
+    limits = ContainerLimits(network=network, memory_bytes=256 * 2**20, pids=128,
+                             socket_dir=sockets / "dyno")  # fmt: skip
+    lines: list[str] = []
+    dyno = ContainerDyno(
+        engine.client, engine.url, build.artifact.reference, {"GREETING": "boxed"}, lines.append,
+        name=name, labels={"kiln.app": "echo"}, gpu_ids=[], limits=limits,
+    )  # fmt: skip
+    dyno.start()
+    try:
+        assert dyno.socket is not None
+        pinned = PinnedSocket(dyno.socket)
+        deadline = time.monotonic() + 60
+        while pinned.pin() is None:
+            assert dyno.alive() and time.monotonic() < deadline, lines
+            time.sleep(0.1)
+        client = httpx.Client(transport=httpx.HTTPTransport(uds=pinned.connect_path))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert client.get("http://dyno/").json() == {"hello": "boxed"}
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, lines
+                time.sleep(0.1)
+        attrs = engine.client.containers.get(name).attrs
+        bound = (attrs["HostConfig"].get("PortBindings") or {}).values()
+        assert not any(bound), bound  # nothing on the host's ports (podman lists EXPOSE, unbound)
+        assert list(attrs["NetworkSettings"]["Networks"]) == [network]
+        assert attrs["HostConfig"]["Memory"] == 256 * 2**20
+        assert attrs["HostConfig"]["PidsLimit"] == 128
+    finally:
+        dyno.stop(10)
+        engine.client.networks.get(network).remove()
+        shutil.rmtree(sockets, ignore_errors=True)

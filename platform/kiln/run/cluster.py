@@ -23,6 +23,7 @@ import httpx
 
 from kiln.control.process import alive, log_tail
 from kiln.errors import KilnError
+from kiln.sandbox import check_owned
 from kiln.settings import Settings
 from kiln.vault import load_vault
 
@@ -96,11 +97,16 @@ def ray_environment(settings: Settings) -> dict[str, str]:
 
 
 def _temp_dir(home: Path) -> Path:
-    # Ray's unix socket paths must stay under ~107 bytes: a short directory, one per home.
-    return (
-        Path(tempfile.gettempdir())
-        / f"kiln-ray-{hashlib.sha256(str(home).encode()).hexdigest()[:10]}"
+    """Ray's temp dir: short (unix socket paths stay under ~107 bytes), one per home, and inside
+    a directory only the platform's user may enter: Ray makes its own temp dir world-writable,
+    and its sockets and logs must stay out of apps' reach."""
+    private = (
+        Path(tempfile.gettempdir()) / f"kiln-{hashlib.sha256(str(home).encode()).hexdigest()[:10]}"
     )
+    private.mkdir(mode=0o700, exist_ok=True)
+    check_owned(private)
+    private.chmod(0o700)
+    return private / "ray"
 
 
 class LocalRay:
