@@ -1,6 +1,9 @@
 """Real slug builds with uv: examples and fixture apps, run and called over HTTP; failures explained."""
 
-from collections.abc import Callable
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -178,3 +181,45 @@ def test_a_release_command_that_hangs_is_stopped(
     build = builder.build("echo", archive_of(app), actor="test")
     assert build.status is BuildStatus.FAILED and build.error is not None
     assert "`echo waiting for a lock; sleep 60` was stopped after 1 s" in build.error
+
+
+@pytest.fixture
+def secret_file() -> Iterator[Path]:
+    """A file only the platform's user may read, where anyone may look (like secret.key)."""
+    fd, name = tempfile.mkstemp(dir="/tmp", prefix="kiln-secret-")
+    os.write(fd, b"TOPSECRET-do-not-leak\n")
+    os.close(fd)
+    yield Path(name)
+    Path(name).unlink()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="per-app uids need root")
+def test_a_release_command_runs_as_the_apps_uid_and_cannot_read_the_platforms_files(
+    builder: Builder, archive_of: Archive, tmp_path: Path, secret_file: Path
+) -> None:
+    lines: list[str] = []
+    command = f"id -u; echo HOME=$HOME; cat {secret_file}"
+    build = builder.build(
+        "echo", archive_of(echo_with_release(tmp_path, command)), actor="test", sink=lines.append
+    )
+    assert build.status is BuildStatus.FAILED
+    log = "\n".join(lines)
+    assert "Permission denied" in log and "TOPSECRET" not in log
+    uid = next(int(line.strip()) for line in lines if line.strip().isdigit())
+    assert uid == builder.settings.sandbox_uid_base + builder.store.sandbox_id("echo")
+    assert f"HOME={builder.settings.resolved_sandbox_dir}/echo." in log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="per-app uids need root")
+def test_a_requirements_file_cannot_read_the_platforms_files_into_the_log(
+    builder: Builder, archive_of: Archive, tmp_path: Path, secret_file: Path
+) -> None:
+    """uv quotes the lines it cannot parse: run as root, a requirements file that includes
+    another file would print that file into the build log."""
+    app = tmp_path / "nosy_requirements"
+    shutil.copytree(EXAMPLES / "echo", app)
+    (app / "requirements.txt").write_text(f"fastapi\n-r {secret_file}\n")
+    build = builder.build("echo", archive_of(app), actor="test")
+    assert build.status is BuildStatus.FAILED
+    log = builder.store.builds.log("echo", build.id)
+    assert "TOPSECRET" not in log and "ermission denied" in log
