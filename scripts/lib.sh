@@ -88,7 +88,8 @@ ensure_engines() {
         _answers "$DOCKER_SOCK" && engines+=("unix://$DOCKER_SOCK")
     fi
     if _apt_install podman:podman runc:runc; then
-        # As root in a sandbox, podman needs these (see MACHINE.md): no rlimit raising, runc.
+        # As root in a container that cannot raise rlimits, with v1-hybrid cgroups, podman needs
+        # default ulimits it may keep, and runc.
         export CONTAINERS_CONF="$ENGINE_DIR/containers.conf"
         printf '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n[engine]\nruntime = "runc"\n' >"$CONTAINERS_CONF"
         if ! _answers "$PODMAN_SOCK"; then
@@ -110,14 +111,14 @@ ensure_engines() {
 _ensure_base_images() {
     local base="kiln/base:bookworm" first="${engines[0]}"
     if ! DOCKER_HOST="$first" "$VENV/bin/python" -c "
-import sys; from kiln.build.engine import connect_engine
+import sys; from kiln.builds.engine import connect_engine
 sys.exit(0 if connect_engine(None).has_image('$base') else 1)"; then
         echo "-----> Bootstrapping $base on $first (debootstrap; about a minute)"
         DOCKER_HOST="$first" "$VENV/bin/kiln" images:bootstrap | grep -E '^-----> ' || return 1
     fi
     for other in "${engines[@]:1}"; do
         if ! DOCKER_HOST="$other" "$VENV/bin/python" -c "
-import sys; from kiln.build.engine import connect_engine
+import sys; from kiln.builds.engine import connect_engine
 sys.exit(0 if connect_engine(None).has_image('$base') else 1)"; then
             echo "-----> Copying $base to $other"
             docker -H "$first" save "$base" | podman --url "$other" load >/dev/null

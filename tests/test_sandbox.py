@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kiln.build.slug import slug_python
+from kiln.builds.slug import slug_python
 from kiln.run.dyno import ProcessDyno
 from kiln.run.sockets import PinnedSocket
 from kiln.sandbox import Sandbox, isolation, sandbox_for

@@ -8,7 +8,7 @@ hub is needed), then measures streamed completions one at a time (tokens/s, time
 and CONCURRENCY at once (tokens/s with the engine's batching), first in-process, then through
 `kiln_runtime.llm.server` on loopback started as a dyno is ($PORT, $KILN_MODEL). Runs on the CPU
 too (slowly at the default size: pass --hidden 64 --layers 2). Needs torch, transformers,
-tokenizers, fastapi, uvicorn, httpx and pydantic. Target (issue 8): HTTP >= 0.95x in-process.
+tokenizers, fastapi, uvicorn, httpx and pydantic. Target: HTTP >= 0.95x in-process.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln.build.log import BuildFailed
+from kiln.builds.log import BuildFailed
 from kiln.manifest import ModelRef
 from kiln.release.weights import model_cache, prefetch
 from kiln.settings import Settings

@@ -31,9 +31,7 @@ class Platform:
         }
         # As a user's shell would have it: no KILN_* of the developer's, and Ray's defaults
         # (token auth) rather than what another test set for a cluster of its own.
-        self.env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("KILN_", "RAY_AUTH_"))
-        }
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("KILN_", "RAY_AUTH_"))}
         self.env.update(
             KILN_HOME=str(home),
             KILN_API_PORT=str(self.ports["api"]),

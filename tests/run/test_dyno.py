@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from kiln.build.builder import Builder
-from kiln.build.engine import DockerEngine
-from kiln.build.image import ImageBuilder
+from kiln.builds.builder import Builder
+from kiln.builds.engine import DockerEngine
+from kiln.builds.image import ImageBuilder
 from kiln.run.dyno import ContainerDyno, ContainerLimits, ProcessDyno
 from kiln.run.sockets import PinnedSocket
 from kiln.settings import Settings

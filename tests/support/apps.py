@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ROOT / "tests" / "build" / "apps"
+APPS = ROOT / "tests" / "apps"
 EXAMPLES = ROOT / "examples"
 
 

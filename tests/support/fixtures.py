@@ -13,11 +13,11 @@ import pytest
 import uvicorn
 
 from kiln.api import create_app
-from kiln.build.builder import Builder
-from kiln.build.engine import DockerEngine, connect_engine
-from kiln.build.image import DEFAULT_BASE, LOCAL_BASE
-from kiln.build.slug import SlugBuilder
-from kiln.build.source import pack
+from kiln.builds.builder import Builder
+from kiln.builds.engine import DockerEngine, connect_engine
+from kiln.builds.image import DEFAULT_BASE, LOCAL_BASE
+from kiln.builds.slug import SlugBuilder
+from kiln.builds.source import pack
 from kiln.settings import Settings
 from kiln.store import Store
 from tests.conftest import LiveApi

@@ -32,7 +32,7 @@ from kiln.api.routes import (
     system,
     tokens,
 )
-from kiln.build.builder import Builder, choose_artifact_builders
+from kiln.builds.builder import Builder, choose_artifact_builders
 from kiln.errors import KilnError, RateLimited
 from kiln.git import http as git_http
 from kiln.gpu.cluster import GpuCluster

@@ -3,7 +3,7 @@ dependency-change rebuild, side by side in one run.
 
     python -m kiln.bench.build [--app examples/echo] [--engine unix:///path/docker.sock]
 
-Targets (issue 3): a code-only rebuild takes <= 0.2x the first build and under 10 s here. The
+Targets: a code-only rebuild takes <= 0.2x the first build and under 10 s here. The
 first build is made cold: a fresh uv cache for slugs, and a dependency file the engine's layer
 cache has never seen (a nonce comment) for images.
 """
@@ -17,12 +17,12 @@ import time
 import uuid
 from pathlib import Path
 
-from kiln.build.artifacts import ArtifactBuilder
-from kiln.build.builder import Builder
-from kiln.build.engine import connect_engine
-from kiln.build.image import ImageBuilder
-from kiln.build.slug import SlugBuilder
-from kiln.build.source import pack
+from kiln.builds.artifacts import ArtifactBuilder
+from kiln.builds.builder import Builder
+from kiln.builds.engine import connect_engine
+from kiln.builds.image import ImageBuilder
+from kiln.builds.slug import SlugBuilder
+from kiln.builds.source import pack
 from kiln.models import BuildStatus
 from kiln.settings import Settings
 from kiln.store import Store

@@ -4,7 +4,7 @@ same tiny model and prompts; then a cold start from zero replicas, split into it
 
     python -m kiln.bench.llm [--requests 8] [--max-tokens 64] [--rounds 5]
 
-Target (issue 8): >= 0.95x the in-process tokens/s. The model is a tiny random Llama built here
+Target: >= 0.95x the in-process tokens/s. The model is a tiny random Llama built here
 (CPU), so the figures measure the serving path, not a model.
 """
 
@@ -24,11 +24,11 @@ import httpx
 from kiln.bench.serving import answers, replicas, wait
 from kiln.bench.streams import engine_run, http_run
 from kiln.bench.tiny_model import build as build_tiny_model
-from kiln.build.artifacts import BuildJob
-from kiln.build.log import BuildLog
-from kiln.build.runtimes import plan_build
-from kiln.build.slug import SlugBuilder
-from kiln.build.source import tree_digest
+from kiln.builds.artifacts import BuildJob
+from kiln.builds.log import BuildLog
+from kiln.builds.runtimes import plan_build
+from kiln.builds.slug import SlugBuilder
+from kiln.builds.source import tree_digest
 from kiln.manifest import parse_manifest
 from kiln.models import Artifact
 from kiln.run.cluster import LocalRay, ray_headers

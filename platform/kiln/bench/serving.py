@@ -9,7 +9,7 @@
 
     python -m kiln.bench.serving [--seconds 10] [--only overhead,coldstart,autoscale]
 
-Targets (issue 4): req/s >= 0.8x bare Serve; <= 1 ms added to p50 at concurrency 1; cold start
+Targets: req/s >= 0.8x bare Serve; <= 1 ms added to p50 at concurrency 1; cold start
 <= 1.5x the bare process + 1 s. Install wrk (apt-get install wrk) for the most faithful load.
 """
 
@@ -28,11 +28,11 @@ import httpx
 
 from kiln.bench.bare_echo import app_dir
 from kiln.bench.load import Result, run_load
-from kiln.build.artifacts import BuildJob
-from kiln.build.log import BuildLog
-from kiln.build.runtimes import plan_build
-from kiln.build.slug import SlugBuilder
-from kiln.build.source import tree_digest
+from kiln.builds.artifacts import BuildJob
+from kiln.builds.log import BuildLog
+from kiln.builds.runtimes import plan_build
+from kiln.builds.slug import SlugBuilder
+from kiln.builds.source import tree_digest
 from kiln.manifest import parse_manifest
 from kiln.models import Artifact
 from kiln.run.cluster import LocalRay, ray_headers

@@ -10,7 +10,7 @@ from typing import IO
 
 import click
 
-from kiln.build.source import pack
+from kiln.builds.source import pack
 from kiln.cli.client import ApiClient
 from kiln.cli.options import app_option, resolve_app
 from kiln.cli.output import console

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kiln.build.log import BuildFailed
+from kiln.builds.log import BuildFailed
 from kiln.manifest import ModelRef
 from kiln.settings import Settings
 

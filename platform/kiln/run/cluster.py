@@ -72,7 +72,7 @@ def ray_environment(settings: Settings) -> dict[str, str]:
         env["RAY_AUTH_MODE"] = "token"
         env["RAY_AUTH_TOKEN_PATH"] = str(_token_path(settings))
     env.update(
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # keep Ray on loopback (MACHINE.md)
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # else Ray maps localhost to eth0's address
         RAY_AUTH_MODE=env.get("RAY_AUTH_MODE", "token"),
         RAY_USAGE_STATS_ENABLED="0",
         RAY_SERVE_ENABLE_HA_PROXY=os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1"),

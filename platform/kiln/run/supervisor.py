@@ -24,9 +24,9 @@ from ray.serve import Application
 from kiln.containers import app_network
 from kiln.models import ArtifactKind
 from kiln.route.keys import KeyGuard
+from kiln.route.proxy import Forwarder
 from kiln.run.dyno import ContainerDyno, ContainerLimits, Dyno, ProcessDyno, host_environment
 from kiln.run.logs import LogShipper
-from kiln.run.proxy import Forwarder
 from kiln.run.sockets import PinnedSocket
 from kiln.run.spec import DynoSpec
 from kiln.vault import Vault

@@ -12,7 +12,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from kiln.api.auth import Caller, StoreDep
-from kiln.build.builder import Builder
+from kiln.builds.builder import Builder
 from kiln.errors import InvalidInput, KilnError
 from kiln.models import ArtifactKind, BuildEvent, BuildInfo, ErrorDetail
 from kiln.settings import Settings

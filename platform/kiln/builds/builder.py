@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kiln.build.artifacts import ArtifactBuilder, BuildJob
-from kiln.build.engine import connect_engine
-from kiln.build.image import ImageBuilder
-from kiln.build.log import BuildFailed, BuildLog
-from kiln.build.runtimes import plan_build
-from kiln.build.slug import SlugBuilder
-from kiln.build.source import SourceLimits, extract, tree_digest
+from kiln.builds.artifacts import ArtifactBuilder, BuildJob
+from kiln.builds.engine import connect_engine
+from kiln.builds.image import ImageBuilder
+from kiln.builds.log import BuildFailed, BuildLog
+from kiln.builds.runtimes import plan_build
+from kiln.builds.slug import SlugBuilder
+from kiln.builds.source import SourceLimits, extract, tree_digest
 from kiln.errors import InvalidInput, KilnError, ManifestError, Unavailable
 from kiln.manifest import Manifest, load_manifest
 from kiln.models import Artifact, ArtifactKind, BuildInfo, BuildStatus

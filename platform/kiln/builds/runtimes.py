@@ -6,7 +6,7 @@ __all__ = ["BUILDPACKS", "plan_build"]
 
 from types import ModuleType
 
-from kiln.build.log import BuildFailed
+from kiln.builds.log import BuildFailed
 from kiln.manifest import Manifest
 from kiln_runtime.embeddings import buildpack as embeddings_buildpack
 from kiln_runtime.llm import buildpack as llm_buildpack

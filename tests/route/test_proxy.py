@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 
-from kiln.run.proxy import Forwarder, _app_path
+from kiln.route.proxy import Forwarder, _app_path
 from tests.conftest import free_port
 
 upstream = FastAPI()

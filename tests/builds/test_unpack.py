@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kiln.build.source import extract, pack
-from kiln.build.unpack import SourceLimits, unpack
+from kiln.builds.source import extract, pack
+from kiln.builds.unpack import SourceLimits, unpack
 from kiln.errors import InvalidInput
 
 Crafter = Callable[..., Path]

@@ -12,9 +12,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from kiln.build.artifacts import run_streaming
-from kiln.build.engine import ContainerEngine
-from kiln.build.image import LOCAL_BASE
+from kiln.builds.artifacts import run_streaming
+from kiln.builds.engine import ContainerEngine
+from kiln.builds.image import LOCAL_BASE
 from kiln.errors import KilnError
 
 _PACKAGES = "python3,ca-certificates"

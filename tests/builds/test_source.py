@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kiln.build.source import SourceLimits, extract, tree_digest
+from kiln.builds.source import SourceLimits, extract, tree_digest
 from kiln.errors import InvalidInput
-from tests.build.test_unpack import member
+from tests.builds.test_unpack import member
 from tests.support.apps import APPS
 
 Crafter = Callable[..., Path]

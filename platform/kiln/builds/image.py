@@ -14,11 +14,11 @@ from typing import Any
 
 from uv import find_uv_bin
 
-from kiln.build.artifacts import BuildJob
-from kiln.build.bundle import REQUIREMENTS_FILE, runtime_bundle
-from kiln.build.dockerfile import DockerfileOptions, render_dockerfile
-from kiln.build.engine import ContainerEngine, EngineError
-from kiln.build.log import BuildFailed, BuildLog
+from kiln.builds.artifacts import BuildJob
+from kiln.builds.bundle import REQUIREMENTS_FILE, runtime_bundle
+from kiln.builds.dockerfile import DockerfileOptions, render_dockerfile
+from kiln.builds.engine import ContainerEngine, EngineError
+from kiln.builds.log import BuildFailed, BuildLog
 from kiln.containers import app_network
 from kiln.models import Artifact, ArtifactKind
 from kiln.sandbox import Sandbox

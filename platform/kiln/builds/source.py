@@ -1,7 +1,7 @@
 """An app's source on its way in: packed by the CLI honouring ignore files, extracted by the
 server without trusting the archive, and digested.
 
-Extraction is ``kiln.build.unpack``'s: it refuses (and leaves nothing of) any archive that could
+Extraction is ``kiln.builds.unpack``'s: it refuses (and leaves nothing of) any archive that could
 write or point outside the app, or that is over a limit.
 """
 
@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import pathspec
 
-from kiln.build.unpack import SourceLimits, unpack
+from kiln.builds.unpack import SourceLimits, unpack
 from kiln.errors import InvalidInput
 
 IGNORE_FILES = (".kilnignore", ".dockerignore")
@@ -92,7 +92,7 @@ def pack(root: Path, out: IO[bytes]) -> tuple[int, int]:
 
 def extract(archive: Path, dest: Path, limits: SourceLimits) -> int:
     """Unpack an uploaded archive into ``dest`` (which must be empty) without trusting it
-    (``kiln.build.unpack``), then drop what the app's own ignore rules exclude; returns the
+    (``kiln.builds.unpack``), then drop what the app's own ignore rules exclude; returns the
     number of files kept."""
     unpack(archive, dest, limits)
     spec = ignore_spec(_rules_in_tree(dest))

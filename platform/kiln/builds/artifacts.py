@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from kiln.build.log import BuildLog
+from kiln.builds.log import BuildLog
 from kiln.manifest import Manifest
 from kiln.models import Artifact, ArtifactKind
 from kiln.sandbox import Sandbox

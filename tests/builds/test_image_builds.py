@@ -6,9 +6,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kiln.build.builder import Builder
-from kiln.build.engine import DockerEngine
-from kiln.build.image import ImageBuilder
+from kiln.builds.builder import Builder
+from kiln.builds.engine import DockerEngine
+from kiln.builds.image import ImageBuilder
 from kiln.models import ArtifactKind, BuildStatus
 from kiln.settings import Settings
 from kiln.store import Store

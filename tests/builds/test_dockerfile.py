@@ -1,6 +1,6 @@
 """The generated Dockerfile is a pure function of the plan: compared with golden files.
 
-Regenerate after an intended change: UPDATE_GOLDEN=1 scripts/test tests/build/test_dockerfile.py
+Regenerate after an intended change: UPDATE_GOLDEN=1 scripts/test tests/builds/test_dockerfile.py
 """
 
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln.build.dockerfile import DockerfileOptions, render_dockerfile
+from kiln.builds.dockerfile import DockerfileOptions, render_dockerfile
 from kiln_runtime.plan import BuildPlan, DependencyFile
 
 GOLDEN = Path(__file__).parent / "golden"

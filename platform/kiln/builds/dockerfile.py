@@ -1,6 +1,6 @@
 """The Dockerfile for a build plan: a pure function, so its output is tested against golden files.
 
-The build context it expects (made by ``kiln.build.image``)::
+The build context it expects (made by ``kiln.builds.image``)::
 
     app/                 the app's source
     kiln/ca.crt          the host's CA bundle, when builds need one

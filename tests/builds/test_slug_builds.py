@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kiln.build.builder import Builder
-from kiln.build.slug import SlugBuilder
+from kiln.builds.builder import Builder
+from kiln.builds.slug import SlugBuilder
 from kiln.models import ArtifactKind, BuildStatus
 from kiln.settings import Settings
 from kiln.store import Store

@@ -30,9 +30,9 @@ from pathlib import Path
 
 from uv import find_uv_bin
 
-from kiln.build.artifacts import BuildJob, run_streaming
-from kiln.build.bundle import runtime_bundle
-from kiln.build.log import BuildFailed, BuildLog
+from kiln.builds.artifacts import BuildJob, run_streaming
+from kiln.builds.bundle import runtime_bundle
+from kiln.builds.log import BuildFailed, BuildLog
 from kiln.errors import InvalidInput
 from kiln.models import Artifact, ArtifactKind
 from kiln.sandbox import Sandbox
