@@ -111,14 +111,14 @@ ensure_engines() {
 _ensure_base_images() {
     local base="kiln/base:bookworm" first="${engines[0]}"
     if ! DOCKER_HOST="$first" "$VENV/bin/python" -c "
-import sys; from kiln.builds.engine import connect_engine
+import sys; from kiln.engine import connect_engine
 sys.exit(0 if connect_engine(None).has_image('$base') else 1)"; then
         echo "-----> Bootstrapping $base on $first (debootstrap; about a minute)"
         DOCKER_HOST="$first" "$VENV/bin/kiln" images:bootstrap | grep -E '^-----> ' || return 1
     fi
     for other in "${engines[@]:1}"; do
         if ! DOCKER_HOST="$other" "$VENV/bin/python" -c "
-import sys; from kiln.builds.engine import connect_engine
+import sys; from kiln.engine import connect_engine
 sys.exit(0 if connect_engine(None).has_image('$base') else 1)"; then
             echo "-----> Copying $base to $other"
             docker -H "$first" save "$base" | podman --url "$other" load >/dev/null

@@ -17,6 +17,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from kiln.api import create_app
+from kiln.control.platform import Platform
 from kiln.settings import Settings
 from kiln.store import Store
 
@@ -104,7 +105,7 @@ def store(any_settings: Settings) -> Iterator[Store]:
 def api(store: Store, any_settings: Settings) -> Iterator[TestClient]:
     """The API in-process over each store, authenticated with a fresh platform token."""
     token = store.create_token("tester").token
-    with TestClient(create_app(any_settings, store)) as client:
+    with TestClient(create_app(Platform(any_settings, store=store))) as client:
         client.headers["Authorization"] = f"Bearer {token}"
         yield client
 
@@ -128,7 +129,10 @@ def live_api(settings: Settings) -> Iterator[LiveApi]:
     token = store.create_token("test").token
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, store), host="127.0.0.1", port=settings.api_port, log_level="error"
+            create_app(Platform(settings, store=store)),
+            host="127.0.0.1",
+            port=settings.api_port,
+            log_level="error",
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

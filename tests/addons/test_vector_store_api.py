@@ -28,7 +28,7 @@ def test_attach_injects_the_url_and_detach_removes_it(api: TestClient) -> None:
     assert config["KILN_VECTOR_URL"].startswith("postgresql://kiln_rag_vector_store:")
     releases = api.get("/apps/rag/releases").json()
     assert (
-        releases[0]["description"] == "Set KILN_VECTOR_URL config vars"
+        releases[0]["description"] == "Attach vector-store (sets KILN_VECTOR_URL)"
         and "add-on vector-store" in releases[0]["actor"]
     )
     assert api.get("/apps/rag/addons/vector-store").json()["status"].startswith("available")

@@ -9,7 +9,7 @@ import httpx
 
 from kiln.models import BuildEvent
 from tests.conftest import LiveApi
-from tests.support.apps import APPS, EXAMPLES
+from tests.support.apps import EXAMPLES, echo_with_release
 
 Archive = Callable[[Path], Path]
 
@@ -66,9 +66,12 @@ def test_garbage_is_a_failed_build_with_a_clear_cause(slug_api: LiveApi) -> None
     assert result.error is not None and "not a complete archive" in result.error
 
 
-def test_two_builds_of_one_app_run_in_turn(slug_api: LiveApi, archive_of: Archive) -> None:
+def test_two_builds_of_one_app_run_in_turn(
+    slug_api: LiveApi, archive_of: Archive, tmp_path: Path
+) -> None:
     slug_api.store.create_app("echo", actor="t")
-    archive = archive_of(APPS / "model_class").read_bytes()
+    # A release phase of a second: the first deploy still holds the app when the second comes.
+    archive = archive_of(echo_with_release(tmp_path, "sleep 1")).read_bytes()
     results: list[list[BuildEvent]] = []
     threads = [
         threading.Thread(target=lambda: results.append(upload(slug_api, "echo", archive)))

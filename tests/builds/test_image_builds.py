@@ -6,30 +6,31 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kiln.builds.builder import Builder
-from kiln.builds.engine import DockerEngine
 from kiln.builds.image import ImageBuilder
+from kiln.deploy import Deployer
+from kiln.engine import DockerEngine
 from kiln.models import ArtifactKind, BuildStatus
 from kiln.settings import Settings
 from kiln.store import Store
 from tests.support.apps import APPS, EXAMPLES, echo_with_release
 from tests.support.dynos import run_image
+from tests.support.fixtures import deployer
 
 Archive = Callable[[Path], Path]
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def builder(sqlite_store: Store, build_settings: Settings, engine: DockerEngine) -> Builder:
+def builder(sqlite_store: Store, build_settings: Settings, engine: DockerEngine) -> Deployer:
     sqlite_store.create_app("echo", actor="test")
-    return Builder(sqlite_store, build_settings, ImageBuilder(engine, build_settings))
+    return deployer(sqlite_store, build_settings, ImageBuilder(engine, build_settings))
 
 
 def test_the_echo_example_builds_into_an_image_that_runs_alone(
-    builder: Builder, engine: DockerEngine, archive_of: Archive
+    builder: Deployer, engine: DockerEngine, archive_of: Archive
 ) -> None:
     lines: list[str] = []
-    build = builder.build("echo", archive_of(EXAMPLES / "echo"), actor="test", sink=lines.append)
+    build = builder.deploy("echo", archive_of(EXAMPLES / "echo"), actor="test", sink=lines.append)
     assert build.status is BuildStatus.SUCCEEDED, "\n".join(lines)
     artifact = build.artifact
     assert artifact is not None and artifact.kind is ArtifactKind.IMAGE
@@ -42,16 +43,16 @@ def test_the_echo_example_builds_into_an_image_that_runs_alone(
 
 
 def test_a_code_only_change_reuses_the_dependency_layer(
-    builder: Builder, tmp_path: Path, archive_of: Archive
+    builder: Deployer, tmp_path: Path, archive_of: Archive
 ) -> None:
     app = tmp_path / "echo"
     app.mkdir()
     for name in ("main.py", "requirements.txt"):
         (app / name).write_text((EXAMPLES / "echo" / name).read_text())
-    builder.build("echo", archive_of(app), actor="test")
+    builder.deploy("echo", archive_of(app), actor="test")
     (app / "main.py").write_text((app / "main.py").read_text() + "\nVERSION = 2\n")
     lines: list[str] = []
-    second = builder.build("echo", archive_of(app), actor="test", sink=lines.append)
+    second = builder.deploy("echo", archive_of(app), actor="test", sink=lines.append)
     assert second.status is BuildStatus.SUCCEEDED
     install = next(i for i, line in enumerate(lines) if "uv pip install" in line)
     assert (
@@ -60,11 +61,11 @@ def test_a_code_only_change_reuses_the_dependency_layer(
 
 
 def test_the_model_runtime_image_stops_promptly_on_sigterm(
-    builder: Builder, engine: DockerEngine, archive_of: Archive
+    builder: Deployer, engine: DockerEngine, archive_of: Archive
 ) -> None:
     import time
 
-    build = builder.build("echo", archive_of(APPS / "model_class"), actor="test")
+    build = builder.deploy("echo", archive_of(APPS / "model_class"), actor="test")
     assert build.artifact is not None, build.error
     container = engine.client.containers.run(build.artifact.reference, detach=True)
     try:
@@ -79,9 +80,9 @@ def test_the_model_runtime_image_stops_promptly_on_sigterm(
 
 
 def test_a_missing_requirement_fails_at_the_dependency_step(
-    builder: Builder, archive_of: Archive
+    builder: Deployer, archive_of: Archive
 ) -> None:
-    build = builder.build("echo", archive_of(APPS / "missing_requirement"), actor="test")
+    build = builder.deploy("echo", archive_of(APPS / "missing_requirement"), actor="test")
     assert build.status is BuildStatus.FAILED and build.error is not None
     assert build.error.startswith("could not install the dependencies from requirements.txt")
     log = builder.store.builds.log("echo", build.id)
@@ -90,14 +91,14 @@ def test_a_missing_requirement_fails_at_the_dependency_step(
 
 
 def test_a_syntax_error_in_a_helper_module_fails_the_compile_step(
-    builder: Builder, tmp_path: Path, archive_of: Archive
+    builder: Deployer, tmp_path: Path, archive_of: Archive
 ) -> None:
     app = tmp_path / "helper_syntax_error"
     app.mkdir()
     (app / "requirements.txt").write_text("fastapi\n")
     (app / "main.py").write_text("from fastapi import FastAPI\nimport helpers\napp = FastAPI()\n")
     (app / "helpers.py").write_text("def broken(:\n    pass\n")
-    build = builder.build("echo", archive_of(app), actor="test")
+    build = builder.deploy("echo", archive_of(app), actor="test")
     assert build.error is not None and build.error.startswith("the app does not compile")
     assert "helpers.py" in builder.store.builds.log("echo", build.id)
 
@@ -107,8 +108,8 @@ def test_a_missing_base_image_says_how_to_make_one(
 ) -> None:
     sqlite_store.create_app("echo", actor="test")
     settings = build_settings.model_copy(update={"base_image": "kiln/no-such-base:never"})
-    builder = Builder(sqlite_store, settings, ImageBuilder(engine, settings))
-    build = builder.build("echo", archive_of(EXAMPLES / "echo"), actor="test")
+    builder = deployer(sqlite_store, settings, ImageBuilder(engine, settings))
+    build = builder.deploy("echo", archive_of(EXAMPLES / "echo"), actor="test")
     assert build.error is not None
     assert (
         "base image kiln/no-such-base:never is not on the engine and could not be pulled"
@@ -118,19 +119,19 @@ def test_a_missing_base_image_says_how_to_make_one(
 
 
 def test_the_release_command_runs_in_a_container_of_the_new_image(
-    builder: Builder, engine: DockerEngine, archive_of: Archive, tmp_path: Path
+    builder: Deployer, engine: DockerEngine, archive_of: Archive, tmp_path: Path
 ) -> None:
-    first = builder.build("echo", archive_of(EXAMPLES / "echo"), actor="test")
+    first = builder.deploy("echo", archive_of(EXAMPLES / "echo"), actor="test")
     failing = echo_with_release(tmp_path, "echo cannot reach the database; exit 3")
     lines: list[str] = []
-    build = builder.build("echo", archive_of(failing), actor="test", sink=lines.append)
+    build = builder.deploy("echo", archive_of(failing), actor="test", sink=lines.append)
     assert build.status is BuildStatus.FAILED and build.error is not None
     assert "exited with 3" in build.error and "       cannot reach the database" in lines
     assert builder.store.get_app("echo").release == first.release
     builder.store.update_config("echo", {"DATABASE_URL": "postgres://db/app"}, actor="test")
     command = "echo migrating $DATABASE_URL $GREETING on port $PORT as $(id -u)"
     lines.clear()
-    build = builder.build(
+    build = builder.deploy(
         "echo", archive_of(echo_with_release(tmp_path, command)), actor="test", sink=lines.append
     )
     assert build.status is BuildStatus.SUCCEEDED, "\n".join(lines)

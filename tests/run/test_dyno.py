@@ -16,15 +16,15 @@ from typing import Any
 import httpx
 import pytest
 
-from kiln.builds.builder import Builder
-from kiln.builds.engine import DockerEngine
 from kiln.builds.image import ImageBuilder
+from kiln.engine import DockerEngine
 from kiln.run.dyno import ContainerDyno, ContainerLimits, ProcessDyno
 from kiln.run.sockets import PinnedSocket
 from kiln.settings import Settings
 from kiln.store import Store
 from tests.support.apps import EXAMPLES
 from tests.support.dynos import wait_healthy
+from tests.support.fixtures import deployer
 
 SERVER = textwrap.dedent(
     """
@@ -100,8 +100,8 @@ def test_a_container_dyno_serves_on_loopback_and_is_removed_when_stopped(
 ) -> None:
     # On each engine: dockerd, and a podman that may lack an init binary (then none is used).
     sqlite_store.create_app("echo", actor="test")
-    builder = Builder(sqlite_store, build_settings, ImageBuilder(engine, build_settings))
-    build = builder.build("echo", archive_of(EXAMPLES / "echo"), actor="test")
+    builder = deployer(sqlite_store, build_settings, ImageBuilder(engine, build_settings))
+    build = builder.deploy("echo", archive_of(EXAMPLES / "echo"), actor="test")
     assert build.artifact is not None
     name = f"kiln-test-{uuid.uuid4().hex[:8]}"
     lines: list[str] = []
@@ -126,8 +126,8 @@ def test_a_container_dyno_in_kilns_sandbox_has_no_port_its_own_network_and_limit
     tmp_path: Path,
 ) -> None:  # fmt: skip
     sqlite_store.create_app("echo", actor="test")
-    builder = Builder(sqlite_store, build_settings, ImageBuilder(engine, build_settings))
-    build = builder.build("echo", archive_of(EXAMPLES / "echo"), actor="test")
+    builder = deployer(sqlite_store, build_settings, ImageBuilder(engine, build_settings))
+    build = builder.deploy("echo", archive_of(EXAMPLES / "echo"), actor="test")
     assert build.artifact is not None
     name = f"kiln-test-{uuid.uuid4().hex[:8]}"
     network = f"kiln-app-test-{uuid.uuid4().hex[:6]}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kiln.builds.engine import connect_engine
+from kiln.engine import connect_engine
 from tests.run.platform import Platform
 from tests.support.apps import APPS, EXAMPLES
 

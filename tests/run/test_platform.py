@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from kiln.builds.engine import connect_engine
+from kiln.engine import connect_engine
 from tests.run.platform import Load, Platform
 from tests.support.apps import APPS, EXAMPLES
 

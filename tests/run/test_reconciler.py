@@ -7,7 +7,9 @@ import pytest
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
+from kiln.control.platform import Platform
 from kiln.models import Artifact, ArtifactKind, Formation, ReleaseStatus
+from kiln.release.releaser import Releaser
 from kiln.run.logs import read_records
 from kiln.run.reconciler import Reconciler
 from kiln.run.serve_api import AppState, ServeRefused
@@ -61,6 +63,11 @@ def world(settings: Settings) -> tuple[Store, FakeServe, Reconciler]:
     store = Store.open(settings)
     serve = FakeServe()
     return store, serve, Reconciler(store, serve, settings)
+
+
+def with_keys(store: Store, app: str) -> None:
+    """The api-keys add-on, attached as ``kiln addons:create api-keys`` would."""
+    Releaser(store, Settings(home=Path("/nonexistent"))).attach_addon(app, "api-keys", None, "t")
 
 
 def deploy(store: Store, app: str, digest: str = "d1", manifest: str | None = None) -> int:
@@ -218,7 +225,7 @@ def test_api_keys_reach_replicas_as_user_config(world: tuple[Store, FakeServe, R
     store, serve, reconciler = world
     store.create_app("open", actor="t")
     store.create_app("closed", actor="t")
-    store.addons.add("closed", "api-keys", "api-keys", {})
+    with_keys(store, "closed")
     deploy(store, "open")
     deploy(store, "closed")
     made = store.keys.create("closed", "ci", None, 5.0)
@@ -344,8 +351,9 @@ def test_ps_shows_the_gpus_each_dyno_of_a_gpu_app_uses(settings: Settings) -> No
                            GpuProcess(pid=8, memory_used=2**30, app="other", replica="dyno.zzz999")])])]  # fmt: skip
 
     token = store.create_token("t").token
-    with TestClient(create_app(settings, store, reconciler=reconciler)) as api:
-        api.app.state.gpus = Gpus()  # type: ignore[attr-defined]
+    platform = Platform(settings, store=store, reconciler=reconciler)
+    platform.gpus = Gpus()  # type: ignore[assignment]
+    with TestClient(create_app(platform)) as api:
         api.headers["Authorization"] = f"Bearer {token}"
         llm = api.get("/apps/llm/ps").json()
         web = api.get("/apps/web/ps").json()
@@ -380,7 +388,7 @@ def test_an_app_serve_refuses_fails_alone_and_the_others_keep_deploying(
     store, serve, reconciler = world
     for app in ("echo", "poison"):
         store.create_app(app, actor="t")
-    store.addons.add("echo", "api-keys", "api-keys", {})
+    with_keys(store, "echo")
     key = store.keys.create("echo", "ci", None, None)
     running(store, serve, reconciler, "echo", "e1")
     good_poison = running(store, serve, reconciler, "poison", "p1")

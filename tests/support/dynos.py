@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from kiln.builds.engine import DockerEngine
+from kiln.engine import DockerEngine
 from kiln.models import Artifact
 from tests.conftest import free_port
 

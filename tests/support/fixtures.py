@@ -13,16 +13,25 @@ import pytest
 import uvicorn
 
 from kiln.api import create_app
+from kiln.builds.artifacts import ArtifactBuilder
 from kiln.builds.builder import Builder
-from kiln.builds.engine import DockerEngine, connect_engine
 from kiln.builds.image import DEFAULT_BASE, LOCAL_BASE
 from kiln.builds.slug import SlugBuilder
 from kiln.builds.source import pack
+from kiln.control.platform import Platform
+from kiln.deploy import Deployer
+from kiln.engine import DockerEngine, connect_engine
+from kiln.release.releaser import Releaser
 from kiln.settings import Settings
 from kiln.store import Store
 from tests.conftest import LiveApi
 from tests.support.apps import APPS, EXAMPLES  # noqa: F401 (re-exported for tests)
 from tests.support.fake_hub import FakeHub
+
+
+def deployer(store: Store, settings: Settings, artifacts: ArtifactBuilder) -> Deployer:
+    """Build and release as a control plane does, with one kind of artifact."""
+    return Deployer(store, Builder(settings, artifacts), Releaser(store, settings))
 
 
 @pytest.fixture
@@ -105,7 +114,9 @@ def slug_api(settings: Settings, uv_cache: Path) -> Iterator[LiveApi]:
     settings = settings.model_copy(update={"uv_cache_dir": uv_cache, "max_upload_bytes": 2**20})
     store = Store.open(settings)
     token = store.create_token("test").token
-    app = create_app(settings, store, Builder(store, settings, SlugBuilder(settings)))
+    app = create_app(
+        Platform(settings, store=store, builder=Builder(settings, SlugBuilder(settings)))
+    )
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=settings.api_port, log_level="error")
     )

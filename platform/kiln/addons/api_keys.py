@@ -23,6 +23,9 @@ _RATE = re.compile(r"(\d+(?:\.\d+)?)/([smhd])")
 class ApiKeysProvider:
     kind = AddonKind.API_KEYS
 
+    def planned_state(self, app: str, name: str) -> dict[str, Any]:
+        return {}
+
     def provision(self, app: str, name: str) -> Provisioned:
         return Provisioned()
 

@@ -55,9 +55,14 @@ class VectorStoreProvider:
                 code="vector_store_unavailable",
             ) from None
 
+    def planned_state(self, app: str, name: str) -> dict[str, Any]:
+        """The database and role ``provision`` makes, named before it makes them."""
+        ident = _ident(app, name)
+        return {"database": ident, "role": ident}
+
     def provision(self, app: str, name: str) -> Provisioned:
         admin = self._admin_url()
-        ident = re.sub(r"\W", "_", f"kiln_{app}_{name}")[:60]
+        ident = _ident(app, name)
         password = secrets.token_urlsafe(24)
         made: list[str] = []
         try:
@@ -125,6 +130,10 @@ class VectorStoreProvider:
         except (psycopg.Error, Unavailable) as exc:
             return f"unreachable: {exc}"
         return f"available, {row[0] if row else '?'} used"
+
+
+def _ident(app: str, name: str) -> str:
+    return re.sub(r"\W", "_", f"kiln_{app}_{name}")[:60]
 
 
 def _with_database(url: str, database: str) -> str:

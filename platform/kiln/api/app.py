@@ -1,6 +1,6 @@
-"""The control-plane API: ``create_app(settings)`` builds the FastAPI app; nothing at import time.
+"""The control-plane API: ``create_app(platform)`` builds the FastAPI app; nothing at import time.
 
-app = create_app(Settings())          # opens and migrates the store
+app = create_app(Platform(Settings()))    # opens and migrates the store
 uvicorn.run(app, port=7100)
 """
 
@@ -16,7 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from kiln import __version__
-from kiln.api.access import AuthThrottle
 from kiln.api.auth import authorize
 from kiln.api.routes import (
     addons,
@@ -32,15 +31,11 @@ from kiln.api.routes import (
     system,
     tokens,
 )
-from kiln.builds.builder import Builder, choose_artifact_builders
+from kiln.control.platform import Platform
 from kiln.errors import KilnError, RateLimited
 from kiln.git import http as git_http
-from kiln.gpu.cluster import GpuCluster
 from kiln.models import ErrorBody, ErrorDetail
 from kiln.route.keys import retry_after
-from kiln.run.reconciler import Reconciler
-from kiln.settings import Settings
-from kiln.store import Store
 
 
 def error_response(
@@ -68,31 +63,15 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", "invalid request: " + "; ".join(problems))
 
 
-def create_app(
-    settings: Settings,
-    store: Store | None = None,
-    builder: Builder | None = None,
-    reconciler: Reconciler | None = None,
-) -> FastAPI:
-    """The API over ``store`` (opened from ``settings`` when not given, and closed with the app).
-
-    ``builder`` defaults to images where a container engine answers, else slugs. With a
-    ``reconciler``, the app runs it while serving (the run stage); without, nothing is served.
-    """
-    owned = store is None
-    the_store = store or Store.open(settings)
-    the_builder = builder or Builder(the_store, settings, choose_artifact_builders(settings))
-    the_store.builds.fail_interrupted()
+def create_app(platform: Platform) -> FastAPI:
+    """The API over ``platform``'s services; it starts the platform with the server and stops it
+    with the server."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if reconciler is not None:
-            reconciler.start()
+        platform.start()
         yield
-        if reconciler is not None:
-            reconciler.stop()
-        if owned:
-            the_store.close()
+        platform.stop()
 
     api = FastAPI(
         title="Kiln control plane",
@@ -100,14 +79,7 @@ def create_app(
         lifespan=lifespan,
         responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}},
     )
-    api.state.store = the_store
-    api.state.settings = settings
-    api.state.builder = the_builder
-    api.state.tasks = set()
-    api.state.reconciler = reconciler
-    api.state.push_locks = {}
-    api.state.gpus = GpuCluster(settings)
-    api.state.auth_throttle = AuthThrottle()
+    api.state.platform = platform
     api.add_exception_handler(KilnError, _kiln_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.include_router(system.public)

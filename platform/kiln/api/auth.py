@@ -1,9 +1,9 @@
 """Platform-token authentication and authorisation: every route but ``/healthz`` needs
-``Authorization: Bearer``, from a token whose scope covers the call (``kiln.api.access``)."""
+``Authorization: Bearer``, from a token whose scope covers the call (``kiln.access``)."""
 
 from __future__ import annotations
 
-__all__ = ["Caller", "StoreDep", "authorize", "check_token", "get_store", "require_token"]
+__all__ = ["Caller", "authorize", "check_token", "client_address", "require_token"]
 
 from datetime import UTC, datetime
 from typing import Annotated
@@ -11,17 +11,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from kiln.api.access import AuthThrottle, needed, refusal
+from kiln.access import AuthThrottle, needed, refusal
+from kiln.api.deps import PlatformDep
 from kiln.errors import Forbidden, RateLimited, Unauthorized
 from kiln.models import TokenInfo
 from kiln.store import Store
 
 _bearer = HTTPBearer(auto_error=False, description="A platform token (kiln tokens:create).")
-
-
-def get_store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
 
 
 def check_token(store: Store, throttle: AuthThrottle, client: str, secret: str | None) -> TokenInfo:
@@ -64,13 +60,12 @@ def client_address(request: Request) -> str:
 
 def require_token(
     request: Request,
-    store: Annotated[Store, Depends(get_store)],
+    platform: PlatformDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> TokenInfo:
     """The caller's valid, unexpired token."""
-    throttle: AuthThrottle = request.app.state.auth_throttle
     secret = credentials.credentials if credentials is not None else None
-    return check_token(store, throttle, client_address(request), secret)
+    return check_token(platform.store, platform.auth_throttle, client_address(request), secret)
 
 
 def authorize(request: Request, token: Annotated[TokenInfo, Depends(require_token)]) -> TokenInfo:
@@ -84,4 +79,3 @@ def authorize(request: Request, token: Annotated[TokenInfo, Depends(require_toke
 
 
 Caller = Annotated[TokenInfo, Depends(require_token)]
-StoreDep = Annotated[Store, Depends(get_store)]

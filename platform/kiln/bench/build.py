@@ -19,23 +19,25 @@ from pathlib import Path
 
 from kiln.builds.artifacts import ArtifactBuilder
 from kiln.builds.builder import Builder
-from kiln.builds.engine import connect_engine
 from kiln.builds.image import ImageBuilder
 from kiln.builds.slug import SlugBuilder
 from kiln.builds.source import pack
+from kiln.deploy import Deployer
+from kiln.engine import connect_engine
 from kiln.models import BuildStatus
+from kiln.release.releaser import Releaser
 from kiln.settings import Settings
 from kiln.store import Store
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "echo"
 
 
-def _build(builder: Builder, app_dir: Path, scratch: Path) -> float:
+def _build(builder: Deployer, app_dir: Path, scratch: Path) -> float:
     archive = scratch / f"{uuid.uuid4().hex}.tar.gz"
     with archive.open("wb") as out:
         pack(app_dir, out)
     started = time.perf_counter()
-    result = builder.build("bench", archive, actor="bench")
+    result = builder.deploy("bench", archive, actor="bench")
     elapsed = time.perf_counter() - started
     if result.status != BuildStatus.SUCCEEDED:
         raise SystemExit(
@@ -59,7 +61,7 @@ def _measure(
             artifacts = ImageBuilder(engine, settings)
         else:
             artifacts = SlugBuilder(settings)
-        builder = Builder(store, settings, artifacts)
+        builder = Deployer(store, Builder(settings, artifacts), Releaser(store, settings))
         app = scratch / "app"
         shutil.copytree(source, app)
         requirements = app / "requirements.txt"

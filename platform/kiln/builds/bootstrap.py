@@ -12,10 +12,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from kiln.builds.artifacts import run_streaming
-from kiln.builds.engine import ContainerEngine
 from kiln.builds.image import LOCAL_BASE
+from kiln.engine import ContainerEngine
 from kiln.errors import KilnError
+from kiln.proc import run_streaming
 
 _PACKAGES = "python3,ca-certificates"
 _PRUNE = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",

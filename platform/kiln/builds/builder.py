@@ -1,38 +1,35 @@
-"""One build, start to finish: upload -> source -> plan -> artifact -> release, with a live log.
+"""The build stage, start to finish: upload -> source -> manifest -> plan -> artifact.
 
-    builder = Builder(store, settings, SlugBuilder(settings))
-    info = builder.build("echo", Path("upload.tar.gz"), actor="me", sink=print)
+    builder = Builder(settings, choose_artifact_builders(settings))
+    artifact = builder.build("echo", 7, Path("upload.tar.gz"), BuildLog(print),
+                             sandbox=box, facts=BuildFacts())
 
-Builds of one app run one at a time: a second waits, and says so in its log. A failed build
-changes nothing that runs: no release is made.
+The stage ends at the artifact; what becomes of it (add-ons, the release phase, the release) is
+the release stage's (``kiln.release.releaser``), and ``kiln.deploy`` conducts the two.
 """
 
 from __future__ import annotations
 
-__all__ = ["Builder", "choose_artifact_builders"]
+__all__ = ["BuildFacts", "Builder", "choose_artifact_builders"]
 
 import logging
 import shutil
 import tempfile
-import threading
-import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.builds.artifacts import ArtifactBuilder, BuildJob
-from kiln.builds.engine import connect_engine
 from kiln.builds.image import ImageBuilder
-from kiln.builds.log import BuildFailed, BuildLog
+from kiln.builds.log import BuildLog
 from kiln.builds.runtimes import plan_build
 from kiln.builds.slug import SlugBuilder
 from kiln.builds.source import SourceLimits, extract, tree_digest
-from kiln.errors import InvalidInput, KilnError, ManifestError, Unavailable
+from kiln.engine import connect_engine
+from kiln.errors import InvalidInput, Unavailable
 from kiln.manifest import Manifest, load_manifest
-from kiln.models import Artifact, ArtifactKind, BuildInfo, BuildStatus
-from kiln.run.serve_config import manifest_refusal
-from kiln.sandbox import Sandbox, sandbox_for
+from kiln.models import Artifact, ArtifactKind
+from kiln.sandbox import Sandbox
 from kiln.settings import ArtifactChoice, Settings
-from kiln.store import Store
 from kiln_runtime.plan import DirectorySource
 
 logger = logging.getLogger(__name__)
@@ -70,40 +67,24 @@ def choose_artifact_builders(settings: Settings) -> list[ArtifactBuilder]:
     return slugs
 
 
+@dataclass
+class BuildFacts:
+    """What a build learnt of the source, as it learnt it (kept when it fails half-way)."""
+
+    source_digest: str | None = None
+    runtime: str | None = None
+    manifest: Manifest | None = None
+
+
 class Builder:
+    """The build stage: an uploaded archive of an app's source -> an artifact (an image, or a
+    slug in the app's sandbox). It records nothing; the deploy (``kiln.deploy``) does."""
+
     def __init__(
-        self, store: Store, settings: Settings, artifacts: ArtifactBuilder | list[ArtifactBuilder]
+        self, settings: Settings, artifacts: ArtifactBuilder | list[ArtifactBuilder]
     ) -> None:
-        self.store = store
         self.settings = settings
         self.kinds = artifacts if isinstance(artifacts, list) else [artifacts]
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def build(
-        self,
-        app: str,
-        archive: Path,
-        *,
-        actor: str,
-        sink: Callable[[str], None] | None = None,
-        commit: str | None = None,
-        kind: ArtifactKind | None = None,
-    ) -> BuildInfo:
-        """Build an uploaded archive of ``app``'s source and release it; never raises for a
-        failed build (the result says failed, the log says why). ``kind`` picks image or slug
-        (default: the host's default)."""
-        self.store.get_app(app)  # an unknown app is an error, not a failed build
-        artifacts = self.artifacts_for(kind)
-        log = BuildLog(sink)
-        lock = self._lock(app)
-        if not lock.acquire(blocking=False):
-            log.step(f"Waiting for the build of {app} in progress to finish")
-            lock.acquire()
-        try:
-            return self._build(app, archive, actor, log, commit, artifacts)
-        finally:
-            lock.release()
 
     def artifacts_for(self, kind: ArtifactKind | None) -> ArtifactBuilder:
         for builder in self.kinds:
@@ -115,139 +96,36 @@ class Builder:
             code="artifact_unavailable",
         )
 
-    def _lock(self, app: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(app, threading.Lock())
-
-    def _build(
-        self, app: str, archive: Path, actor: str, log: BuildLog, commit: str | None,
-        artifacts: ArtifactBuilder,
-    ) -> BuildInfo:  # fmt: skip
-        record = self.store.builds.start(app, actor=actor, commit=commit)
-        started = time.monotonic()
-        log.step(f"Build {record.id} of {app}, as {artifacts.describe()}")
-        workdir = Path(tempfile.mkdtemp(prefix=f"build-{record.id}-", dir=self._scratch()))
-        digest = runtime = manifest_json = None
+    def build(
+        self, app: str, build_id: int, archive: Path, log: BuildLog, *, sandbox: Sandbox,
+        facts: BuildFacts, kind: ArtifactKind | None = None,
+    ) -> Artifact:  # fmt: skip
+        """Unpack, check, plan and build ``archive``; raises BuildFailed, ManifestError or
+        another KilnError, saying why, and fills ``facts`` as it goes."""
+        artifacts = self.artifacts_for(kind)
+        log.step(f"Build {build_id} of {app}, as {artifacts.describe()}")
+        workdir = Path(tempfile.mkdtemp(prefix=f"build-{build_id}-", dir=self._scratch()))
         try:
             source = workdir / "source"
             source.mkdir()
             files = extract(archive, source, SourceLimits(max_bytes=self.settings.max_source_bytes))
-            digest = tree_digest(source)
-            log.info(f"Received {files} files (source {digest[:12]})")
-            manifest = load_manifest(source)
-            refusal = manifest_refusal(manifest) if manifest is not None else None
-            if refusal is not None:
-                raise BuildFailed(
-                    f"kiln.toml asks for something Ray Serve refuses: {refusal}; fix it "
-                    "(kiln manifest:check) and deploy again",
-                    code="invalid_manifest",
-                )
+            facts.source_digest = tree_digest(source)
+            log.info(f"Received {files} files (source {facts.source_digest[:12]})")
+            manifest = facts.manifest = load_manifest(source)
             if manifest is not None and manifest.name and manifest.name != app:
                 log.info(f"kiln.toml names the app {manifest.name}; building it as {app}, as asked")
             plan = plan_build(DirectorySource(source), manifest)
-            runtime = plan.runtime
-            manifest_json = manifest.model_dump_json() if manifest else None
+            facts.runtime = plan.runtime
             log.step(f"Detected a {plan.runtime} app ({plan.entrypoint})")
             deps = plan.dependencies
             log.info(
                 f"dependencies: {deps.path if deps else 'none (no requirements.txt or pyproject.toml)'}"
             )
-            box = sandbox_for(self.settings, app, self.store.sandbox_id(app))
-            job = BuildJob(app, record.id, source, digest, plan, manifest, workdir, box)
-            artifact = artifacts.build(job, log)
-            if manifest is not None and manifest.addons:
-                self._attach_addons(app, [a.value for a in manifest.addons], actor, log)
-            if manifest is not None and (manifest.model is not None or manifest.release):
-                self._release_phase(app, record.id, manifest, artifact, artifacts, log, box)
-            release = self.store.release_build(
-                app,
-                build_id=record.id,
-                artifact=artifact,
-                manifest=manifest_json,
-                description=f"Deploy build {record.id} ({plan.runtime} {artifact.kind})",
-                actor=actor,
-            )
-            log.step(f"Released v{release.version} in {time.monotonic() - started:.1f}s")
-            return self.store.builds.finish(
-                record.id, status=BuildStatus.SUCCEEDED, log=log.text(), source_digest=digest,
-                runtime=runtime, artifact=artifact, manifest=manifest_json,
-            )  # fmt: skip
-        except (BuildFailed, ManifestError, KilnError) as exc:
-            return self._fail(record.id, log, exc.message, digest, runtime, manifest_json)
-        except Exception as exc:  # a bug: fail the build, keep the platform up, keep the trace
-            logger.exception("build %s of %s crashed", record.id, app)
-            message = f"internal error: {type(exc).__name__}: {exc} (see the control plane's log)"
-            return self._fail(record.id, log, message, digest, runtime, manifest_json)
+            job = BuildJob(app, build_id, source, facts.source_digest, plan, manifest, workdir,
+                           sandbox)  # fmt: skip
+            return artifacts.build(job, log)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-
-    def _release_phase(
-        self, app: str, build_id: int, manifest: Manifest, artifact: Artifact,
-        artifacts: ArtifactBuilder, log: BuildLog, sandbox: Sandbox,
-    ) -> None:  # fmt: skip
-        """Before the release exists: the model's weights into the model cache, then kiln.toml's
-        release command (migrations, warm-up) where the new dynos will run, with the app's config.
-        Either failing fails the build, and the running release stays. Lines also go to the app's
-        release log (kiln logs --source release)."""
-        from kiln.release.weights import prefetch
-        from kiln.run.logs import LogRecord, append_records
-
-        def release_line(text: str) -> None:
-            append_records(
-                self.settings.log_dir,
-                app,
-                [LogRecord(ts=time.time(), source="release", process="kiln", line=text)],
-            )
-
-        def step(text: str) -> None:
-            log.step(text)
-            release_line(text)
-
-        def info(text: str) -> None:
-            log.info(text)
-            release_line(text)
-
-        config = self.store.get_config(app)
-        try:
-            if manifest.model is not None:
-                prefetch(manifest.model, self.settings, config.get("HF_TOKEN"), step, info)
-            if manifest.release:
-                step(f"Release phase: running `{manifest.release}`")
-                env = {"PYTHONUNBUFFERED": "1", **manifest.env, **config, "KILN_APP": app,
-                       "KILN_BUILD": str(build_id), "KILN_DYNO": "release"}  # fmt: skip
-                limit = self.settings.release_timeout_s
-                code = artifacts.run_once(artifact, manifest.release, env, info, limit, sandbox)
-                if code != 0:
-                    ended = (
-                        f"was stopped after {limit:g} s" if code is None else f"exited with {code}"
-                    )
-                    raise BuildFailed(
-                        f"the release command `{manifest.release}` {ended} (its output is above)"
-                        "; fix it, or remove release from kiln.toml, and deploy again"
-                    )
-                step("Release phase: the release command succeeded")
-        except BuildFailed as exc:
-            release_line(f"release phase failed: {exc.message}")
-            raise
-
-    def _attach_addons(self, app: str, kinds: list[str], actor: str, log: BuildLog) -> None:
-        """The add-ons kiln.toml lists, attached before the release so it carries their vars."""
-        from kiln.addons.attach import attach_missing
-
-        for info in attach_missing(self.store, self.settings, app, kinds, actor):
-            injected = f": sets {', '.join(info.config_vars)}" if info.config_vars else ""
-            log.step(f"Attached the {info.kind} add-on (kiln.toml){injected}")
-
-    def _fail(
-        self, build_id: int, log: BuildLog, message: str, digest: str | None, runtime: str | None,
-        manifest_json: str | None,
-    ) -> BuildInfo:  # fmt: skip
-        log.error(f"Build failed: {message}")
-        log.error("Nothing was released; the app keeps running its current release.")
-        return self.store.builds.finish(
-            build_id, status=BuildStatus.FAILED, log=log.text(), source_digest=digest,
-            runtime=runtime, manifest=manifest_json, error=message.splitlines()[0].rstrip(":"),
-        )  # fmt: skip
 
     def _scratch(self) -> Path:
         path = self.settings.home / "builds"

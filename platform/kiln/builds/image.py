@@ -7,21 +7,17 @@ __all__ = ["DEFAULT_BASE", "DEFAULT_GPU_BASE", "LOCAL_BASE", "ImageBuilder"]
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from uv import find_uv_bin
 
 from kiln.builds.artifacts import BuildJob
 from kiln.builds.bundle import REQUIREMENTS_FILE, runtime_bundle
 from kiln.builds.dockerfile import DockerfileOptions, render_dockerfile
-from kiln.builds.engine import ContainerEngine, EngineError
 from kiln.builds.log import BuildFailed, BuildLog
-from kiln.containers import app_network
+from kiln.engine import ContainerEngine, EngineError
 from kiln.models import Artifact, ArtifactKind
-from kiln.sandbox import Sandbox
 from kiln.settings import Settings
 
 DEFAULT_BASE = "python:3.11-slim"
@@ -40,17 +36,6 @@ class ImageBuilder:
 
     def describe(self) -> str:
         return f"image ({self.engine.name} at {getattr(self.engine, 'url', '?')})"
-
-    def run_once(
-        self, artifact: Artifact, command: str, env: dict[str, str],
-        on_line: Callable[[str], None], timeout_s: float, sandbox: Sandbox | None = None,
-    ) -> int | None:  # fmt: skip
-        """In a fresh container of the image (its own environment, then ENV), removed after;
-        in the app's own network with a dyno's limits, as its dynos run."""
-        options: dict[str, Any] = {"security_opt": ["no-new-privileges"], "pids_limit": 4096}
-        if sandbox is not None:
-            options["network"] = self.engine.ensure_network(app_network(sandbox.app))
-        return self.engine.run(artifact.reference, command, env, on_line, timeout_s, options)
 
     def build(self, job: BuildJob, log: BuildLog) -> Artifact:
         base = self._base_image(job, log)

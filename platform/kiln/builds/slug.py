@@ -25,16 +25,16 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from uv import find_uv_bin
 
-from kiln.builds.artifacts import BuildJob, run_streaming
+from kiln.builds.artifacts import BuildJob
 from kiln.builds.bundle import runtime_bundle
 from kiln.builds.log import BuildFailed, BuildLog
 from kiln.errors import InvalidInput
 from kiln.models import Artifact, ArtifactKind
+from kiln.proc import host_environment, run_streaming
 from kiln.sandbox import Sandbox
 from kiln.settings import Settings
 
@@ -124,35 +124,12 @@ class SlugBuilder:
             env=dict(job.plan.env),
         )
 
-    def run_once(
-        self, artifact: Artifact, command: str, env: dict[str, str],
-        on_line: Callable[[str], None], timeout_s: float, sandbox: Sandbox | None = None,
-    ) -> int | None:  # fmt: skip
-        """In the slug's app directory, with its dyno's environment and the slug's virtualenv
-        first on PATH, as the app's uid."""
-        from kiln.run.dyno import host_environment
-
-        venv_bin = Path(artifact.command[0]).parent
-        host = host_environment()
-        path = f"{venv_bin}{os.pathsep}{host.get('PATH', '/usr/bin:/bin')}"
-        full = {**host, **artifact.env, **env, "PATH": path, "VIRTUAL_ENV": str(venv_bin.parent)}
-        if sandbox is not None:
-            full.update(sandbox.environment())
-        try:
-            code, _lines = run_streaming(["/bin/sh", "-c", command], on_line, env=full,
-                                         cwd=Path(artifact.reference) / "app", timeout_s=timeout_s,
-                                         as_sandbox=sandbox)  # fmt: skip
-        except TimeoutError:
-            return None
-        return code
-
     def _sandbox(self, job: BuildJob) -> Sandbox:
         if job.sandbox is None:
             raise BuildFailed("internal error: a slug build needs the app's sandbox")
         return job.sandbox.ensure()
 
     def _uv_env(self, box: Sandbox) -> dict[str, str]:
-        from kiln.run.dyno import host_environment
 
         env = {**host_environment(), **box.environment()}
         # Each app's own cache where apps have uids of their own (a shared one would let one

@@ -16,8 +16,8 @@ def images_bootstrap(mirror: str | None, force: bool) -> None:
     """Build the base image kiln/base:bookworm locally (no registry needed; needs root)."""
     # The engine's SDK is slow to import; only this command needs it.
     from kiln.builds.bootstrap import bootstrap_base_image, debian_mirror
-    from kiln.builds.engine import connect_engine
     from kiln.builds.image import LOCAL_BASE
+    from kiln.engine import connect_engine
 
     settings = Settings()
     engine = connect_engine(settings.resolved_docker_host)

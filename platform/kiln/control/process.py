@@ -17,21 +17,8 @@ from pathlib import Path
 import httpx
 
 from kiln.errors import Conflict, KilnError, NotFound
+from kiln.proc import alive, log_tail
 from kiln.settings import Settings
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child counts as gone
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
 
 
 def _is_kiln(pid: int) -> bool:
@@ -134,10 +121,3 @@ def stop(home: Path, timeout_s: float = 20.0) -> int:
         os.kill(pid, signal.SIGKILL)
     pid_file.path.unlink(missing_ok=True)
     return pid
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from kiln.api import create_app
+from kiln.control.platform import Platform
 from kiln.control.process import PidFile
 from kiln.credentials import Credentials, read_credentials_file, write_credentials
 from kiln.errors import Conflict
@@ -23,7 +24,7 @@ from kiln.settings import Settings
 from kiln.store import Store
 
 if TYPE_CHECKING:
-    from kiln.run.reconciler import Reconciler
+    pass
 
 BOOTSTRAP_TOKEN_NAME = "local CLI (kiln up)"  # noqa: S105 (a label)
 
@@ -57,40 +58,6 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def _start_run_stage(settings: Settings, store: Store) -> Reconciler:
-    """Ray (local, started unless it runs already; or the cluster at --ray-address) + Serve."""
-    from kiln.run.cluster import LocalRay, ray_headers
-    from kiln.run.reconciler import Reconciler
-    from kiln.run.serve_api import ServeRest
-
-    if settings.ray_address:
-        print(f"-----> Using the Ray cluster at {settings.ray_address} ({settings.dashboard_url})")
-    else:
-        ray = LocalRay(settings)
-        running = ray.pid()
-        print(
-            f"-----> Ray already runs (pid {running}); apps kept serving"
-            if running
-            else "-----> Starting Ray (single node, loopback)"
-        )
-        ray.ensure()
-    print(f"-----> Apps are served at {settings.apps_url}/<app>/")
-    from kiln.addons.postgres import EmbeddedPostgres
-
-    postgres = EmbeddedPostgres(settings)
-    if postgres.initialized() and not settings.vector_database_url:
-        postgres.ensure()  # vector stores' dynos connect to it
-        print(f"-----> Vector stores on PostgreSQL at 127.0.0.1:{settings.vector_port}")
-    from kiln.gpu.cluster import GpuCluster
-
-    gpus = GpuCluster(settings)
-    return Reconciler(
-        store, ServeRest(settings.dashboard_url, headers=ray_headers(settings)), settings,
-        nodes=gpus.resources,
-        inventory=gpus.inventory,
-    )  # fmt: skip
-
-
 def secure_home(settings: Settings) -> None:
     """KILN_HOME holds the platform's keys, database, credentials and repositories: nothing the
     platform starts makes files others can read (umask 077, inherited by Ray and the dynos'
@@ -122,11 +89,11 @@ def serve(settings: Settings) -> None:
         )
         report = isolation(settings)
         print(f"-----> Isolation: {report.summary}")
-        reconciler = None
-        if settings.run:
-            reconciler = _start_run_stage(settings, store)
+        platform = (
+            Platform.serving(settings, store) if settings.run else Platform(settings, store=store)
+        )
         config = uvicorn.Config(
-            create_app(settings, store, reconciler=reconciler),
+            create_app(platform),
             host=settings.api_host,
             port=settings.api_port,
             log_level="warning",

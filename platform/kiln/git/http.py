@@ -23,14 +23,14 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from kiln.api.access import Level, refusal
+from kiln.access import Level, refusal
 from kiln.api.auth import check_token, client_address
+from kiln.api.deps import PlatformDep
+from kiln.control.platform import Platform
 from kiln.errors import Forbidden, RateLimited, Unauthorized
 from kiln.git.repos import ensure_repo
 from kiln.models import TokenInfo
 from kiln.route.keys import retry_after
-from kiln.settings import Settings
-from kiln.store import Store
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["git"], include_in_schema=False)
@@ -51,12 +51,13 @@ def _token(request: Request) -> str | None:
     return None
 
 
-def _authenticate(request: Request, app: str, pushing: bool) -> tuple[str, TokenInfo]:
+def _authenticate(
+    request: Request, platform: Platform, app: str, pushing: bool
+) -> tuple[str, TokenInfo]:
     """The caller's token, if it may fetch from (read) or push to (deploy) ``app``."""
-    store: Store = request.app.state.store
     secret = _token(request)
     try:
-        found = check_token(store, request.app.state.auth_throttle, client_address(request), secret)
+        found = check_token(platform.store, platform.auth_throttle, client_address(request), secret)
     except Unauthorized:
         raise Unauthorized(
             "git needs a platform token as the password (any user name): run kiln git:remote "
@@ -71,12 +72,12 @@ def _authenticate(request: Request, app: str, pushing: bool) -> tuple[str, Token
 
 
 @router.api_route("/git/{app}.git/{path:path}", methods=["GET", "POST"])
-async def git_backend(app: str, path: str, request: Request) -> Response:
+async def git_backend(app: str, path: str, request: Request, platform: PlatformDep) -> Response:
     receive_pack = (
         path == "git-receive-pack" or request.query_params.get("service") == "git-receive-pack"
     )
     try:
-        token, caller = _authenticate(request, app, pushing=receive_pack)
+        token, caller = _authenticate(request, platform, app, pushing=receive_pack)
     except (Unauthorized, Forbidden, RateLimited) as exc:
         # Plain text: git prints it to the pusher as it is.
         headers = {"WWW-Authenticate": 'Basic realm="Kiln"'} if exc.status == 401 else {}
@@ -85,8 +86,7 @@ async def git_backend(app: str, path: str, request: Request) -> Response:
         return Response(
             exc.message + "\n", status_code=exc.status, media_type="text/plain", headers=headers
         )
-    store: Store = request.app.state.store
-    settings: Settings = request.app.state.settings
+    store, settings = platform.store, platform.settings
     store.get_app(app)  # 404 for an app that does not exist (only after auth)
     repo = await asyncio.to_thread(ensure_repo, settings.home, app)
     body = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 - closed below
@@ -100,7 +100,7 @@ async def git_backend(app: str, path: str, request: Request) -> Response:
     waited = 0.0
     lock: asyncio.Lock | None = None
     if pushing:
-        lock = request.app.state.push_locks.setdefault(app, asyncio.Lock())
+        lock = platform.push_locks.setdefault(app, asyncio.Lock())
         started = time.monotonic()
         await lock.acquire()
         waited = time.monotonic() - started

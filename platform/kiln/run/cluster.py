@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from kiln.control.process import alive, log_tail
 from kiln.errors import KilnError
+from kiln.proc import alive, log_tail
 from kiln.sandbox import check_owned
 from kiln.settings import Settings
 from kiln.vault import load_vault

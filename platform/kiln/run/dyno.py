@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kiln.containers import ensure_network
+from kiln.engine import ensure_network
 from kiln.sandbox import Sandbox
 
 LineSink = Callable[[str], None]
@@ -72,15 +72,6 @@ class _Output:
                     self.sink(line)
         except Exception as exc:  # the stream ends with the dyno; a broken one is not fatal
             self.sink(f"(log stream ended: {type(exc).__name__})")
-
-
-_HOST_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "HF_HOME", "HF_HUB_OFFLINE")
-
-
-def host_environment() -> dict[str, str]:
-    """What a process on the host (a slug's dyno, its release command) takes from the host's
-    environment: PATH and locale, never Ray's variables. A container has the image's own."""
-    return {k: os.environ[k] for k in _HOST_ENV if k in os.environ}
 
 
 def _die_with_parent() -> None:

@@ -21,11 +21,12 @@ import aiohttp
 from ray import serve
 from ray.serve import Application
 
-from kiln.containers import app_network
+from kiln.engine import app_network
 from kiln.models import ArtifactKind
+from kiln.proc import host_environment
 from kiln.route.keys import KeyGuard
 from kiln.route.proxy import Forwarder
-from kiln.run.dyno import ContainerDyno, ContainerLimits, Dyno, ProcessDyno, host_environment
+from kiln.run.dyno import ContainerDyno, ContainerLimits, Dyno, ProcessDyno
 from kiln.run.logs import LogShipper
 from kiln.run.sockets import PinnedSocket
 from kiln.run.spec import DynoSpec

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-__all__ = ["AddonStore", "KeyStore"]
+__all__ = [
+    "ATTACHED",
+    "PROVISIONING",
+    "AddonAttachment",
+    "AddonRecord",
+    "AddonStore",
+    "KeyStore",
+    "attach_in",
+]
 
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,43 +29,96 @@ from kiln.models import AddonInfo, ApiKeyInfo, KeyRule, NewApiKey
 from kiln.store.tables import Addon, ApiKey, App, utcnow
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
+PROVISIONING = "provisioning"
+ATTACHED = "attached"
 AppLookup = Callable[[Session, str], App]
 
 
+@dataclass(frozen=True)
+class AddonRecord:
+    """An add-on of an app, as the store keeps it (with its provider's state)."""
+
+    name: str
+    kind: str
+    created_at: datetime
+    state: dict[str, Any]
+    status: str = ATTACHED
+
+    @property
+    def config_vars(self) -> list[str]:
+        return list(self.state.get("config_vars", []))
+
+    def info(self, status: str | None = None) -> AddonInfo:
+        return AddonInfo(name=self.name, kind=self.kind, created_at=self.created_at,
+                         config_vars=self.config_vars, status=status or "ready")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AddonAttachment:
+    """A provisioned add-on on its way into a release: what its provider keeps, what it injects."""
+
+    name: str
+    state: dict[str, Any]
+    config_vars: dict[str, str]
+
+
 class AddonStore:
+    """``store.addons``. Provisioning is journaled: ``begin`` records the add-on as
+    provisioning (with what undoing it needs) before its provider makes anything; the release
+    that carries it flips it to attached in the same transaction (``Store.release_deploy``,
+    ``Store.attach_addon``); a row left provisioning by a stopped control plane is undone at
+    the next start (``pending``)."""
+
     def __init__(self, session: SessionFactory, app: AppLookup) -> None:
         self._session = session
         self._app = app
 
-    def add(self, app: str, kind: str, name: str, state: dict[str, Any]) -> None:
+    def begin(
+        self, app: str, kind: str, name: str, state: dict[str, Any], build_id: int | None = None
+    ) -> None:
         try:
             with self._session() as session:
                 session.add(
-                    Addon(
-                        app_id=self._app(session, app).id,
-                        kind=kind,
-                        name=name,
-                        state=json.dumps(state),
-                    )
-                )
+                    Addon(app_id=self._app(session, app).id, kind=kind, name=name,
+                          state=json.dumps(state), status=PROVISIONING, build_id=build_id)
+                )  # fmt: skip
         except IntegrityError:
             raise Conflict(
                 f"{app} already has an add-on named {name}; see kiln addons -a {app}",
                 code="addon_exists",
             ) from None
 
-    def all(self, app: str) -> list[tuple[str, str, datetime, dict[str, Any]]]:
-        """(name, kind, created_at, state) of each add-on of the app."""
+    def abandon(self, app: str, name: str) -> None:
+        """Forget an add-on whose provisioning was undone."""
+        with self._session() as session:
+            owner = self._app(session, app)
+            session.execute(
+                delete(Addon).where(Addon.app_id == owner.id, Addon.name == name,
+                                    Addon.status == PROVISIONING)
+            )  # fmt: skip
+
+    def pending(self) -> list[tuple[str, AddonRecord]]:
+        """Every add-on still provisioning, with its app: what a stopped deploy left."""
+        with self._session() as session:
+            rows = session.execute(
+                select(App.name, Addon).join(App).where(Addon.status == PROVISIONING)
+            ).all()
+            return [(app, _record(addon)) for app, addon in rows]
+
+    def all(self, app: str) -> list[AddonRecord]:
+        """The app's attached add-ons, by name."""
         with self._session() as session:
             rows = session.scalars(
-                select(Addon).where(Addon.app_id == self._app(session, app).id).order_by(Addon.name)
+                select(Addon)
+                .where(Addon.app_id == self._app(session, app).id, Addon.status == ATTACHED)
+                .order_by(Addon.name)
             )
-            return [(a.name, a.kind, a.created_at, json.loads(a.state)) for a in rows]
+            return [_record(a) for a in rows]
 
-    def get(self, app: str, name: str) -> tuple[str, dict[str, Any]]:
-        for found, kind, _created, state in self.all(app):
-            if found == name:
-                return kind, state
+    def get(self, app: str, name: str) -> AddonRecord:
+        for record in self.all(app):
+            if record.name == name:
+                return record
         raise NotFound(
             f"{app} has no add-on named {name}; see kiln addons -a {app}", code="addon_not_found"
         )
@@ -64,22 +126,25 @@ class AddonStore:
     def remove(self, app: str, name: str) -> None:
         with self._session() as session:
             owner = self._app(session, app)
-            addon = session.scalar(
-                select(Addon).where(Addon.app_id == owner.id, Addon.name == name)
-            )
-            if addon is not None:
-                session.delete(addon)
+            session.execute(delete(Addon).where(Addon.app_id == owner.id, Addon.name == name))
 
     def has_kind(self, app: str, kind: str) -> bool:
-        return any(k == kind for _n, k, _c, _s in self.all(app))
+        return any(record.kind == kind for record in self.all(app))
 
-    def info(self, app: str, config_vars: dict[str, list[str]]) -> list[AddonInfo]:
-        return [
-            AddonInfo(
-                name=name, kind=kind, created_at=created, config_vars=config_vars.get(name, [])
-            )
-            for name, kind, created, _state in self.all(app)
-        ]
+
+def attach_in(session: Session, app: App, name: str, state: dict[str, Any]) -> None:
+    """Within a release's transaction: the journaled add-on becomes attached."""
+    addon = session.scalar(
+        select(Addon).where(Addon.app_id == app.id, Addon.name == name).with_for_update()
+    )
+    assert addon is not None and addon.status == PROVISIONING, f"add-on {name} was not begun"
+    addon.status = ATTACHED
+    addon.state = json.dumps(state)
+
+
+def _record(addon: Addon) -> AddonRecord:
+    return AddonRecord(name=addon.name, kind=addon.kind, created_at=addon.created_at,
+                       state=json.loads(addon.state), status=addon.status)  # fmt: skip
 
 
 class KeyStore:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["BuildStore"]
+__all__ = ["BuildOutcome", "BuildStore"]
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -17,6 +18,16 @@ from kiln.store.tables import App, Build, Release, utcnow
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 AppLookup = Callable[[Session, str], App]
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    """What a succeeded build records, in the transaction of the release it made."""
+
+    source_digest: str | None
+    runtime: str | None
+    manifest: str | None
+    log: Callable[[int], str]  # the whole log, given the release's version
 
 
 class BuildStore:
@@ -60,6 +71,21 @@ class BuildStore:
             build.finished_at = utcnow()
             session.flush()
             return self._info(session, build)
+
+    def succeed_in(
+        self, session: Session, build_id: int, artifact: Artifact, outcome: BuildOutcome,
+        version: int,
+    ) -> None:  # fmt: skip
+        """Within the release's transaction: the build that made it, finished."""
+        build = session.get(Build, build_id)
+        assert build is not None, f"build {build_id} vanished while running"
+        build.status = BuildStatus.SUCCEEDED
+        build.log = outcome.log(version)
+        build.source_digest = outcome.source_digest
+        build.runtime = outcome.runtime
+        build.artifact = artifact.model_dump_json()
+        build.manifest = outcome.manifest
+        build.finished_at = utcnow()
 
     def list(self, app: str, limit: int = 50) -> list[BuildInfo]:
         with self._session() as session:

@@ -32,8 +32,8 @@ from kiln.models import (
     TokenScope,
 )
 from kiln.settings import Settings
-from kiln.store.addons import AddonStore, KeyStore
-from kiln.store.builds import BuildStore
+from kiln.store.addons import AddonAttachment, AddonStore, KeyStore, attach_in
+from kiln.store.builds import BuildOutcome, BuildStore
 from kiln.store.db import migrate, open_engine
 from kiln.store.tables import App, Counter, Release, Token, utcnow
 from kiln.vault import Vault, load_vault
@@ -149,16 +149,27 @@ class Store:
         manifest: str | None,
         description: str,
         actor: str,
+        addons: Sequence[AddonAttachment] = (),
+        outcome: BuildOutcome | None = None,
     ) -> ReleaseInfo:
-        """A new release running ``artifact``, with the config of the app's latest release."""
+        """A new release running ``artifact``, with the config of the app's latest release plus
+        what ``addons`` (journaled, provisioned) inject, which become attached; and, with an
+        ``outcome``, the build finished as succeeded. One transaction: all of it, or none."""
         with self._session() as session:
             app = self._app(session, name, lock=True)
             current = self._latest(session, app)
+            sealed = current.config_sealed
+            if addons:
+                config = self._vault.open(sealed)
+                for addon in addons:
+                    attach_in(session, app, addon.name, addon.state)
+                    config.update(addon.config_vars)
+                sealed = self._vault.seal(config)
             release = Release(
                 app=app,
                 version=current.version + 1,
                 description=description,
-                config_sealed=current.config_sealed,
+                config_sealed=sealed,
                 status=ReleaseStatus.PENDING,
                 actor=actor,
                 build_id=build_id,
@@ -167,7 +178,28 @@ class Store:
             )
             session.add(release)
             session.flush()
+            if outcome is not None:
+                self.builds.succeed_in(session, build_id, artifact, outcome, release.version)
             return self._info(release)
+
+    def attach_addon(self, name: str, addon: AddonAttachment, *, actor: str) -> ConfigChange | None:
+        """A journaled, provisioned add-on becomes attached, and its config vars a new release
+        (None: it injects none). One transaction."""
+        with self._session() as session:
+            app = self._app(session, name, lock=True)
+            attach_in(session, app, addon.name, addon.state)
+            if not addon.config_vars:
+                return None
+            current = self._latest(session, app)
+            config = self._vault.open(current.config_sealed)
+            updated = {**config, **addon.config_vars}
+            release = self._release(
+                app, current.version + 1, f"Attach {addon.name} (sets {', '.join(sorted(addon.config_vars))})",
+                updated, actor, self._runnable(session, app),
+            )  # fmt: skip
+            session.add(release)
+            session.flush()
+            return ConfigChange(changed=True, release=self._info(release), config=updated)
 
     def rollback(self, name: str, version: int | None, *, actor: str) -> ReleaseInfo:
         """A new release with the artifact, config and manifest of ``version`` (default: the

@@ -153,6 +153,10 @@ class Addon(Base):
     # JSON the provider needs to deprovision (e.g. the database and role it made).
     state: Mapped[str] = mapped_column(Text, default="{}")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # "provisioning" while a deploy or addons:create is making it (a control plane that stops
+    # then leaves it to be undone at the next start), "attached" once its release exists.
+    status: Mapped[str] = mapped_column(String(20), default="attached")
+    build_id: Mapped[int | None] = mapped_column(default=None)
 
 
 class ApiKey(Base):

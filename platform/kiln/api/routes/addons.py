@@ -5,68 +5,37 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, status
 
-from kiln.addons.attach import attach
 from kiln.addons.base import provider_for
-from kiln.api.auth import Caller, StoreDep
-from kiln.manifest import AddonKind
+from kiln.api.auth import Caller
+from kiln.api.deps import ReleaserDep, SettingsDep, StoreDep
 from kiln.models import AddonCreate, AddonInfo, ApiKeyCreate, ApiKeyInfo, NewApiKey
 from kiln.run.logs import read_records
 from kiln.settings import Settings
-from kiln.store import Store
 
 router = APIRouter(prefix="/apps/{app}", tags=["addons"])
 
 
-def _poke(request: Request) -> None:
-    if request.app.state.reconciler is not None:
-        request.app.state.reconciler.poke()
-
-
 @router.get("/addons")
 def list_addons(app: str, store: StoreDep) -> list[AddonInfo]:
-    return [
-        AddonInfo(
-            name=name, kind=kind, created_at=created, config_vars=state.get("config_vars", [])
-        )
-        for name, kind, created, state in store.addons.all(app)
-    ]
+    return [record.info() for record in store.addons.all(app)]
 
 
 @router.post("/addons", status_code=status.HTTP_201_CREATED)
-def create_addon(
-    app: str, body: AddonCreate, store: StoreDep, caller: Caller, request: Request
-) -> AddonInfo:
-    info = attach(store, request.app.state.settings, app, body.kind, body.name, caller.name)
-    _poke(request)
-    return info
+def create_addon(app: str, body: AddonCreate, releaser: ReleaserDep, caller: Caller) -> AddonInfo:
+    return releaser.attach_addon(app, body.kind, body.name, caller.name)
 
 
 @router.get("/addons/{name}")
-def addon_info(app: str, name: str, store: StoreDep, request: Request) -> AddonInfo:
-    kind, state = store.addons.get(app, name)
-    created = next(c for n, _k, c, _s in store.addons.all(app) if n == name)
-    provider = provider_for(kind, request.app.state.settings)
-    return AddonInfo(name=name, kind=kind, created_at=created, config_vars=state.get("config_vars", []),
-                     status=provider.status(state))  # fmt: skip
+def addon_info(app: str, name: str, store: StoreDep, settings: SettingsDep) -> AddonInfo:
+    record = store.addons.get(app, name)
+    return record.info(provider_for(record.kind, settings).status(record.state))
 
 
 @router.delete("/addons/{name}")
-def destroy_addon(
-    app: str, name: str, store: StoreDep, caller: Caller, request: Request
-) -> AddonInfo:
-    kind, state = store.addons.get(app, name)
-    created = next(c for n, _k, c, _s in store.addons.all(app) if n == name)
-    variables = list(state.get("config_vars", []))
-    if variables:
-        store.update_config(app, dict.fromkeys(variables), actor=f"{caller.name} (add-on {name})")
-    provider_for(kind, request.app.state.settings).deprovision(app, state)
-    store.addons.remove(app, name)
-    _poke(request)
-    return AddonInfo(
-        name=name, kind=kind, created_at=created, config_vars=variables, status="destroyed"
-    )
+def destroy_addon(app: str, name: str, releaser: ReleaserDep, caller: Caller) -> AddonInfo:
+    return releaser.detach_addon(app, name, caller.name)
 
 
 def _usage(settings: Settings, app: str) -> dict[int, tuple[int, float]]:
@@ -81,8 +50,8 @@ def _usage(settings: Settings, app: str) -> dict[int, tuple[int, float]]:
 
 
 @router.get("/keys")
-def list_keys(app: str, store: StoreDep, request: Request) -> list[ApiKeyInfo]:
-    usage = _usage(request.app.state.settings, app)
+def list_keys(app: str, store: StoreDep, settings: SettingsDep) -> list[ApiKeyInfo]:
+    usage = _usage(settings, app)
     keys = []
     for key in store.keys.all(app):
         count, last = usage.get(key.id, (0, 0.0))
@@ -93,18 +62,10 @@ def list_keys(app: str, store: StoreDep, request: Request) -> list[ApiKeyInfo]:
 
 
 @router.post("/keys", status_code=status.HTTP_201_CREATED)
-def create_key(app: str, body: ApiKeyCreate, store: StoreDep, request: Request) -> NewApiKey:
-    key = store.keys.create(app, body.name, body.expires_in_s, body.rate_per_s)
-    _poke(request)
-    return key
+def create_key(app: str, body: ApiKeyCreate, releaser: ReleaserDep) -> NewApiKey:
+    return releaser.create_key(app, body.name, body.expires_in_s, body.rate_per_s)
 
 
 @router.delete("/keys/{prefix}")
-def revoke_key(app: str, prefix: str, store: StoreDep, request: Request) -> ApiKeyInfo:
-    key = store.keys.revoke(app, prefix)
-    _poke(request)  # the replicas stop accepting it within about a second
-    return key
-
-
-def enforced(store: Store, app: str) -> bool:
-    return store.addons.has_kind(app, AddonKind.API_KEYS.value)
+def revoke_key(app: str, prefix: str, releaser: ReleaserDep) -> ApiKeyInfo:
+    return releaser.revoke_key(app, prefix)  # the replicas refuse it within about a second

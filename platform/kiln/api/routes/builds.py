@@ -11,11 +11,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from kiln.api.auth import Caller, StoreDep
-from kiln.builds.builder import Builder
+from kiln.api.auth import Caller
+from kiln.api.deps import PlatformDep, StoreDep
 from kiln.errors import InvalidInput, KilnError
 from kiln.models import ArtifactKind, BuildEvent, BuildInfo, ErrorDetail
-from kiln.settings import Settings
 
 router = APIRouter(prefix="/apps/{app}/builds", tags=["builds"])
 
@@ -56,16 +55,17 @@ async def _spool(request: Request, limit: int, directory: Path) -> Path:
 async def create_build(
     app: str,
     request: Request,
-    store: StoreDep,
+    platform: PlatformDep,
     caller: Caller,
     commit: str | None = None,
     artifact: ArtifactKind | None = None,
 ) -> StreamingResponse:
-    """Build the ``.tar.gz`` body; the response streams ``BuildEvent`` lines as the build runs."""
-    store.get_app(app)
-    settings: Settings = request.app.state.settings
-    builder: Builder = request.app.state.builder
-    builder.artifacts_for(artifact)  # refuse a kind this host cannot build before the upload
+    """Deploy the ``.tar.gz`` body (build, then release); the response streams ``BuildEvent``
+    lines as it runs. ``kiln deploy`` and the git hook both come here."""
+    platform.store.get_app(app)
+    settings = platform.settings
+    deployer = platform.deployer
+    deployer.builder.artifacts_for(artifact)  # refuse a kind this host cannot build, first
     archive = await _spool(request, settings.max_upload_bytes, settings.home / "uploads")
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[BuildEvent] = asyncio.Queue()
@@ -76,11 +76,9 @@ async def create_build(
     async def run() -> None:
         try:
             result = await run_in_threadpool(
-                builder.build, app, archive, actor=caller.name, sink=sink, commit=commit,
+                deployer.deploy, app, archive, actor=caller.name, sink=sink, commit=commit,
                 kind=artifact,
             )  # fmt: skip
-            if request.app.state.reconciler is not None:
-                request.app.state.reconciler.poke()  # roll the new release out
             events.put_nowait(BuildEvent(build=result))
         except KilnError as exc:
             events.put_nowait(BuildEvent(error=ErrorDetail(code=exc.code, message=exc.message)))
@@ -89,8 +87,8 @@ async def create_build(
 
     # The build goes on if the client goes away, as on Heroku; keep a reference until it ends.
     task = asyncio.create_task(run())
-    request.app.state.tasks.add(task)
-    task.add_done_callback(request.app.state.tasks.discard)
+    platform.tasks.add(task)
+    task.add_done_callback(platform.tasks.discard)
 
     async def stream() -> AsyncIterator[bytes]:
         while True:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from kiln.api.auth import Caller, StoreDep
+from kiln.api.auth import Caller
+from kiln.api.deps import ReleaserDep, StoreDep
 from kiln.models import ConfigChange, ConfigUpdate
 
 router = APIRouter(prefix="/apps/{app}/config", tags=["config"])
@@ -17,9 +18,6 @@ def get_config(app: str, store: StoreDep) -> dict[str, str]:
 
 @router.patch("")
 def update_config(
-    app: str, body: ConfigUpdate, store: StoreDep, caller: Caller, request: Request
+    app: str, body: ConfigUpdate, releaser: ReleaserDep, caller: Caller
 ) -> ConfigChange:
-    change = store.update_config(app, body.vars, actor=caller.name)
-    if change.changed and request.app.state.reconciler is not None:
-        request.app.state.reconciler.poke()  # roll the new config out
-    return change
+    return releaser.set_config(app, body.vars, caller.name)

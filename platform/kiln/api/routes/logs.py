@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from kiln.api.auth import StoreDep
+from kiln.api.deps import SettingsDep, StoreDep
 from kiln.errors import InvalidInput
 from kiln.run.logs import LogRecord, app_log, read_records
 from kiln.store import Store
@@ -44,6 +44,7 @@ def _records(store: Store, log_dir: Path, app: str, source: str | None) -> list[
 async def logs(
     app: str,
     store: StoreDep,
+    settings: SettingsDep,
     request: Request,
     n: int = Query(100, ge=1, le=100_000, description="How many recent lines."),
     source: str | None = Query(None, description="Only build, release, dyno or router lines."),
@@ -54,7 +55,7 @@ async def logs(
         raise InvalidInput(
             f"unknown log source {source!r}; one of: {', '.join(SOURCES)}", code="bad_source"
         )
-    log_dir: Path = request.app.state.settings.log_dir
+    log_dir: Path = settings.log_dir
     recent = _records(store, log_dir, app, source)[-n:]
 
     async def stream() -> AsyncIterator[bytes]:

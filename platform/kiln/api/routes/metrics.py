@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from kiln.api.routes.formation import reconciler_of
+from kiln.api.deps import GpusDep, ReconcilerDep
 from kiln.errors import KilnError
 from kiln.gpu.inventory import NodeInventory
 from kiln.run.reconciler import Reconciler
@@ -69,8 +69,7 @@ class _Snapshot:
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(request: Request) -> Response:
-    reconciler = reconciler_of(request)
+def metrics(reconciler: ReconcilerDep, gpus: GpusDep) -> Response:
     applied = (reconciler.applied or {}).get("applications", [])
     uses_gpus = any(
         d.get("ray_actor_options", {}).get("num_gpus") for a in applied for d in a["deployments"]
@@ -78,7 +77,7 @@ def metrics(request: Request) -> Response:
     inventory: list[NodeInventory] = []
     if uses_gpus:  # NVML is read on every node (a driver: seconds); only when it can matter
         try:
-            inventory = request.app.state.gpus.inventory()
+            inventory = gpus.inventory()
         except KilnError:
             inventory = []  # the replica counts still come out
     registry = CollectorRegistry(auto_describe=False)

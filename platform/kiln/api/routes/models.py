@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from kiln.api.auth import StoreDep
+from kiln.api.deps import SettingsDep, StoreDep
 from kiln.release.models import CachedModel, cached_models, prune
 
 router = APIRouter(prefix="/models", tags=["models"])
 
 
 @router.get("")
-def list_models(store: StoreDep, request: Request) -> list[CachedModel]:
-    return cached_models(store, request.app.state.settings)
+def list_models(store: StoreDep, settings: SettingsDep) -> list[CachedModel]:
+    return cached_models(store, settings)
 
 
 @router.post("/prune")
-def prune_models(store: StoreDep, request: Request) -> list[CachedModel]:
-    return prune(store, request.app.state.settings)
+def prune_models(store: StoreDep, settings: SettingsDep) -> list[CachedModel]:
+    return prune(store, settings)

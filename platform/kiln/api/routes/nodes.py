@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from kiln.api.routes.formation import reconciler_of
+from kiln.api.deps import GpusDep, ReconcilerDep
 from kiln.gpu.inventory import NodeInventory
 
 router = APIRouter(tags=["nodes"])
 
 
 @router.get("/nodes")
-def nodes(request: Request) -> list[NodeInventory]:
-    reconciler_of(request)  # only a platform that runs apps has nodes
-    inventory: list[NodeInventory] = request.app.state.gpus.inventory()
-    return inventory
+def nodes(_reconciler: ReconcilerDep, gpus: GpusDep) -> list[NodeInventory]:
+    """Only a platform that runs apps has nodes (503 otherwise)."""
+    return gpus.inventory()

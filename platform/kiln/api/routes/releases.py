@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, status
 
-from kiln.api.auth import Caller, StoreDep
+from kiln.api.auth import Caller
+from kiln.api.deps import ReleaserDep, StoreDep
 from kiln.models import ReleaseInfo, RollbackRequest
 
 router = APIRouter(prefix="/apps/{app}/releases", tags=["releases"])
@@ -21,11 +22,6 @@ def release_info(app: str, version: int, store: StoreDep) -> ReleaseInfo:
 
 
 @router.post("/rollback", status_code=status.HTTP_201_CREATED)
-def rollback(
-    app: str, body: RollbackRequest, store: StoreDep, caller: Caller, request: Request
-) -> ReleaseInfo:
+def rollback(app: str, body: RollbackRequest, releaser: ReleaserDep, caller: Caller) -> ReleaseInfo:
     """A new release that runs an earlier one's artifact and config (``kiln rollback [vN]``)."""
-    release = store.rollback(app, body.version, actor=caller.name)
-    if request.app.state.reconciler is not None:
-        request.app.state.reconciler.poke()
-    return release
+    return releaser.rollback(app, body.version, caller.name)

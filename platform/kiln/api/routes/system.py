@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
 
 from kiln import __version__
-from kiln.api.auth import StoreDep
+from kiln.api.deps import PlatformDep
 from kiln.models import PlatformStatus
 from kiln.sandbox import isolation
 
@@ -24,12 +24,13 @@ def healthz() -> Health:
 
 
 @router.get("/status")
-def platform_status(store: StoreDep, request: Request) -> PlatformStatus:
+def platform_status(platform: PlatformDep) -> PlatformStatus:
+    store, settings = platform.store, platform.settings
     return PlatformStatus(
         version=__version__,
         store=store.engine.dialect.name,
         apps=len(store.list_apps()),
-        run=request.app.state.reconciler is not None,
-        apps_url=request.app.state.settings.apps_url,
-        isolation=isolation(request.app.state.settings).summary,
+        run=platform.reconciler is not None,
+        apps_url=settings.apps_url,
+        isolation=isolation(settings).summary,
     )

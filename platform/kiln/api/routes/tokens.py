@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from kiln.api.auth import StoreDep
+from kiln.api.deps import StoreDep
 from kiln.models import NewToken, TokenCreate, TokenInfo
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kiln import tokens
-from kiln.api.access import AuthThrottle, Level, needed
+from kiln.access import AuthThrottle, Level, needed
 from kiln.models import TokenScope
 from kiln.settings import Settings
 from kiln.store import Store

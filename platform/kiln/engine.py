@@ -1,12 +1,24 @@
-"""The container engine, through the Docker Engine API (dockerd, or podman's compatible socket).
+"""The container engine, through the Docker Engine API (dockerd, or podman's compatible socket):
+image builds, one-off runs (release commands), and each app's own network.
 
 All of Kiln's calls to an engine go through ``DockerEngine``; tests that need no engine use a
 fake with the same methods (``ContainerEngine``).
+
+Each app's containers sit on a bridge network of their own (``app_network``), so they reach the
+outside (a model mirror, an API) but no other app's containers; with no port published, nothing
+on the host reaches a dyno but its supervisor, through a unix socket (``kiln.run.dyno``).
 """
 
 from __future__ import annotations
 
-__all__ = ["ContainerEngine", "DockerEngine", "EngineError", "connect_engine"]
+__all__ = [
+    "ContainerEngine",
+    "DockerEngine",
+    "EngineError",
+    "app_network",
+    "connect_engine",
+    "ensure_network",
+]
 
 import contextlib
 import json
@@ -20,7 +32,6 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from kiln.containers import ensure_network
 from kiln.errors import Unavailable
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -199,3 +210,28 @@ def connect_engine(url: str | None, timeout_s: float = 5.0) -> DockerEngine | No
         return DockerEngine(client, url or client.api.base_url)
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError):
         return None
+
+
+def app_network(app: str) -> str:
+    return f"kiln-app-{app}"
+
+
+def ensure_network(client: Any, name: str) -> str:
+    """Make the bridge network ``name`` unless it exists (``client``: a ``docker.DockerClient``,
+    against dockerd or podman); returns its name."""
+    import docker.errors
+
+    try:
+        client.networks.get(name)
+        return name
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:  # podman answers some unknown names with a 500
+        if exc.status_code != 500:
+            raise
+    try:
+        client.networks.create(name, driver="bridge", labels={"kiln.network": "app"})
+    except docker.errors.APIError as exc:  # another replica made it meanwhile
+        if exc.status_code != 409 and "already exists" not in str(exc).lower():
+            raise
+    return name

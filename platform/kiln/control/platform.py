@@ -1,0 +1,107 @@
+"""The control plane's services, wired once: the store, the build and release stages, the deploy
+conductor, the reconciler (where it runs apps), the GPU inventory. ``create_app`` takes it, and
+routes reach each service through a typed dependency (``kiln.api.deps``).
+
+    platform = Platform(settings)          # or Platform.serving(settings): Ray, PostgreSQL too
+    platform.start()                       # recover a stopped deploy, start the reconciler
+    ...
+    platform.stop()                        # in reverse order
+
+Ray and the embedded PostgreSQL outlive the control plane on purpose: apps keep serving while it
+restarts. ``start`` starts them when they are not running; ``kiln down`` stops them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Platform"]
+
+import asyncio
+
+from kiln.access import AuthThrottle
+from kiln.builds.builder import Builder, choose_artifact_builders
+from kiln.deploy import Deployer
+from kiln.gpu.cluster import GpuCluster
+from kiln.release.releaser import Releaser
+from kiln.run.reconciler import Reconciler
+from kiln.settings import Settings
+from kiln.store import Store
+
+
+class Platform:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        builder: Builder | None = None,
+        reconciler: Reconciler | None = None,
+    ) -> None:
+        self.settings = settings
+        self._owns_store = store is None
+        self.store = store or Store.open(settings)
+        self.reconciler = reconciler
+        self.releaser = Releaser(self.store, settings, notify=self._changed)
+        self.builder = builder or Builder(settings, choose_artifact_builders(settings))
+        self.deployer = Deployer(self.store, self.builder, self.releaser)
+        self.gpus = GpuCluster(settings)
+        self.auth_throttle = AuthThrottle()
+        self.push_locks: dict[str, asyncio.Lock] = {}
+        self.tasks: set[asyncio.Task[None]] = set()  # deploys that go on when a client leaves
+        self._started = False
+
+    @classmethod
+    def serving(cls, settings: Settings, store: Store) -> Platform:
+        """A platform that runs apps: Ray (local, started unless it runs already; or the
+        cluster at --ray-address) with Serve, the vector stores' PostgreSQL if there is one,
+        and the reconciler."""
+        from kiln.addons.postgres import EmbeddedPostgres
+        from kiln.run.cluster import LocalRay, ray_headers
+        from kiln.run.serve_api import ServeRest
+
+        if settings.ray_address:
+            print(
+                f"-----> Using the Ray cluster at {settings.ray_address} ({settings.dashboard_url})"
+            )
+        else:
+            ray = LocalRay(settings)
+            running = ray.pid()
+            print(
+                f"-----> Ray already runs (pid {running}); apps kept serving"
+                if running
+                else "-----> Starting Ray (single node, loopback)"
+            )
+            ray.ensure()
+        print(f"-----> Apps are served at {settings.apps_url}/<app>/")
+        postgres = EmbeddedPostgres(settings)
+        if postgres.initialized() and not settings.vector_database_url:
+            postgres.ensure()  # vector stores' dynos connect to it
+            print(f"-----> Vector stores on PostgreSQL at 127.0.0.1:{settings.vector_port}")
+        gpus = GpuCluster(settings)
+        reconciler = Reconciler(
+            store, ServeRest(settings.dashboard_url, headers=ray_headers(settings)), settings,
+            nodes=gpus.resources, inventory=gpus.inventory,
+        )  # fmt: skip
+        return cls(settings, store=store, reconciler=reconciler)
+
+    def _changed(self) -> None:
+        """What apps should run changed: reconcile now, not at the next tick."""
+        if self.reconciler is not None:
+            self.reconciler.poke()
+
+    def start(self) -> None:
+        """Undo what a stopped control plane left half-done, then run the reconciler."""
+        if self._started:
+            return
+        self.releaser.recover()
+        if self.reconciler is not None:
+            self.reconciler.start()
+        self._started = True
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        if self.reconciler is not None:
+            self.reconciler.stop()
+        if self._owns_store:
+            self.store.close()
+        self._started = False
