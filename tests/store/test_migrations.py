@@ -2,8 +2,8 @@
 
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
-from alembic.script import ScriptDirectory
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from kiln.settings import Settings
