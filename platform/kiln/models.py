@@ -18,15 +18,21 @@ __all__ = [
     "BuildEvent",
     "BuildInfo",
     "BuildStatus",
+    "CachedModel",
     "ConfigChange",
     "ConfigUpdate",
     "Deployment",
     "ErrorBody",
     "ErrorDetail",
     "Formation",
+    "GpuInfo",
+    "GpuProcess",
     "KeyRule",
+    "LogRecord",
+    "LogSource",
     "NewApiKey",
     "NewToken",
+    "NodeInventory",
     "PlatformStatus",
     "ProcessList",
     "ReleaseInfo",
@@ -314,3 +320,63 @@ class PlatformStatus(_Record):
     run: bool = Field(True, description="Whether this platform runs apps (Ray Serve).")
     apps_url: str = Field("", description="Base URL of the apps.")
     isolation: str = Field("", description="How apps' own code is kept apart (kiln.sandbox).")
+
+
+# -- wire types the stages produce and the CLI shows -------------------------------------------
+
+
+class LogSource(enum.StrEnum):
+    """Where an app's log line comes from (``kiln logs --source``)."""
+
+    BUILD = "build"
+    RELEASE = "release"
+    DYNO = "dyno"
+    ROUTER = "router"
+    USAGE = "usage"  # API-key use counts, shipped by supervisors
+
+
+class LogRecord(BaseModel):
+    """One line of an app's log, as ``kiln logs`` reads it."""
+
+    ts: float = Field(description="Unix time of the line.")
+    source: LogSource = Field(description="build, release, dyno, router or usage.")
+    process: str = Field(description="Which replica (or build) wrote it.")
+    line: str
+    release: int | None = Field(None, description="The release the replica ran (router lines).")
+
+
+class CachedModel(BaseModel):
+    """A model in the model cache (``kiln models``)."""
+
+    repo_id: str
+    size: int = Field(description="Bytes on disk.")
+    revisions: list[str] = Field(description="Cached commits (short).")
+    used_by: list[str] = Field(
+        default_factory=list, description="Apps whose current release serves it."
+    )
+
+
+class GpuProcess(BaseModel):
+    pid: int
+    memory_used: int = Field(0, description="Bytes of GPU memory the process holds.")
+    app: str | None = Field(None, description="The Kiln app, when the process is one of its dynos.")
+    replica: str | None = Field(None, description="Its replica (dyno.xxxxxx).")
+
+
+class GpuInfo(BaseModel):
+    index: int
+    uuid: str
+    name: str
+    memory_total: int
+    memory_used: int
+    utilization: int | None = Field(None, description="Percent of time a kernel ran, last sample.")
+    temperature: int | None = Field(None, description="Degrees Celsius.")
+    processes: list[GpuProcess] = Field(default_factory=list)
+
+
+class NodeInventory(BaseModel):
+    node_id: str = ""
+    node_ip: str = ""
+    hostname: str = ""
+    gpus: list[GpuInfo] = Field(default_factory=list)
+    cpu_only_reason: str | None = Field(None, description="Why this node lists no GPUs.")

@@ -5,8 +5,8 @@ import sqlite3
 import pytest
 from fastapi.testclient import TestClient
 
-from kiln.addons.api_keys import parse_duration, parse_rate
 from kiln.errors import InvalidInput
+from kiln.manifest.units import parse_duration, parse_rate
 from kiln.settings import Settings
 
 

@@ -3,8 +3,8 @@
 import pytest
 
 from kiln.gpu.capacity import NodeResources, choose_gpu, nodes_from_state, with_gpu_memory
-from kiln.gpu.inventory import GpuInfo, NodeInventory
 from kiln.manifest import GpuSpec, Memory
+from kiln.models import GpuInfo, NodeInventory
 
 NODES = [
     NodeResources("head", 0),

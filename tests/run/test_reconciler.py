@@ -288,8 +288,8 @@ def test_a_release_no_node_can_hold_fails_at_once_and_the_previous_one_keeps_run
 
 def test_gpu_memory_reserves_its_share_and_nvml_is_asked_once_per_node(settings: Settings) -> None:
     from kiln.gpu.capacity import NodeResources
-    from kiln.gpu.inventory import GpuInfo, NodeInventory
     from kiln.manifest import parse_manifest
+    from kiln.models import GpuInfo, NodeInventory
 
     store = Store.open(settings)
     serve = FakeServe()
@@ -320,8 +320,8 @@ def test_ps_shows_the_gpus_each_dyno_of_a_gpu_app_uses(settings: Settings) -> No
 
     from kiln.api import create_app
     from kiln.gpu.capacity import NodeResources
-    from kiln.gpu.inventory import GpuInfo, GpuProcess, NodeInventory
     from kiln.manifest import parse_manifest
+    from kiln.models import GpuInfo, GpuProcess, NodeInventory
     from kiln.run.serve_api import ReplicaState
 
     store = Store.open(settings)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import click
 
-from kiln.addons.api_keys import parse_duration, parse_rate
 from kiln.cli.client import ApiClient
 from kiln.cli.options import app_option, json_option, resolve_app, when
 from kiln.cli.output import console, emit_json, print_table, success
 from kiln.errors import InvalidInput
+from kiln.manifest.units import parse_duration, parse_rate
 from kiln.models import AddonCreate, AddonInfo, ApiKeyCreate, ApiKeyInfo, NewApiKey
 
 

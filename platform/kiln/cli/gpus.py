@@ -7,7 +7,7 @@ import click
 from kiln.cli.client import ApiClient
 from kiln.cli.options import json_option
 from kiln.cli.output import console, emit_json, print_table
-from kiln.gpu.inventory import NodeInventory
+from kiln.models import NodeInventory
 
 
 @click.command("gpus")

@@ -1,12 +1,14 @@
-"""``kiln logs [--tail] [-n N] [--source build|release|dyno|router]``."""
+"""``kiln logs [--tail] [-n N] [--source build|release|dyno|router|usage]``."""
 
 from __future__ import annotations
+
+import time
 
 import click
 
 from kiln.cli.client import ApiClient
 from kiln.cli.options import app_option, resolve_app
-from kiln.run.logs import LogRecord, format_record
+from kiln.models import LogRecord, LogSource
 
 
 @click.command("logs")
@@ -16,7 +18,7 @@ from kiln.run.logs import LogRecord, format_record
 @click.option(
     "-s",
     "--source",
-    type=click.Choice(["build", "release", "dyno", "router"]),
+    type=click.Choice([s.value for s in LogSource]),
     help="Only one source.",
 )
 def logs(app: str | None, tail: bool, num: int, source: str | None) -> None:
@@ -36,3 +38,10 @@ def logs(app: str | None, tail: bool, num: int, source: str | None) -> None:
 
 
 COMMANDS = [logs]
+
+
+def format_record(record: LogRecord) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.ts))
+    return (
+        f"{stamp}.{int(record.ts % 1 * 1000):03d} {record.source}[{record.process}]: {record.line}"
+    )

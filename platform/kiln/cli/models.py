@@ -7,7 +7,7 @@ import click
 from kiln.cli.client import ApiClient
 from kiln.cli.options import json_option
 from kiln.cli.output import emit_json, print_table, success
-from kiln.release.models import CachedModel
+from kiln.models import CachedModel
 
 
 @click.command("models")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from kiln.addons.api_keys import parse_duration
 from kiln.cli.client import ApiClient
 from kiln.cli.options import json_option, when
 from kiln.cli.output import emit_json, print_table, success
+from kiln.manifest.units import parse_duration
 from kiln.models import NewToken, TokenCreate, TokenInfo, TokenScope
 
 

@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from kiln.gpu.inventory import NodeInventory
 from kiln.manifest import Accelerator, GpuSpec, Memory
+from kiln.models import NodeInventory
 
 
 @dataclass(frozen=True)

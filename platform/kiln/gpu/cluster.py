@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 
 from kiln.errors import Unavailable
 from kiln.gpu.capacity import NodeResources, nodes_from_state
-from kiln.gpu.inventory import NodeInventory
+from kiln.models import NodeInventory
 from kiln.settings import Settings
 
 _NODES = TypeAdapter(list[NodeInventory])

@@ -22,41 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, Field
-
-from kiln.models import ReplicaGpu
+from kiln.models import GpuInfo, GpuProcess, NodeInventory, ReplicaGpu
 
 T = TypeVar("T")
 
 
 class NvmlUnavailable(Exception):
     """NVML cannot be used on this node; the message says why (e.g. "NVML library not found")."""
-
-
-class GpuProcess(BaseModel):
-    pid: int
-    memory_used: int = Field(0, description="Bytes of GPU memory the process holds.")
-    app: str | None = Field(None, description="The Kiln app, when the process is one of its dynos.")
-    replica: str | None = Field(None, description="Its replica (dyno.xxxxxx).")
-
-
-class GpuInfo(BaseModel):
-    index: int
-    uuid: str
-    name: str
-    memory_total: int
-    memory_used: int
-    utilization: int | None = Field(None, description="Percent of time a kernel ran, last sample.")
-    temperature: int | None = Field(None, description="Degrees Celsius.")
-    processes: list[GpuProcess] = Field(default_factory=list)
-
-
-class NodeInventory(BaseModel):
-    node_id: str = ""
-    node_ip: str = ""
-    hostname: str = ""
-    gpus: list[GpuInfo] = Field(default_factory=list)
-    cpu_only_reason: str | None = Field(None, description="Why this node lists no GPUs.")
 
 
 class Nvml(Protocol):

@@ -10,12 +10,14 @@ GpuSpec(type=<Accelerator.H100: 'H100'>, count=2.0)
 
 from __future__ import annotations
 
-__all__ = ["Accelerator", "GpuSpec", "Memory", "ModelRef"]
+__all__ = ["Accelerator", "GpuSpec", "Memory", "ModelRef", "parse_duration", "parse_rate"]
 
 import enum
 import math
 import re
 from dataclasses import dataclass
+
+from kiln.errors import InvalidInput
 
 
 class Accelerator(enum.StrEnum):
@@ -173,3 +175,30 @@ class ModelRef:
     def cache_folder(self) -> str:
         """Its folder in a Hugging Face cache: ``models--org--name``."""
         return "models--" + self.repo_id.replace("/", "--")
+
+
+_TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_RATE = re.compile(r"(\d+(?:\.\d+)?)/([smhd])")
+
+
+def parse_duration(text: str, what: str = "--expires") -> float:
+    """``"30d"`` -> seconds (``what`` names the option or field, for the error)."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise InvalidInput(
+            f"got {text!r} for {what}; it must be a duration like 90m, 12h or 30d",
+            code="bad_duration",
+        )
+    return float(match.group(1)) * _TIME_UNITS[match.group(2)]
+
+
+def parse_rate(text: str) -> float:
+    """``"10/s"`` -> requests per second."""
+    match = _RATE.fullmatch(text.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise InvalidInput(
+            f"got {text!r} for --rate; it must be requests per unit like 10/s, 600/m or 5000/h",
+            code="bad_rate",
+        )
+    return float(match.group(1)) / _TIME_UNITS[match.group(2)]

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 __all__ = ["CachedModel", "cached_models", "prune"]
 
-from pydantic import BaseModel, Field
 
 from kiln.manifest import Manifest
+from kiln.models import CachedModel
 from kiln.release.weights import model_cache
 from kiln.settings import Settings
 from kiln.store import Store
-
-
-class CachedModel(BaseModel):
-    repo_id: str
-    size: int = Field(description="Bytes on disk.")
-    revisions: list[str] = Field(description="Cached commits (short).")
-    used_by: list[str] = Field(
-        default_factory=list, description="Apps whose current release serves it."
-    )
 
 
 def _in_use(store: Store) -> dict[str, list[str]]:

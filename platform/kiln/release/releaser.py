@@ -25,8 +25,17 @@ from kiln.builds.log import BuildLog
 from kiln.engine import ContainerEngine, connect_engine
 from kiln.errors import KilnError
 from kiln.manifest import Manifest
-from kiln.models import AddonInfo, ApiKeyInfo, Artifact, ConfigChange, NewApiKey, ReleaseInfo
-from kiln.run.logs import LogRecord, append_records
+from kiln.models import (
+    AddonInfo,
+    ApiKeyInfo,
+    Artifact,
+    ConfigChange,
+    LogRecord,
+    LogSource,
+    NewApiKey,
+    ReleaseInfo,
+)
+from kiln.run.logs import append_records
 from kiln.run.once import run_once
 from kiln.run.serve_config import manifest_refusal
 from kiln.sandbox import Sandbox
@@ -152,7 +161,7 @@ class Releaser:
         from kiln.release.weights import prefetch
 
         def release_line(text: str) -> None:
-            record = LogRecord(ts=time.time(), source="release", process="kiln", line=text)
+            record = LogRecord(ts=time.time(), source=LogSource.RELEASE, process="kiln", line=text)
             append_records(self.settings.log_dir, app, [record])
 
         def step(text: str) -> None:

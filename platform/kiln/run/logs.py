@@ -6,7 +6,7 @@ Each record: ``{"ts": 1764237000.1, "source": "dyno", "process": "dyno.ab12", "l
 
 from __future__ import annotations
 
-__all__ = ["LogRecord", "LogShipper", "append_records", "read_records"]
+__all__ = ["LogShipper", "append_records", "read_records"]
 
 import asyncio
 import time
@@ -14,17 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from kiln.models import LogRecord
 
 SINK_NAME = "kiln-logs"
 NAMESPACE = "kiln"
-
-
-class LogRecord(BaseModel):
-    ts: float = Field(description="Unix time of the line.")
-    source: str = Field(description="build, release, dyno or router.")
-    process: str = Field(description="Which replica (or build) wrote it.")
-    line: str
 
 
 def app_log(directory: Path, app: str) -> Path:
@@ -108,10 +101,3 @@ class LogShipper:
         if self._task is not None:
             self._task.cancel()
         self.flush()
-
-
-def format_record(record: LogRecord) -> str:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.ts))
-    return (
-        f"{stamp}.{int(record.ts % 1 * 1000):03d} {record.source}[{record.process}]: {record.line}"
-    )

@@ -21,10 +21,17 @@ from typing import Any
 
 from kiln.errors import KilnError
 from kiln.gpu.capacity import NodeResources, choose_gpu, with_gpu_memory
-from kiln.gpu.inventory import NodeInventory
 from kiln.manifest import AddonKind, GpuSpec, Manifest, Resources
-from kiln.models import Deployment, Formation, KeyRule, ReleaseStatus
-from kiln.run.logs import LogRecord, append_records
+from kiln.models import (
+    Deployment,
+    Formation,
+    KeyRule,
+    LogRecord,
+    LogSource,
+    NodeInventory,
+    ReleaseStatus,
+)
+from kiln.run.logs import append_records
 from kiln.run.serve_api import AppState, ServeBackend, ServeRefused, failure_reason
 from kiln.run.serve_config import Deployable, application_config, assemble, serve_refusal
 from kiln.sandbox import Sandbox, sandbox_for
@@ -283,5 +290,5 @@ class Reconciler:
         append_records(
             self.settings.log_dir,
             item.app,
-            [LogRecord(ts=time.time(), source="release", process="kiln", line=line)],
+            [LogRecord(ts=time.time(), source=LogSource.RELEASE, process="kiln", line=line)],
         )

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from kiln.api.deps import SettingsDep, StoreDep
-from kiln.errors import InvalidInput
-from kiln.run.logs import LogRecord, app_log, read_records
+from kiln.models import LogRecord, LogSource
+from kiln.run.logs import app_log, read_records
 from kiln.store import Store
 
 router = APIRouter(prefix="/apps/{app}/logs", tags=["logs"])
-SOURCES = ("build", "release", "dyno", "router")
 
 
 def _build_records(store: Store, app: str) -> list[LogRecord]:
@@ -25,15 +25,18 @@ def _build_records(store: Store, app: str) -> list[LogRecord]:
         for index, line in enumerate(store.builds.log(app, build.id).splitlines()):
             records.append(
                 LogRecord(
-                    ts=base + index * 1e-6, source="build", process=f"build.{build.id}", line=line
+                    ts=base + index * 1e-6,
+                    source=LogSource.BUILD,
+                    process=f"build.{build.id}",
+                    line=line,
                 )
             )
     return records
 
 
-def _records(store: Store, log_dir: Path, app: str, source: str | None) -> list[LogRecord]:
-    records = [] if source not in (None, "build") else _build_records(store, app)
-    if source != "build":
+def _records(store: Store, log_dir: Path, app: str, source: LogSource | None) -> list[LogRecord]:
+    records = [] if source not in (None, LogSource.BUILD) else _build_records(store, app)
+    if source is not LogSource.BUILD:
         records += [r for r in read_records(log_dir, app) if source is None or r.source == source]
     return sorted(records, key=lambda r: r.ts)
 
@@ -47,14 +50,10 @@ async def logs(
     settings: SettingsDep,
     request: Request,
     n: int = Query(100, ge=1, le=100_000, description="How many recent lines."),
-    source: str | None = Query(None, description="Only build, release, dyno or router lines."),
+    source: Annotated[LogSource | None, Query(description="Only lines from this source.")] = None,
     follow: bool = Query(False, description="Keep streaming new lines (kiln logs --tail)."),
 ) -> StreamingResponse:
     store.get_app(app)
-    if source is not None and source not in SOURCES:
-        raise InvalidInput(
-            f"unknown log source {source!r}; one of: {', '.join(SOURCES)}", code="bad_source"
-        )
     log_dir: Path = settings.log_dir
     recent = _records(store, log_dir, app, source)[-n:]
 

@@ -15,7 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from kiln.api.deps import GpusDep, ReconcilerDep
 from kiln.errors import KilnError
-from kiln.gpu.inventory import NodeInventory
+from kiln.models import NodeInventory
 from kiln.run.reconciler import Reconciler
 
 router = APIRouter(tags=["metrics"])

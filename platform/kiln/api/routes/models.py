@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from kiln.api.deps import SettingsDep, StoreDep
-from kiln.release.models import CachedModel, cached_models, prune
+from kiln.models import CachedModel
+from kiln.release.models import cached_models, prune
 
 router = APIRouter(prefix="/models", tags=["models"])
 

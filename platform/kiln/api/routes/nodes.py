@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from kiln.api.deps import GpusDep, ReconcilerDep
-from kiln.gpu.inventory import NodeInventory
+from kiln.models import NodeInventory
 
 router = APIRouter(tags=["nodes"])
 
