@@ -49,10 +49,12 @@ class Deployer:
         sink: Callable[[str], None] | None = None,
         commit: str | None = None,
         kind: ArtifactKind | None = None,
+        canary: int | None = None,
     ) -> BuildInfo:
         """Build an uploaded archive of ``app``'s source and release it; never raises for a
         failed deploy (the result says failed, the log says why). ``kind`` picks image or slug
-        (default: the host's default)."""
+        (default: the host's default); ``canary`` runs the release on that percent of the
+        replicas first (default: the manifest's ``[rollout] canary``)."""
         self.store.get_app(app)  # an unknown app is an error, not a failed build
         self.builder.artifacts_for(kind)  # so is a kind this host cannot build
         log = BuildLog(sink)
@@ -61,7 +63,7 @@ class Deployer:
             log.step(f"Waiting for the build of {app} in progress to finish")
             lock.acquire()
         try:
-            return self._deploy(app, archive, actor, log, commit, kind)
+            return self._deploy(app, archive, actor, log, commit, kind, canary)
         finally:
             lock.release()
 
@@ -71,7 +73,7 @@ class Deployer:
 
     def _deploy(
         self, app: str, archive: Path, actor: str, log: BuildLog, commit: str | None,
-        kind: ArtifactKind | None,
+        kind: ArtifactKind | None, canary: int | None,
     ) -> BuildInfo:  # fmt: skip
         record = self.store.builds.start(app, actor=actor, commit=commit)
         started = time.monotonic()
@@ -92,7 +94,7 @@ class Deployer:
             self.releaser.release_build(
                 app, build_id=record.id, artifact=artifact, manifest=facts.manifest,
                 description=f"Deploy build {record.id} ({facts.runtime} {artifact.kind})",
-                actor=actor, log=log, sandbox=sandbox,
+                actor=actor, log=log, sandbox=sandbox, canary=canary,
                 outcome=BuildOutcome(facts.source_digest, facts.runtime, manifest_json, whole_log),
             )  # fmt: skip
             log.step(released[-1])

@@ -19,6 +19,9 @@ __all__ = [
     "BuildInfo",
     "BuildStatus",
     "CachedModel",
+    "CanaryFigures",
+    "CanaryInfo",
+    "CanaryPart",
     "ConfigChange",
     "ConfigUpdate",
     "Deployment",
@@ -55,7 +58,8 @@ class _Record(BaseModel):
 
 
 class ReleaseStatus(enum.StrEnum):
-    PENDING = "pending"
+    PENDING = "pending"  # being rolled out (or, with a canary share, its canary starting)
+    CANARY = "canary"  # serving its share of the app's replicas, beside the previous release
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
@@ -227,8 +231,9 @@ class ReleaseInfo(_Record):
     version: int = Field(description="The release number: v1, v2, ... in order.")
     description: str = Field(description="What this release changed.")
     status: ReleaseStatus = Field(
-        description="pending (being rolled out), succeeded (went live) or failed (never became "
-        "healthy; the previous release kept serving)."
+        description="pending (being rolled out), canary (serving its share beside the previous "
+        "release), succeeded (went live) or failed (never became healthy, or its canary was "
+        "aborted; the previous release kept serving)."
     )
     status_message: str | None = Field(
         None, description="Why it failed, with the dyno's last lines."
@@ -241,6 +246,7 @@ class ReleaseInfo(_Record):
     build: int | None = Field(None, description="The build whose artifact it runs.")
     commit: str | None = Field(None, description="The git commit that build was made from.")
     artifact: Artifact | None = Field(None, description="What it runs; none before a first deploy.")
+    canary: int | None = Field(None, description="The percent of replicas it was canaried on.")
 
 
 class TokenScope(enum.StrEnum):
@@ -297,6 +303,21 @@ class Deployment(_Record):
     config_sealed: str = Field(repr=False)
     manifest: str | None = Field(None, description="The manifest's JSON, from the build.")
     formation: str | None = Field(None, description="The formation's JSON, if one was set.")
+    canary: CanaryPart | None = Field(
+        None, description="A newer release on a share of the replicas (this one is the rest)."
+    )
+
+
+class CanaryPart(_Record):
+    """A canary: a release that runs on ``share`` percent of an app's replicas."""
+
+    release: int
+    status: ReleaseStatus
+    share: int = Field(description="Percent of the app's replicas, at least one.")
+    artifact: Artifact
+    config_sealed: str = Field(repr=False)
+    manifest: str | None = None
+    started_at: datetime | None = Field(None, description="When its share went live.")
 
 
 class ConfigUpdate(BaseModel):
@@ -380,3 +401,26 @@ class NodeInventory(BaseModel):
     hostname: str = ""
     gpus: list[GpuInfo] = Field(default_factory=list)
     cpu_only_reason: str | None = Field(None, description="Why this node lists no GPUs.")
+
+
+class CanaryFigures(_Record):
+    """One release's requests since a canary started."""
+
+    release: int
+    requests: int = 0
+    errors: int = Field(0, description="Answers of 500 and above.")
+    error_rate: float = Field(0.0, description="Percent of answers that were 5xx.")
+    p95_ms: float | None = None
+
+
+class CanaryInfo(_Record):
+    """An app's canary, beside the release it is judged against (``kiln canary``)."""
+
+    app: str
+    share: int = Field(description="Percent of the app's replicas asked for the canary.")
+    status: ReleaseStatus = Field(description="pending (its dynos starting) or canary (serving).")
+    started_at: datetime | None = None
+    stable: CanaryFigures = Field(description="The release before it.")
+    canary: CanaryFigures
+    auto_s: float | None = Field(None, description="[rollout] auto: when it is promoted by itself.")
+    judgement: str = Field("", description="What Kiln makes of it now.")

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from kiln.engine import connect_engine
-from tests.run.platform import Platform
 from tests.support.apps import APPS, EXAMPLES
+from tests.support.platform import Platform
 
 pytestmark = [
     pytest.mark.integration,

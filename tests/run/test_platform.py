@@ -5,7 +5,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 from kiln.engine import connect_engine
-from tests.run.platform import Load, Platform
 from tests.support.apps import APPS, EXAMPLES
+from tests.support.platform import Load, Platform
 
 pytestmark = pytest.mark.integration
 
@@ -23,21 +23,6 @@ pytestmark = pytest.mark.integration
 def deploy(platform: Platform, directory: Path, app: str, *extra: str, ok: bool = True) -> str:
     result = platform.kiln("deploy", str(directory), "-a", app, *extra, ok=ok)
     return result.output
-
-
-@pytest.fixture
-def fresh_app(platform: Platform) -> Iterator[Callable[[Platform, str], str]]:
-    """Create apps for one test; destroy them after it, so replicas do not pile up."""
-    made: list[str] = []
-
-    def create(platform: Platform, name: str) -> str:
-        platform.kiln("apps:create", name, "--public")  # keys have tests of their own
-        made.append(name)
-        return name
-
-    yield create
-    for name in made:
-        platform.kiln("apps:destroy", name, "--confirm", name, ok=False)
 
 
 def dyno_pids(platform: Platform, app: str) -> list[int]:

@@ -18,7 +18,7 @@ from kiln.builds.builder import Builder
 from kiln.builds.image import DEFAULT_BASE, LOCAL_BASE
 from kiln.builds.slug import SlugBuilder
 from kiln.builds.source import pack
-from kiln.control.platform import Platform
+from kiln.control.platform import Platform as ControlPlane
 from kiln.deploy import Deployer
 from kiln.engine import DockerEngine, connect_engine
 from kiln.release.releaser import Releaser
@@ -27,6 +27,7 @@ from kiln.store import Store
 from tests.conftest import LiveApi
 from tests.support.apps import APPS, EXAMPLES  # noqa: F401 (re-exported for tests)
 from tests.support.fake_hub import FakeHub
+from tests.support.platform import Platform
 
 
 def deployer(store: Store, settings: Settings, artifacts: ArtifactBuilder) -> Deployer:
@@ -115,7 +116,7 @@ def slug_api(settings: Settings, uv_cache: Path) -> Iterator[LiveApi]:
     store = Store.open(settings)
     token = store.create_token("test").token
     app = create_app(
-        Platform(settings, store=store, builder=Builder(settings, SlugBuilder(settings)))
+        ControlPlane(settings, store=store, builder=Builder(settings, SlugBuilder(settings)))
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=settings.api_port, log_level="error")
@@ -149,3 +150,31 @@ def fake_hub(tiny_model: Path) -> Iterator[FakeHub]:
     }).start()  # fmt: skip
     yield hub
     hub.stop()
+
+
+@pytest.fixture(scope="session")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, uv_cache: Path, fake_hub: FakeHub, sandbox_root: Path
+) -> Iterator[Platform]:
+    """A running Kiln with its own Ray, for the whole session (it takes a while to start); its
+    model downloads come from the fake hub."""
+    kiln = Platform(tmp_path_factory.mktemp("platform") / "home", uv_cache, sandbox_root)
+    kiln.env["HF_ENDPOINT"] = fake_hub.url
+    kiln.up()
+    yield kiln
+    kiln.down()
+
+
+@pytest.fixture
+def fresh_app(platform: Platform) -> Iterator[Callable[[Platform, str], str]]:
+    """Create public apps for one test; destroy them after it, so replicas do not pile up."""
+    made: list[str] = []
+
+    def create(platform: Platform, name: str) -> str:
+        platform.kiln("apps:create", name, "--public")  # keys have tests of their own
+        made.append(name)
+        return name
+
+    yield create
+    for name in made:
+        platform.kiln("apps:destroy", name, "--confirm", name, ok=False)

@@ -21,6 +21,7 @@ from kiln.api.routes import (
     addons,
     apps,
     builds,
+    canary,
     config,
     formation,
     logs,
@@ -84,7 +85,7 @@ def create_app(platform: Platform) -> FastAPI:
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.include_router(system.public)
     api.include_router(git_http.router)  # its own auth: HTTP Basic, for git's credential helpers
-    for module in (addons, apps, builds, config, formation, logs, metrics, models, nodes, releases,
-                   system, tokens):  # fmt: skip
+    for module in (addons, apps, builds, canary, config, formation, logs, metrics, models, nodes,
+                   releases, system, tokens):  # fmt: skip
         api.include_router(module.router, dependencies=[Depends(authorize)])
     return api

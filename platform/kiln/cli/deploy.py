@@ -36,6 +36,11 @@ Say = Callable[[str], None]
     help="Build an OCI image or a slug  [default: image where a container engine runs]",
 )  # fmt: skip
 @click.option(
+    "--canary", type=click.IntRange(1, 99), metavar="PERCENT",
+    help="Run the release on this percent of the replicas first (at least one); the rest keep "
+    "the previous release. kiln canary shows how it does.",
+)  # fmt: skip
+@click.option(
     "--wait",
     "wait",
     type=float,
@@ -43,7 +48,9 @@ Say = Callable[[str], None]
     show_default=True,
     help="Seconds to wait for the release to go live.",
 )
-def deploy(directory: Path, app: str | None, artifact: str | None, wait: float) -> None:
+def deploy(
+    directory: Path, app: str | None, artifact: str | None, canary: int | None, wait: float
+) -> None:
     """Build DIR (default: here), release it, and wait until it is live on its URL."""
     name = resolve_app(app, directory)
     out = console()
@@ -60,6 +67,8 @@ def deploy(directory: Path, app: str | None, artifact: str | None, wait: float) 
             f"{size / 2**20:.1f} MiB ({compressed / 2**20:.1f} MiB compressed)"
         )
         params = {"artifact": artifact} if artifact else {}
+        if canary:
+            params["canary"] = str(canary)
         release = build_and_follow(ApiClient.from_environment(), name, archive, say, **params)
     await_release(ApiClient.from_environment(), name, release, wait, say)
 
@@ -121,6 +130,11 @@ def await_release(
                 code="release_pending",
             )
         release = client.get(f"/apps/{name}/releases/{version}", ReleaseInfo)
+        if release.status is ReleaseStatus.CANARY:
+            say(f"-----> v{version} runs as a canary on {release.canary}% of the replicas after "
+                f"{time.monotonic() - started:.1f}s; the rest serve the previous release")  # fmt: skip
+            say(f"       Next: kiln canary -a {name}   |   kiln canary:promote -a {name}")
+            return
         if release.status is ReleaseStatus.SUCCEEDED:
             url = client.get(f"/apps/{name}", AppInfo).url
             say(f"-----> v{version} is live in {time.monotonic() - started:.1f}s: {url}")

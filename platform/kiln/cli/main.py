@@ -19,6 +19,7 @@ from kiln.cli import (
     addons,
     apps,
     builds,
+    canary,
     config,
     deploy,
     git,
@@ -75,8 +76,8 @@ def cli(debug: bool) -> None:
 
 
 for _module in (
-    system, apps, deploy, git, builds, ps, logs, config, releases, addons, tokens, gpus, models, images,
-    manifest,
+    system, apps, deploy, canary, git, builds, ps, logs, config, releases, addons, tokens, gpus,
+    models, images, manifest,
 ):  # fmt: skip
     for _command in _module.COMMANDS:
         cli.add_command(_command)

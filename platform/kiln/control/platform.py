@@ -21,6 +21,7 @@ from kiln.access import AuthThrottle
 from kiln.builds.builder import Builder, choose_artifact_builders
 from kiln.deploy import Deployer
 from kiln.gpu.cluster import GpuCluster
+from kiln.release.canary import CanaryWatcher
 from kiln.release.releaser import Releaser
 from kiln.run.reconciler import Reconciler
 from kiln.settings import Settings
@@ -44,6 +45,8 @@ class Platform:
         self.builder = builder or Builder(settings, choose_artifact_builders(settings))
         self.deployer = Deployer(self.store, self.builder, self.releaser)
         self.gpus = GpuCluster(settings)
+        # Canaries are judged where apps run: their figures come from the replicas' lines.
+        self.canaries = CanaryWatcher(self.releaser, settings) if reconciler is not None else None
         self.auth_throttle = AuthThrottle()
         self.push_locks: dict[str, asyncio.Lock] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # deploys that go on when a client leaves
@@ -95,11 +98,15 @@ class Platform:
         self.releaser.recover()
         if self.reconciler is not None:
             self.reconciler.start()
+        if self.canaries is not None:
+            self.canaries.start()
         self._started = True
 
     def stop(self) -> None:
         if not self._started:
             return
+        if self.canaries is not None:
+            self.canaries.stop()
         if self.reconciler is not None:
             self.reconciler.stop()
         if self._owns_store:

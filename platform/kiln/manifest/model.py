@@ -27,7 +27,8 @@ from pydantic import (
 )
 
 from kiln import names
-from kiln.manifest.units import GPU_HELP, SIZE_HELP, GpuSpec, Memory, ModelRef
+from kiln.errors import InvalidInput
+from kiln.manifest.units import GPU_HELP, SIZE_HELP, GpuSpec, Memory, ModelRef, parse_duration
 
 
 class Runtime(enum.StrEnum):
@@ -215,6 +216,59 @@ class Health(_Section):
     timeout_s: float = Field(10.0, gt=0, description="Seconds one health check may take.")
 
 
+def _seconds(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return parse_duration(value, "rollout.auto")
+        except InvalidInput:
+            raise ValueError('must be a duration like "90s", "10m" or "1h"') from None
+    return value
+
+
+DurationField = Annotated[
+    float,
+    BeforeValidator(_seconds),
+    Field(gt=0),
+    WithJsonSchema({"anyOf": [{"type": "string", "examples": ["10m", "1h"]},
+                              {"type": "number", "description": "seconds"}]}),
+]  # fmt: skip
+
+
+class Rollout(_Section):
+    """How a new release takes over: all at once (the default), or as a canary first."""
+
+    canary: int | None = Field(
+        None,
+        ge=1,
+        le=99,
+        description="Percent of the app's replicas (at least one) that run a new release first, in "
+        "place, while the rest keep serving the previous one: no extra GPUs. kiln deploy "
+        "--canary N does the same for one deploy.",
+    )
+    auto: DurationField | None = Field(
+        None,
+        description='Promote the canary after this long ("10m") if its error rate and p95 stay '
+        "within bounds of the previous release's, and abort it at once if they leave them; "
+        "unset: kiln canary:promote or canary:abort decides.",
+    )
+    max_error_increase: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="Percentage points the canary's rate of 5xx answers may exceed the previous "
+        "release's.",
+    )
+    max_p95_ratio: float = Field(
+        1.5,
+        ge=1,
+        description="How many times the previous release's p95 latency (plus 50 ms) the "
+        "canary's may reach.",
+    )
+    min_requests: int = Field(
+        20, ge=1, description="Requests the canary serves before its error rate and p95 count."
+    )
+
+
 class Manifest(_Section):
     """An app's ``kiln.toml``: what it is, how to build it, what it needs, how it scales."""
 
@@ -253,6 +307,7 @@ class Manifest(_Section):
     resources: Resources = Field(default_factory=Resources, description="What each replica needs.")
     scaling: Scaling = Field(default_factory=Scaling, description="Replica counts and autoscaling.")
     health: Health = Field(default_factory=Health, description="Readiness and liveness checks.")
+    rollout: Rollout = Field(default_factory=Rollout, description="How new releases take over.")
     env: dict[EnvKey, str] = Field(
         default_factory=dict,
         description="Non-secret environment defaults; config vars (kiln config:set) override them.",

@@ -83,6 +83,7 @@ class Releaser:
     def release_build(
         self, app: str, *, build_id: int, artifact: Artifact, manifest: Manifest | None,
         description: str, actor: str, log: BuildLog, sandbox: Sandbox, outcome: BuildOutcome,
+        canary: int | None = None,
     ) -> ReleaseInfo:  # fmt: skip
         """Attach the add-ons ``manifest`` lists that the app lacks, run the release phase with
         the config the release will carry, then record the release, its add-ons and the
@@ -94,6 +95,11 @@ class Releaser:
                 f"kiln.toml asks for something Ray Serve refuses: {refusal}; fix it "
                 "(kiln manifest:check) and deploy again",
                 code="invalid_manifest",
+            )
+        share = canary or (manifest.rollout.canary if manifest is not None else None)
+        if share:
+            log.step(
+                f"Canary: this release runs on {share}% of the replicas first (kiln canary -a {app})"
             )
         kinds = [k.value for k in manifest.addons] if manifest is not None else []
         have = {record.kind for record in self.store.addons.all(app)}
@@ -116,7 +122,7 @@ class Releaser:
                 app, build_id=build_id, artifact=artifact,
                 manifest=manifest.model_dump_json() if manifest else None,
                 description=description, actor=actor, addons=[a for _p, a in made],
-                outcome=outcome,
+                outcome=outcome, canary=share,
             )  # fmt: skip
         except BaseException as exc:
             if isinstance(exc, Exception):  # a crash (a stop) leaves the journal to recover()
@@ -263,6 +269,17 @@ class Releaser:
         key = self.store.keys.revoke(app, prefix)
         self.notify()  # the replicas stop accepting it within about a second
         return key
+
+    def end_canary(self, app: str, *, promote: bool, reason: str, actor: str) -> ReleaseInfo:
+        """Promote the app's canary (every replica runs it) or abort it (every replica goes
+        back to the release before it); the release log says who decided and why."""
+        release = self.store.end_canary(app, promote=promote, reason=reason)
+        verb = "promoted" if promote else "aborted"
+        line = f"canary v{release.version} {verb} by {actor}: {reason}"
+        append_records(self.settings.log_dir, app,
+                       [LogRecord(ts=time.time(), source=LogSource.RELEASE, process="kiln", line=line)])  # fmt: skip
+        self.notify()
+        return release
 
     def set_formation(self, app: str, formation: str | None) -> None:
         self.store.set_formation(app, formation)

@@ -6,7 +6,7 @@ Each record: ``{"ts": 1764237000.1, "source": "dyno", "process": "dyno.ab12", "l
 
 from __future__ import annotations
 
-__all__ = ["LogShipper", "append_records", "read_records"]
+__all__ = ["LogShipper", "append_records", "read_records", "records_since"]
 
 import asyncio
 import time
@@ -43,6 +43,44 @@ def read_records(directory: Path, app: str) -> Iterator[LogRecord]:
                 continue  # a line cut short by a crash
 
 
+def records_since(
+    directory: Path, app: str, since: float, block: int = 1 << 16, slack_s: float = 30.0
+) -> list[LogRecord]:
+    """The app's records from ``since`` on, oldest first, reading the file backwards from its
+    end: the work is the window's, not the whole log's. Replicas ship lines in batches, so the
+    file is in time order only within ``slack_s``."""
+    path = app_log(directory, app)
+    if not path.exists():
+        return []
+    found: list[LogRecord] = []
+    with path.open("rb") as file:
+        end = file.seek(0, 2)
+        tail = b""
+        while end > 0:
+            start = max(0, end - block)
+            file.seek(start)
+            chunk = file.read(end - start) + tail
+            lines = chunk.split(b"\n")
+            tail = lines.pop(0) if start > 0 else b""  # maybe cut: finished by the next block
+            older = False
+            for raw in reversed(lines):
+                if not raw.strip():
+                    continue
+                try:
+                    record = LogRecord.model_validate_json(raw)
+                except ValueError:
+                    continue
+                if record.ts < since - slack_s:
+                    older = True
+                    break
+                if record.ts >= since:
+                    found.append(record)
+            if older:
+                break
+            end = start
+    return sorted(found, key=lambda r: r.ts)
+
+
 def _sink_class() -> Any:
     import ray
 
@@ -62,15 +100,15 @@ class LogShipper:
         self.process = process
         self.directory = directory
         self.interval_s = interval_s
+        self.release: int | None = None  # the release the replica's dyno runs, on every line
         self._buffer: list[dict[str, Any]] = []
         self._sink: Any = None
         self._task: asyncio.Task[None] | None = None
 
     def line(self, source: str, text: str) -> None:
         """Thread-safe enough: list.append is atomic; the flush swaps the list."""
-        self._buffer.append(
-            {"ts": time.time(), "source": source, "process": self.process, "line": text}
-        )
+        self._buffer.append({"ts": time.time(), "source": source, "process": self.process,
+                             "line": text, "release": self.release})  # fmt: skip
 
     async def start(self) -> None:
         self._sink = (

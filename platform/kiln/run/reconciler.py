@@ -33,7 +33,13 @@ from kiln.models import (
 )
 from kiln.run.logs import append_records
 from kiln.run.serve_api import AppState, ServeBackend, ServeRefused, failure_reason
-from kiln.run.serve_config import Deployable, application_config, assemble, serve_refusal
+from kiln.run.serve_config import (
+    Deployable,
+    application_config,
+    assemble,
+    canary_period,
+    serve_refusal,
+)
 from kiln.sandbox import Sandbox, sandbox_for
 from kiln.settings import Settings
 from kiln.store import Store
@@ -47,9 +53,17 @@ def deployable(
     manifest = Manifest.model_validate_json(item.manifest) if item.manifest else Manifest()
     formation = Formation.model_validate_json(item.formation) if item.formation else None
     rules = None if keys is None else tuple(sorted(keys, key=lambda k: k.id))
+    canary = None
+    if item.canary is not None:
+        part = item.canary
+        canary = Deployable(
+            item.app, part.release, part.artifact, part.config_sealed,
+            Manifest.model_validate_json(part.manifest) if part.manifest else Manifest(),
+            formation, rules, sandbox=sandbox,
+        )  # fmt: skip
     return Deployable(
         item.app, item.release, item.artifact, item.config_sealed, manifest, formation, rules,
-        sandbox=sandbox,
+        sandbox=sandbox, canary=canary, canary_share=item.canary.share if item.canary else 0,
     )  # fmt: skip
 
 
@@ -144,6 +158,8 @@ class Reconciler:
         for item in items:
             if item.status is ReleaseStatus.PENDING and item.app not in self._rejected:
                 self._judge(item, status.get(item.app), item.app in entries)
+            if item.canary is not None and item.canary.status is ReleaseStatus.PENDING:
+                self._judge_canary(item, status.get(item.app))
 
     def _entries(self, items: list[Deployment]) -> tuple[dict[str, dict[str, Any]], bool]:
         """Each app's Serve application, checked alone against Serve's schema. A pending release
@@ -156,6 +172,16 @@ class Reconciler:
             try:
                 box = sandbox_for(self.settings, item.app, item.sandbox_id)
                 item_deployable = deployable(item, self._keys(item.app), box)
+                if item_deployable.canary is not None and (
+                    item_deployable.canary.manifest.resources != item_deployable.manifest.resources
+                ):
+                    # A canary runs in the replicas of the release before it; other resources
+                    # need replicas of their own: it rolls out to every replica instead.
+                    reason = (f"its [resources] differ from v{item.release}'s, so it cannot share "
+                              "their replicas; it rolls out to every replica instead")  # fmt: skip
+                    self.store.end_canary(item.app, promote=True, reason=reason)
+                    self._log(item.app, f"v{item_deployable.canary.release}: {reason}")
+                    return entries, True
                 entry = application_config(
                     item_deployable.with_gpu(self._gpu_choice.get(item.app)),
                     log_dir=str(self.settings.log_dir),
@@ -283,12 +309,26 @@ class Reconciler:
             self._settle(item, ReleaseStatus.FAILED, reason, f"v{item.release} failed: {reason}")
             self.poke()  # fall back to the previous release right away
 
+    def _judge_canary(self, item: Deployment, state: AppState | None) -> None:
+        """Serve runs the config with the canary in it: its share of the replicas swap their
+        dynos now, and the canary's clock starts (the release stage judges it from here)."""
+        assert item.canary is not None
+        if state is not None and state.release == item.release and state.status == "RUNNING":
+            canary = item.canary
+            self.store.canary_started(item.app, canary.release)
+            replicas = len(state.replicas)
+            runs_on = len(range(0, replicas, canary_period(canary.share)))
+            self._log(item.app, f"v{canary.release} is a canary on {runs_on} of {replicas} "
+                                f"replica(s) ({canary.share}% asked); v{item.release} serves the rest")  # fmt: skip
+
+    def _log(self, app: str, line: str) -> None:
+        append_records(
+            self.settings.log_dir, app,
+            [LogRecord(ts=time.time(), source=LogSource.RELEASE, process="kiln", line=line)],
+        )  # fmt: skip
+
     def _settle(
         self, item: Deployment, status: ReleaseStatus, reason: str | None, line: str
     ) -> None:
         self.store.set_release_status(item.app, item.release, status, reason)
-        append_records(
-            self.settings.log_dir,
-            item.app,
-            [LogRecord(ts=time.time(), source=LogSource.RELEASE, process="kiln", line=line)],
-        )
+        self._log(item.app, line)

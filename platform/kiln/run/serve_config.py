@@ -14,6 +14,8 @@ __all__ = [
     "Deployable",
     "application_config",
     "assemble",
+    "canary_period",
+    "dyno_spec",
     "manifest_refusal",
     "serve_config",
     "serve_refusal",
@@ -57,6 +59,9 @@ class Deployable:
     gpu: GpuSpec | None = None
     # Where and as whom its code runs (kiln.sandbox); None: as the supervisor does.
     sandbox: Sandbox | None = None
+    # A newer release on ``canary_share`` percent of the replicas; this one runs on the rest.
+    canary: Deployable | None = None
+    canary_share: int = 0
 
     def with_gpu(self, gpu: GpuSpec | None) -> Deployable:
         return dataclasses.replace(self, gpu=gpu)
@@ -109,15 +114,12 @@ def _actor_options(manifest: Manifest, gpu: GpuSpec | None) -> dict[str, Any]:
     return options
 
 
-def application_config(
+def dyno_spec(
     item: Deployable, *, log_dir: str, docker_host: str | None, model_cache: str | None = None
-) -> dict[str, Any] | None:
-    """The Serve application for one app, or None when its formation is zero replicas."""
+) -> DynoSpec:
+    """What a supervisor is told to run for ``item``'s release."""
     manifest = item.manifest
-    replicas = _replicas(manifest, item.formation)
-    if replicas.get("num_replicas") == 0:
-        return None
-    spec = DynoSpec(
+    return DynoSpec(
         app=item.app,
         release=item.release,
         artifact=item.artifact,
@@ -133,6 +135,33 @@ def application_config(
         sandbox=item.sandbox,
         memory_bytes=manifest.resources.memory.bytes if manifest.resources.memory else None,
     )
+
+
+def canary_period(share: int) -> int:
+    """A canary of ``share`` percent runs on every replica whose rank is a multiple of this:
+    25% -> ranks 0, 4, 8...; always rank 0, so at least one replica."""
+    return max(1, round(100 / share))
+
+
+def application_config(
+    item: Deployable, *, log_dir: str, docker_host: str | None, model_cache: str | None = None
+) -> dict[str, Any] | None:
+    """The Serve application for one app, or None when its formation is zero replicas."""
+    manifest = item.manifest
+    replicas = _replicas(manifest, item.formation)
+    if replicas.get("num_replicas") == 0:
+        return None
+    spec = dyno_spec(item, log_dir=log_dir, docker_host=docker_host, model_cache=model_cache)
+    # Changes here reach running replicas through reconfigure(): no restart.
+    user_config: dict[str, Any] = (
+        {"public": True}
+        if item.keys is None
+        else {"public": False, "keys": [k.model_dump(mode="json") for k in item.keys]}
+    )
+    if item.canary is not None:  # each replica whose rank falls in the share swaps its dyno
+        canary = dyno_spec(item.canary, log_dir=log_dir, docker_host=docker_host,
+                           model_cache=model_cache)  # fmt: skip
+        user_config["canary"] = {"spec": canary.model_dump(mode="json"), "share": item.canary_share}
     deployment: dict[str, Any] = {
         "name": DEPLOYMENT,
         **replicas,
@@ -148,10 +177,7 @@ def application_config(
         # healthy (or cannot be placed), the old ones keep serving.
         "max_surge_percent": 100,
         "ray_actor_options": _actor_options(manifest, item.gpu),
-        # Changes here reach running replicas through reconfigure(): no restart.
-        "user_config": {"public": True}
-        if item.keys is None
-        else {"public": False, "keys": [k.model_dump(mode="json") for k in item.keys]},
+        "user_config": user_config,
     }
     return {
         "name": item.app,

@@ -28,6 +28,7 @@ from kiln.route.keys import KeyGuard
 from kiln.route.proxy import Forwarder
 from kiln.run.dyno import ContainerDyno, ContainerLimits, Dyno, ProcessDyno
 from kiln.run.logs import LogShipper
+from kiln.run.serve_config import canary_period
 from kiln.run.sockets import PinnedSocket
 from kiln.run.spec import DynoSpec
 from kiln.vault import Vault
@@ -52,9 +53,18 @@ def build(args: dict[str, Any]) -> Application:
 class DynoSupervisor:
     async def __init__(self, spec: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
         self.spec = DynoSpec.model_validate(spec)
+        # What the app's args say: the release the replica runs unless its rank falls in a
+        # canary's share (reconfigure), and the one it returns to when a canary ends or fails.
+        self.base = self.spec
+        self._wanted = self.spec
+        self._failed_canaries: set[int] = set()
+        self._swapping = False
+        self._swap: asyncio.Task[None] | None = None
+        self._rank = 0
         context = serve.get_replica_context()
         self.replica = f"dyno.{context.replica_id.unique_id[:6]}"
         self.logs = LogShipper(self.spec.app, self.replica, self.spec.log_dir)
+        self.logs.release = self.spec.release
         await self.logs.start()
         self.failed: str | None = None
         self.exits: collections.deque[float] = collections.deque(maxlen=CRASH_LOOP_RESTARTS)
@@ -213,9 +223,10 @@ class DynoSupervisor:
             return False
 
     async def _watch(self) -> None:
-        """Restart the dyno in place when it exits; give up (unhealthy) on a crash loop."""
+        """Restart the dyno in place when it exits; give up (unhealthy) on a crash loop, or,
+        for a canary's dyno, give the canary up and go back to the release before it."""
         while True:
-            if await asyncio.to_thread(self.dyno.alive):
+            if self._swapping or await asyncio.to_thread(self.dyno.alive):
                 await asyncio.sleep(0.1)
                 continue
             code = self.dyno.exit_code()
@@ -224,9 +235,11 @@ class DynoSupervisor:
             self.exits.append(now)
             self.logs.line("dyno", f"exited with code {code}; restarting in place")
             if len(self.exits) == CRASH_LOOP_RESTARTS and now - self.exits[0] < CRASH_LOOP_WINDOW_S:
-                self.failed = self._report(
-                    f"crashed {CRASH_LOOP_RESTARTS} times in {CRASH_LOOP_WINDOW_S:.0f}s (last exit code {code})"
-                )
+                why = f"crashed {CRASH_LOOP_RESTARTS} times in {CRASH_LOOP_WINDOW_S:.0f}s (last exit code {code})"
+                if self.spec.release != self.base.release:
+                    self._give_up_canary(self._report(why))
+                    continue
+                self.failed = self._report(why)
                 return
             try:
                 await self._start(self.spec.startup_timeout_s)
@@ -269,9 +282,60 @@ class DynoSupervisor:
 
     # -- Serve's hooks -----------------------------------------------------------------------
 
-    def reconfigure(self, config: dict[str, Any]) -> None:
-        """Serve's user_config: who may call the app. Applied live, with no restart."""
+    async def reconfigure(self, config: dict[str, Any], rank: Any = None) -> None:
+        """Serve's user_config, applied live with no restart: who may call the app, and a canary
+        (a newer release on a share of the replicas: this one runs it if its rank falls in the
+        share, and swaps its dyno in place)."""
         self.guard.update(config)
+        if rank is not None:
+            self._rank = int(getattr(rank, "rank", 0))
+        canary = config.get("canary")
+        wanted = self.base
+        if canary and self._rank % canary_period(int(canary["share"])) == 0:
+            spec = DynoSpec.model_validate(canary["spec"])
+            if spec.release not in self._failed_canaries:
+                wanted = spec
+        self._wanted = wanted
+        if wanted.release != self.spec.release and (self._swap is None or self._swap.done()):
+            self._swap = asyncio.get_running_loop().create_task(self._converge())
+
+    async def _converge(self) -> None:
+        """Swap the dyno for the wanted release's until they agree (a canary starting, ending,
+        or failing and going back)."""
+        while self._wanted.release != self.spec.release:
+            wanted = self._wanted
+            canary = wanted.release != self.base.release
+            self.logs.line("release", f"switching to v{wanted.release}"
+                           + (" (canary)" if canary else f" from the canary v{self.spec.release}"))  # fmt: skip
+            self._swapping = True
+            try:
+                self._ready.clear()
+                await asyncio.to_thread(self.dyno.stop, self.spec.stop_timeout_s)
+                self.spec = wanted
+                self.logs.release = wanted.release
+                self.exits.clear()
+                self.dyno = self._make_dyno()
+                self.pinned = (
+                    PinnedSocket(self.dyno.socket) if self.dyno.socket is not None else None
+                )
+                await self._start(wanted.startup_timeout_s)
+            except DynoFailed as exc:
+                if not canary:
+                    self.failed = str(exc)
+                    return
+                self._give_up_canary(str(exc))
+            finally:
+                self._swapping = False
+
+    def _give_up_canary(self, reason: str) -> None:
+        """The canary's dyno would not start or keep running here: log it (the release stage
+        aborts the canary) and go back to the release before it."""
+        self._failed_canaries.add(self.spec.release)
+        self.logs.line("release", f"canary v{self.spec.release} failed: {reason}")
+        self._wanted = self.base
+        self._swapping = True  # the watchdog must not restart the canary's dyno meanwhile
+        if self._swap is None or self._swap.done():
+            self._swap = asyncio.get_running_loop().create_task(self._converge())
 
     def _ship_usage(self) -> None:
         usage = self.guard.take_usage()

@@ -10,9 +10,11 @@ from __future__ import annotations
 __all__ = ["Store"]
 
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
@@ -23,6 +25,7 @@ from kiln.errors import Conflict, InvalidInput, NotFound
 from kiln.models import (
     AppInfo,
     Artifact,
+    CanaryPart,
     ConfigChange,
     Deployment,
     NewToken,
@@ -132,6 +135,7 @@ class Store:
             updated.update({k: v for k, v in changes.items() if v is not None})
             if updated == config:
                 return ConfigChange(changed=False, release=self._info(current), config=config)
+            self._supersede(session, app, current.version + 1)
             release = self._release(
                 app, current.version + 1, _describe(config, updated), updated, actor,
                 self._runnable(session, app),
@@ -151,13 +155,16 @@ class Store:
         actor: str,
         addons: Sequence[AddonAttachment] = (),
         outcome: BuildOutcome | None = None,
+        canary: int | None = None,
     ) -> ReleaseInfo:
         """A new release running ``artifact``, with the config of the app's latest release plus
         what ``addons`` (journaled, provisioned) inject, which become attached; and, with an
-        ``outcome``, the build finished as succeeded. One transaction: all of it, or none."""
+        ``outcome``, the build finished as succeeded; with ``canary``, it first runs on that
+        percent of the replicas. One transaction: all of it, or none."""
         with self._session() as session:
             app = self._app(session, name, lock=True)
             current = self._latest(session, app)
+            self._supersede(session, app, current.version + 1)
             sealed = current.config_sealed
             if addons:
                 config = self._vault.open(sealed)
@@ -175,6 +182,7 @@ class Store:
                 build_id=build_id,
                 artifact=artifact.model_dump_json(),
                 manifest=manifest,
+                rollout=json.dumps({"canary": canary}) if canary else None,
             )
             session.add(release)
             session.flush()
@@ -193,6 +201,7 @@ class Store:
             current = self._latest(session, app)
             config = self._vault.open(current.config_sealed)
             updated = {**config, **addon.config_vars}
+            self._supersede(session, app, current.version + 1)
             release = self._release(
                 app, current.version + 1, f"Attach {addon.name} (sets {', '.join(sorted(addon.config_vars))})",
                 updated, actor, self._runnable(session, app),
@@ -227,6 +236,7 @@ class Store:
                     "roll back to a release made by a deploy",
                     code="nothing_to_roll_back_to",
                 )
+            self._supersede(session, app, current.version + 1)
             release = Release(
                 app=app,
                 version=current.version + 1,
@@ -243,11 +253,15 @@ class Store:
             return self._info(release)
 
     def deployables(self) -> list[Deployment]:
-        """For each app with something to run: its newest release that has not failed."""
+        """For each app with something to run: its newest release that has not failed; during a
+        canary, the last release that went live, with the canary beside it."""
         with self._session() as session:
             found = []
             for app in session.scalars(select(App).order_by(App.name)):
                 release = self._runnable(session, app)
+                canary = self._canary(session, app)
+                if canary is not None:
+                    release = canary[1]
                 if release is not None and release.artifact is not None:
                     found.append(
                         Deployment(
@@ -259,9 +273,66 @@ class Store:
                             config_sealed=release.config_sealed,
                             manifest=release.manifest,
                             formation=app.formation,
+                            canary=_canary_part(canary[0]) if canary is not None else None,
                         )
                     )
             return found
+
+    # -- canaries ------------------------------------------------------------------------------
+
+    def canary_started(self, name: str, version: int) -> None:
+        """Its share of the replicas runs it: the clock of an automatic promotion starts."""
+        with self._session() as session:
+            release = self._release_row(session, self._app(session, name), version)
+            rollout = _rollout(release)
+            if release.status == ReleaseStatus.PENDING and not rollout.get("ended"):
+                release.status = ReleaseStatus.CANARY
+                release.rollout = json.dumps({**rollout, "started_at": time.time()})
+
+    def end_canary(self, name: str, *, promote: bool, reason: str) -> ReleaseInfo:
+        """Promote the app's canary (it rolls out to every replica) or abort it (it fails, and
+        every replica runs the previous release again)."""
+        with self._session() as session:
+            app = self._app(session, name, lock=True)
+            pair = self._canary(session, app)
+            if pair is None:
+                raise Conflict(
+                    f"{name} runs no canary; kiln deploy --canary 25 starts one",
+                    code="no_canary",
+                )
+            release = pair[0]
+            rollout = {**_rollout(release), "ended": "promoted" if promote else "aborted",
+                       "ended_at": time.time(), "reason": reason}  # fmt: skip
+            release.rollout = json.dumps(rollout)
+            release.status = ReleaseStatus.PENDING if promote else ReleaseStatus.FAILED
+            release.status_message = None if promote else f"canary aborted: {reason}"
+            return self._info(release)
+
+    def _canary(self, session: Session, app: App) -> tuple[Release, Release] | None:
+        """(canary, the release it is judged against) while the app's newest release is a
+        canary that has not ended, and an earlier one went live."""
+        newest = self._runnable(session, app)
+        if newest is None or newest.status not in (ReleaseStatus.PENDING, ReleaseStatus.CANARY):
+            return None
+        rollout = _rollout(newest)
+        if not rollout.get("canary") or rollout.get("ended"):
+            return None
+        stable = session.scalar(
+            select(Release)
+            .where(Release.app_id == app.id, Release.version < newest.version,
+                   Release.status == ReleaseStatus.SUCCEEDED, Release.artifact.is_not(None))
+            .order_by(Release.version.desc())
+        )  # fmt: skip
+        return None if stable is None else (newest, stable)
+
+    def _supersede(self, session: Session, app: App, version: int) -> None:
+        """A new release ends a canary still being judged: it fails, never promoted."""
+        pair = self._canary(session, app)
+        if pair is not None:
+            canary = pair[0]
+            canary.rollout = json.dumps({**_rollout(canary), "ended": "superseded"})
+            canary.status = ReleaseStatus.FAILED
+            canary.status_message = f"canary ended: v{version} came before it was promoted"
 
     def set_release_status(
         self, name: str, version: int, status: ReleaseStatus, message: str | None = None
@@ -440,7 +511,24 @@ class Store:
             build=release.build_id,
             commit=release.build.commit if release.build is not None else None,
             artifact=Artifact.model_validate_json(release.artifact) if release.artifact else None,
+            canary=_rollout(release).get("canary"),
         )
+
+
+def _rollout(release: Release) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(release.rollout) if release.rollout else {}
+    return loaded
+
+
+def _canary_part(release: Release) -> CanaryPart:
+    rollout = _rollout(release)
+    started = rollout.get("started_at")
+    return CanaryPart(
+        release=release.version, status=ReleaseStatus(release.status), share=rollout["canary"],
+        artifact=Artifact.model_validate_json(release.artifact or "{}"),
+        config_sealed=release.config_sealed, manifest=release.manifest,
+        started_at=datetime.fromtimestamp(started, UTC) if started else None,
+    )  # fmt: skip
 
 
 def _token_info(token: Token) -> TokenInfo:

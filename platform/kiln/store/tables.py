@@ -98,6 +98,8 @@ class Release(Base):
     # JSON of kiln.models.Artifact and of the app's Manifest at the build; None before a deploy.
     artifact: Mapped[str | None] = mapped_column(Text, default=None)
     manifest: Mapped[str | None] = mapped_column(Text, default=None)
+    # JSON of a canary rollout: {"canary": 25, "started_at": ..., "ended": "promoted"|...}.
+    rollout: Mapped[str | None] = mapped_column(Text, default=None)
     app: Mapped[App] = relationship(back_populates="releases")
     build: Mapped[Build | None] = relationship(lazy="joined")
 

@@ -6,8 +6,9 @@ import asyncio
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -59,6 +60,9 @@ async def create_build(
     caller: Caller,
     commit: str | None = None,
     artifact: ArtifactKind | None = None,
+    canary: Annotated[
+        int | None, Query(ge=1, le=99, description="Run it on this percent of replicas first.")
+    ] = None,
 ) -> StreamingResponse:
     """Deploy the ``.tar.gz`` body (build, then release); the response streams ``BuildEvent``
     lines as it runs. ``kiln deploy`` and the git hook both come here."""
@@ -77,7 +81,7 @@ async def create_build(
         try:
             result = await run_in_threadpool(
                 deployer.deploy, app, archive, actor=caller.name, sink=sink, commit=commit,
-                kind=artifact,
+                kind=artifact, canary=canary,
             )  # fmt: skip
             events.put_nowait(BuildEvent(build=result))
         except KilnError as exc:
