@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import click
 
-from kiln.cli.client import ApiClient
 from kiln.cli.options import app_option, json_option, resolve_app, when
 from kiln.cli.output import console, emit_json, print_table, success
+from kiln.client import ApiClient, app_path
 from kiln.errors import InvalidInput
 from kiln.manifest.units import parse_duration, parse_rate
 from kiln.models import AddonCreate, AddonInfo, ApiKeyCreate, ApiKeyInfo, NewApiKey
@@ -19,7 +19,7 @@ from kiln.models import AddonCreate, AddonInfo, ApiKeyCreate, ApiKeyInfo, NewApi
 def addons(app: str | None, as_json: bool) -> None:
     """List an app's add-ons."""
     name = resolve_app(app)
-    found = ApiClient.from_environment().get(f"/apps/{name}/addons", list[AddonInfo])
+    found = ApiClient.from_environment().get(app_path(name, "addons"), list[AddonInfo])
     if as_json:
         emit_json(found)
         return
@@ -35,7 +35,7 @@ def addons_create(kind: str, alias: str | None, app: str | None) -> None:
     """Attach an add-on: provisions it and sets its config vars (a new release)."""
     name = resolve_app(app)
     info = ApiClient.from_environment().post(
-        f"/apps/{name}/addons", AddonInfo, AddonCreate(kind=kind, name=alias).model_dump()
+        app_path(name, "addons"), AddonInfo, AddonCreate(kind=kind, name=alias).model_dump()
     )
     injected = f"; sets {', '.join(info.config_vars)}" if info.config_vars else ""
     next_step = f"kiln keys:create -a {name}" if kind == "api-keys" else f"kiln config -a {name}"
@@ -49,7 +49,7 @@ def addons_create(kind: str, alias: str | None, app: str | None) -> None:
 def addons_info(addon: str, app: str | None, as_json: bool) -> None:
     """Show one add-on."""
     name = resolve_app(app)
-    info = ApiClient.from_environment().get(f"/apps/{name}/addons/{addon}", AddonInfo)
+    info = ApiClient.from_environment().get(app_path(name, "addons", addon), AddonInfo)
     if as_json:
         emit_json(info)
         return
@@ -74,7 +74,7 @@ def addons_destroy(addon: str, app: str | None, confirm: str | None) -> None:
             f"kiln addons:destroy {addon} -a {name} --confirm {name}",
             code="confirmation_required",
         )
-    ApiClient.from_environment().delete(f"/apps/{name}/addons/{addon}", AddonInfo)
+    ApiClient.from_environment().delete(app_path(name, "addons", addon), AddonInfo)
     success(f"Destroyed {addon} of {name}.", f"kiln addons -a {name}")
 
 
@@ -84,7 +84,7 @@ def addons_destroy(addon: str, app: str | None, confirm: str | None) -> None:
 def keys(app: str | None, as_json: bool) -> None:
     """List the app's API keys (never the keys themselves), with their use."""
     name = resolve_app(app)
-    found = ApiClient.from_environment().get(f"/apps/{name}/keys", list[ApiKeyInfo])
+    found = ApiClient.from_environment().get(app_path(name, "keys"), list[ApiKeyInfo])
     if as_json:
         emit_json(found)
         return
@@ -118,7 +118,7 @@ def keys_create(
         expires_in_s=parse_duration(expires) if expires else None,
         rate_per_s=parse_rate(rate) if rate else None,
     )
-    key = ApiClient.from_environment().post(f"/apps/{name}/keys", NewApiKey, body.model_dump())
+    key = ApiClient.from_environment().post(app_path(name, "keys"), NewApiKey, body.model_dump())
     if as_json:
         emit_json(key)
         return
@@ -135,7 +135,7 @@ def keys_create(
 def keys_revoke(prefix: str, app: str | None) -> None:
     """Revoke a key by its prefix (or id); every replica refuses it within seconds."""
     name = resolve_app(app)
-    key = ApiClient.from_environment().delete(f"/apps/{name}/keys/{prefix}", ApiKeyInfo)
+    key = ApiClient.from_environment().delete(app_path(name, "keys", prefix), ApiKeyInfo)
     success(f"Revoked {key.name} ({key.prefix}...) of {name}.", f"kiln keys -a {name}")
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from kiln.cli.client import ApiClient
 from kiln.cli.options import app_option, json_option, resolve_app, when
 from kiln.cli.output import console, emit_json, print_table, success
+from kiln.client import APPS, ApiClient, app_path
 from kiln.errors import InvalidInput
 from kiln.models import AppCreate, AppInfo
 
@@ -15,7 +15,7 @@ from kiln.models import AppCreate, AppInfo
 @json_option
 def apps(as_json: bool) -> None:
     """List apps."""
-    found = ApiClient.from_environment().get("/apps", list[AppInfo])
+    found = ApiClient.from_environment().get(APPS, list[AppInfo])
     if as_json:
         emit_json(found)
         return
@@ -32,7 +32,7 @@ def apps(as_json: bool) -> None:
 def apps_create(name: str, public: bool, as_json: bool) -> None:
     """Create an app named NAME; its URL needs API keys unless --public."""
     app = ApiClient.from_environment().post(
-        "/apps", AppInfo, AppCreate(name=name, public=public).model_dump()
+        APPS, AppInfo, AppCreate(name=name, public=public).model_dump()
     )
     if as_json:
         emit_json(app)
@@ -56,7 +56,7 @@ def apps_create(name: str, public: bool, as_json: bool) -> None:
 @json_option
 def apps_info(app: str | None, as_json: bool) -> None:
     """Show an app."""
-    info = ApiClient.from_environment().get(f"/apps/{resolve_app(app)}", AppInfo)
+    info = ApiClient.from_environment().get(app_path(resolve_app(app)), AppInfo)
     if as_json:
         emit_json(info)
         return
@@ -73,7 +73,7 @@ def open_app(app: str | None) -> None:
     """Print the app's URL (and open it in a browser, where there is one)."""
     import webbrowser
 
-    info = ApiClient.from_environment().get(f"/apps/{resolve_app(app)}", AppInfo)
+    info = ApiClient.from_environment().get(app_path(resolve_app(app)), AppInfo)
     click.echo(info.url)
     if info.url:
         webbrowser.open(info.url)
@@ -92,7 +92,7 @@ def apps_destroy(name: str | None, app: str | None, confirm: str | None) -> None
             f"to proceed, run: kiln apps:destroy {target} --confirm {target}",
             code="confirmation_required",
         )
-    ApiClient.from_environment().delete(f"/apps/{target}", type(None))
+    ApiClient.from_environment().delete(app_path(target), type(None))
     success(f"Destroyed {target}.", "kiln apps")
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from kiln.cli.client import ApiClient
 from kiln.cli.options import app_option, json_option, resolve_app, when
 from kiln.cli.output import console, emit_json, print_table
+from kiln.client import ApiClient, app_path
 from kiln.models import BuildInfo
 
 
@@ -16,7 +16,7 @@ from kiln.models import BuildInfo
 def builds(app: str | None, as_json: bool) -> None:
     """List an app's builds, newest first."""
     name = resolve_app(app)
-    found = ApiClient.from_environment().get(f"/apps/{name}/builds", list[BuildInfo])
+    found = ApiClient.from_environment().get(app_path(name, "builds"), list[BuildInfo])
     if as_json:
         emit_json(found)
         return
@@ -40,7 +40,7 @@ def builds(app: str | None, as_json: bool) -> None:
 def builds_info(build_id: int, app: str | None, as_json: bool) -> None:
     """Show one build."""
     name = resolve_app(app)
-    info = ApiClient.from_environment().get(f"/apps/{name}/builds/{build_id}", BuildInfo)
+    info = ApiClient.from_environment().get(app_path(name, "builds", build_id), BuildInfo)
     if as_json:
         emit_json(info)
         return
@@ -63,7 +63,9 @@ def builds_info(build_id: int, app: str | None, as_json: bool) -> None:
 def builds_log(build_id: int, app: str | None) -> None:
     """Print a build's whole log."""
     name = resolve_app(app)
-    click.echo(ApiClient.from_environment().text(f"/apps/{name}/builds/{build_id}/log"), nl=False)
+    click.echo(
+        ApiClient.from_environment().text(app_path(name, "builds", build_id, "log")), nl=False
+    )
 
 
 COMMANDS = [builds, builds_info, builds_log]

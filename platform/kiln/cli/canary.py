@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from kiln.cli.client import ApiClient
 from kiln.cli.options import app_option, json_option, resolve_app
 from kiln.cli.output import console, emit_json, print_table, success
+from kiln.client import ApiClient, app_path
 from kiln.models import CanaryInfo, ReleaseInfo
 
 
@@ -16,7 +16,7 @@ from kiln.models import CanaryInfo, ReleaseInfo
 def canary(app: str | None, as_json: bool) -> None:
     """Show the app's canary beside the release before it: requests, 5xx, p95."""
     name = resolve_app(app)
-    info = ApiClient.from_environment().get(f"/apps/{name}/canary", CanaryInfo)
+    info = ApiClient.from_environment().get(app_path(name, "canary"), CanaryInfo)
     if as_json:
         emit_json(info)
         return
@@ -34,7 +34,9 @@ def canary(app: str | None, as_json: bool) -> None:
 def canary_promote(app: str | None) -> None:
     """Roll the canary out to every replica."""
     name = resolve_app(app)
-    release = ApiClient.from_environment().post(f"/apps/{name}/canary/promote", ReleaseInfo, {})
+    release = ApiClient.from_environment().post(
+        app_path(name, "canary", "promote"), ReleaseInfo, {}
+    )
     success(f"Promoted v{release.version}: it rolls out to every replica.", f"kiln ps -a {name}")
 
 
@@ -43,7 +45,7 @@ def canary_promote(app: str | None) -> None:
 def canary_abort(app: str | None) -> None:
     """Send every replica back to the release before the canary."""
     name = resolve_app(app)
-    release = ApiClient.from_environment().post(f"/apps/{name}/canary/abort", ReleaseInfo, {})
+    release = ApiClient.from_environment().post(app_path(name, "canary", "abort"), ReleaseInfo, {})
     success(
         f"Aborted the canary v{release.version}: every replica runs the previous release.",
         f"kiln releases -a {name}",

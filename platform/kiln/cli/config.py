@@ -6,9 +6,9 @@ import shlex
 
 import click
 
-from kiln.cli.client import ApiClient
 from kiln.cli.options import app_option, json_option, resolve_app
 from kiln.cli.output import console, emit_json, print_table, success
+from kiln.client import ApiClient, app_path
 from kiln.errors import InvalidInput, NotFound
 from kiln.models import ConfigChange, ConfigUpdate
 
@@ -20,7 +20,7 @@ from kiln.models import ConfigChange, ConfigUpdate
 def config(app: str | None, as_json: bool, shell: bool) -> None:
     """Show an app's config vars."""
     name = resolve_app(app)
-    values = ApiClient.from_environment().get(f"/apps/{name}/config", dict[str, str])
+    values = ApiClient.from_environment().get(app_path(name, "config"), dict[str, str])
     if as_json:
         emit_json(values)
     elif shell:
@@ -40,7 +40,7 @@ def config(app: str | None, as_json: bool, shell: bool) -> None:
 def config_get(key: str, app: str | None) -> None:
     """Print one config var's value."""
     name = resolve_app(app)
-    values = ApiClient.from_environment().get(f"/apps/{name}/config", dict[str, str])
+    values = ApiClient.from_environment().get(app_path(name, "config"), dict[str, str])
     if key not in values:
         raise NotFound(f"{name} has no config var {key}; see kiln config -a {name}", code="no_var")
     click.echo(values[key])
@@ -73,7 +73,7 @@ def config_unset(keys: tuple[str, ...], app: str | None) -> None:
 
 def _apply(name: str, changes: dict[str, str | None], verb: str) -> None:
     result = ApiClient.from_environment().patch(
-        f"/apps/{name}/config", ConfigChange, ConfigUpdate(vars=changes).model_dump()
+        app_path(name, "config"), ConfigChange, ConfigUpdate(vars=changes).model_dump()
     )
     keys = ", ".join(changes)
     if not result.changed:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from kiln.cli.client import ApiClient
 from kiln.cli.options import json_option
 from kiln.cli.output import console, emit_json, print_table
+from kiln.client import NODES, ApiClient
 from kiln.models import NodeInventory
 
 
@@ -14,7 +14,7 @@ from kiln.models import NodeInventory
 @json_option
 def gpus(as_json: bool) -> None:
     """Show each node's GPUs, and which app's dynos use them."""
-    nodes = ApiClient.from_environment().get("/nodes", list[NodeInventory])
+    nodes = ApiClient.from_environment().get(NODES, list[NodeInventory])
     if as_json:
         emit_json(nodes)
         return

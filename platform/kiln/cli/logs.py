@@ -6,8 +6,8 @@ import time
 
 import click
 
-from kiln.cli.client import ApiClient
 from kiln.cli.options import app_option, resolve_app
+from kiln.client import ApiClient, app_path
 from kiln.models import LogRecord, LogSource
 
 
@@ -30,7 +30,7 @@ def logs(app: str | None, tail: bool, num: int, source: str | None) -> None:
     if tail:
         params["follow"] = "true"
     try:
-        for raw in ApiClient.from_environment().stream_lines(f"/apps/{name}/logs", **params):
+        for raw in ApiClient.from_environment().stream_lines(app_path(name, "logs"), **params):
             if raw.strip():
                 click.echo(format_record(LogRecord.model_validate_json(raw)))
     except KeyboardInterrupt:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from kiln.cli.client import ApiClient
 from kiln.cli.options import json_option
 from kiln.cli.output import emit_json, print_table, success
+from kiln.client import MODELS, ApiClient, path
 from kiln.models import CachedModel
 
 
@@ -14,7 +14,7 @@ from kiln.models import CachedModel
 @json_option
 def models(as_json: bool) -> None:
     """List cached models, their size, and which apps use them."""
-    found = ApiClient.from_environment().get("/models", list[CachedModel])
+    found = ApiClient.from_environment().get(MODELS, list[CachedModel])
     if as_json:
         emit_json(found)
         return
@@ -33,7 +33,7 @@ def models(as_json: bool) -> None:
 @click.command("models:prune")
 def models_prune() -> None:
     """Remove cached models that no app's current release uses."""
-    removed = ApiClient.from_environment().post("/models/prune", list[CachedModel])
+    removed = ApiClient.from_environment().post(path("models", "prune"), list[CachedModel])
     freed = sum(m.size for m in removed)
     names = ", ".join(m.repo_id for m in removed) or "nothing"
     success(f"Removed {names} ({freed / 2**20:.1f} MiB freed).", "kiln models")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from kiln.cli.client import ApiClient
 from kiln.cli.options import app_option, json_option, resolve_app
 from kiln.cli.output import console, emit_json, print_table, success
+from kiln.client import ApiClient, app_path
 from kiln.errors import InvalidInput
 from kiln.models import Formation, ProcessList, ReplicaGpu
 
@@ -42,7 +42,7 @@ def _gpus(gpus: list[ReplicaGpu]) -> str:
 def ps(app: str | None, as_json: bool) -> None:
     """Show an app's replicas: state, node, uptime; pending ones with the reason."""
     name = resolve_app(app)
-    listing = ApiClient.from_environment().get(f"/apps/{name}/ps", ProcessList)
+    listing = ApiClient.from_environment().get(app_path(name, "ps"), ProcessList)
     if as_json:
         emit_json(listing)
         return
@@ -76,7 +76,7 @@ def scale(replicas: int, app: str | None) -> None:
     """Run exactly REPLICAS replicas (0 stops every dyno; the app and releases stay)."""
     name = resolve_app(app)
     formation = Formation(min_replicas=replicas, max_replicas=replicas)
-    ApiClient.from_environment().put(f"/apps/{name}/formation", Formation, formation.model_dump())
+    ApiClient.from_environment().put(app_path(name, "formation"), Formation, formation.model_dump())
     success(f"Scaling {name} to {_describe(formation)}.", f"kiln ps -a {name}")
 
 
@@ -99,7 +99,7 @@ def autoscale(low: int, high: int, target: float | None, app: str | None) -> Non
         raise InvalidInput(f"--target must be more than 0; got {target:g}", code="bad_formation")
     name = resolve_app(app)
     formation = Formation(min_replicas=low, max_replicas=high, target_ongoing_requests=target)
-    ApiClient.from_environment().put(f"/apps/{name}/formation", Formation, formation.model_dump())
+    ApiClient.from_environment().put(app_path(name, "formation"), Formation, formation.model_dump())
     success(f"{name} now {_describe(formation)}.", f"kiln ps -a {name}")
 
 

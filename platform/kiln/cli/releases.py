@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from kiln.cli.client import ApiClient
 from kiln.cli.options import app_option, json_option, resolve_app, when
 from kiln.cli.output import console, emit_json, print_table, success
+from kiln.client import ApiClient, app_path
 from kiln.errors import InvalidInput
 from kiln.models import ReleaseInfo, RollbackRequest
 
@@ -18,7 +18,7 @@ from kiln.models import ReleaseInfo, RollbackRequest
 def releases(app: str | None, as_json: bool, num: int) -> None:
     """List an app's releases, newest first."""
     name = resolve_app(app)
-    found = ApiClient.from_environment().get(f"/apps/{name}/releases", list[ReleaseInfo])[:num]
+    found = ApiClient.from_environment().get(app_path(name, "releases"), list[ReleaseInfo])[:num]
     if as_json:
         emit_json(found)
         return
@@ -46,7 +46,7 @@ def releases_info(version: str, app: str | None, as_json: bool) -> None:
     """Show one release (VERSION like v3 or 3)."""
     number = parse_version(version)
     name = resolve_app(app)
-    info = ApiClient.from_environment().get(f"/apps/{name}/releases/{number}", ReleaseInfo)
+    info = ApiClient.from_environment().get(app_path(name, "releases", number), ReleaseInfo)
     if as_json:
         emit_json(info)
         return
@@ -81,7 +81,7 @@ def rollback(version: str | None, app: str | None) -> None:
     name = resolve_app(app)
     body = RollbackRequest(version=parse_version(version) if version else None)
     release = ApiClient.from_environment().post(
-        f"/apps/{name}/releases/rollback", ReleaseInfo, body.model_dump()
+        app_path(name, "releases", "rollback"), ReleaseInfo, body.model_dump()
     )
     success(f"{release.description}: release v{release.version} of {name}.", f"kiln ps -a {name}")
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from kiln.cli.client import ApiClient
 from kiln.cli.options import json_option
 from kiln.cli.output import console, emit_json, success
+from kiln.client import STATUS, ApiClient
 from kiln.control import process
 from kiln.credentials import home_dir
 from kiln.errors import NotFound
@@ -86,7 +86,7 @@ def down(home: Path | None) -> None:
 def status(as_json: bool) -> None:
     """Show the platform's API, version and store."""
     client = ApiClient.from_environment()
-    info = client.get("/status", PlatformStatus)
+    info = client.get(STATUS, PlatformStatus)
     if as_json:
         emit_json(info)
         return

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from kiln.cli.client import ApiClient
 from kiln.cli.options import json_option, when
 from kiln.cli.output import emit_json, print_table, success
+from kiln.client import TOKENS, ApiClient, path
 from kiln.manifest.units import parse_duration
 from kiln.models import NewToken, TokenCreate, TokenInfo, TokenScope
 
@@ -15,7 +15,7 @@ from kiln.models import NewToken, TokenCreate, TokenInfo, TokenScope
 @json_option
 def tokens(as_json: bool) -> None:
     """List platform tokens (never their secrets)."""
-    found = ApiClient.from_environment().get("/tokens", list[TokenInfo])
+    found = ApiClient.from_environment().get(TOKENS, list[TokenInfo])
     if as_json:
         emit_json(found)
         return
@@ -53,7 +53,7 @@ def tokens_create(
         name=name, scope=chosen, apps=list(apps),
         expires_in_s=parse_duration(expires) if expires else None,
     )  # fmt: skip
-    token = ApiClient.from_environment().post("/tokens", NewToken, body.model_dump(mode="json"))
+    token = ApiClient.from_environment().post(TOKENS, NewToken, body.model_dump(mode="json"))
     if as_json:
         emit_json(token)
         return
@@ -70,7 +70,7 @@ def tokens_create(
 @click.argument("token_id", type=int, metavar="ID")
 def tokens_revoke(token_id: int) -> None:
     """Revoke a platform token by its ID."""
-    revoked = ApiClient.from_environment().delete(f"/tokens/{token_id}", TokenInfo)
+    revoked = ApiClient.from_environment().delete(path("tokens", token_id), TokenInfo)
     success(f"Revoked token {revoked.id} ({revoked.name}).", "kiln tokens")
 
 

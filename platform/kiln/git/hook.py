@@ -13,8 +13,7 @@ import subprocess
 import sys
 import tempfile
 
-from kiln.cli.client import ApiClient
-from kiln.cli.deploy import await_release, build_and_follow
+from kiln.client import ApiClient, await_release, build_and_follow
 from kiln.credentials import Credentials
 from kiln.errors import KilnError
 from kiln.git.repos import DEPLOY_BRANCHES
