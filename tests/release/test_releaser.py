@@ -4,50 +4,24 @@ it again over the same store, and checks what is there."""
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from kiln.addons.base import Provisioned
 from kiln.builds.builder import Builder
 from kiln.builds.slug import SlugBuilder
 from kiln.deploy import Deployer
-from kiln.manifest import AddonKind
 from kiln.models import BuildStatus, ReleaseStatus
 from kiln.release.releaser import Releaser
 from kiln.settings import Settings
 from kiln.store import Store
 from tests.support.apps import EXAMPLES
+from tests.support.fakes import FakeVectors
 
 Archive = Callable[[Path], Path]
 
 
 class Stopped(BaseException):
     """The control plane stopped here (a kill runs no cleanup: nothing may catch this)."""
-
-
-class FakeVectors:
-    """A vector-store provider that keeps what it made in a set."""
-
-    kind = AddonKind.VECTOR_STORE
-
-    def __init__(self) -> None:
-        self.made: set[str] = set()
-
-    def planned_state(self, app: str, name: str) -> dict[str, Any]:
-        return {"database": f"{app}_{name}"}
-
-    def provision(self, app: str, name: str) -> Provisioned:
-        self.made.add(f"{app}_{name}")
-        return Provisioned(
-            {"KILN_VECTOR_URL": f"postgresql://db/{app}"}, self.planned_state(app, name)
-        )
-
-    def deprovision(self, app: str, state: dict[str, Any]) -> None:
-        self.made.discard(state["database"])
-
-    def status(self, state: dict[str, Any]) -> str:
-        return "available"
 
 
 @pytest.fixture

@@ -4,58 +4,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
-from ray.serve.schema import ServeDeploySchema
 
 from kiln.control.platform import Platform
 from kiln.models import Artifact, ArtifactKind, Formation, ReleaseStatus
 from kiln.release.releaser import Releaser
 from kiln.run.logs import read_records
 from kiln.run.reconciler import Reconciler
-from kiln.run.serve_api import AppState, ServeRefused
 from kiln.settings import Settings
 from kiln.store import Store
+from tests.support.fakes import FakeServe
 
 ARTIFACT = Artifact(
     kind=ArtifactKind.SLUG, reference="/s", digest="d1", runtime="python", command=["python"]
 )
-
-
-class FakeServe:
-    """Serve as the reconciler sees it: a config goes in (checked against Serve's own schema, as
-    its REST API does, all or nothing), app states come out. ``refuse`` names (app, release)
-    pairs it refuses for reasons a schema does not show."""
-
-    def __init__(self) -> None:
-        self.applied: list[dict[str, Any]] = []
-        self.apps: dict[str, AppState] = {}
-        self.refuse: set[tuple[str, int]] = set()
-
-    def apply(self, config: dict[str, Any]) -> None:
-        try:
-            ServeDeploySchema.model_validate(config)
-        except ValidationError as exc:
-            raise ServeRefused(f"Ray Serve refused the config (400): {exc}") from None
-        refused = self.refuse & {
-            (a["name"], a["args"]["spec"]["release"]) for a in config["applications"]
-        }
-        if refused:
-            raise ServeRefused(f"Ray Serve refused the config (400): {sorted(refused)} conflict")
-        self.applied.append(config)
-        current = {a["name"]: a["args"]["spec"]["release"] for a in config["applications"]}
-        self.apps = {n: s for n, s in self.apps.items() if n in current}
-        for name, release in current.items():
-            previous = self.apps.get(name)
-            if previous is None or previous.release != release:
-                self.apps[name] = AppState(name=name, status="DEPLOYING", release=release)
-
-    def status(self) -> dict[str, AppState]:
-        return dict(self.apps)
-
-    def settle(self, name: str, status: str, message: str = "") -> None:
-        self.apps[name] = self.apps[name].model_copy(
-            update={"status": status, "deployment_message": message}
-        )
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from click.testing import CliRunner, Result
 
 from kiln.cli.main import cli
@@ -123,3 +124,24 @@ class Load:
     @property
     def failures(self) -> dict[object, int]:
         return {k: v for k, v in self.results.items() if k != 200}
+
+
+def deploy(platform: Platform, directory: Path, app: str, *extra: str, ok: bool = True) -> str:
+    result = platform.kiln("deploy", str(directory), "-a", app, *extra, ok=ok)
+    return result.output
+
+
+def dyno_pids(platform: Platform, app: str) -> list[int]:
+    """The dyno processes under the app's replica supervisors."""
+    pids = []
+    for replica in platform.ps(app)["replicas"]:
+        if replica["state"] == "RUNNING" and replica["pid"]:
+            pids += [c.pid for c in psutil.Process(replica["pid"]).children() if _is_dyno(c)]
+    return pids
+
+
+def _is_dyno(process: psutil.Process) -> bool:
+    try:
+        return "kiln_runtime" in " ".join(process.cmdline())
+    except psutil.Error:  # gone, or killed and not yet reaped (a zombie): no running dyno
+        return False

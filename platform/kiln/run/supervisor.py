@@ -1,19 +1,18 @@
-"""The dyno supervisor: each Ray Serve replica of an app starts the release's artifact on its
-node, waits for it to be ready, forwards requests to it, restarts it in place when it dies, and
-stops it when the replica stops.
+"""The dyno supervisor: the Ray Serve deployment whose replicas keep an app's dynos. Each replica
+starts the release's artifact on its node (``kiln.run.keeper`` decides when: start, restart in
+place, give up, swap for a canary), forwards requests to it (``kiln.route.proxy``), checks API
+keys, ships its logs, and stops the dyno when the replica stops.
 
 Serve deploys it from its config as ``kiln.run.supervisor:build`` with ``{"spec": DynoSpec}``.
 """
 
 from __future__ import annotations
 
-__all__ = ["DynoSupervisor", "build"]
+__all__ = ["DynoFailed", "DynoSupervisor", "build"]
 
 import asyncio
-import collections
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +26,12 @@ from kiln.proc import host_environment
 from kiln.route.keys import KeyGuard
 from kiln.route.proxy import Forwarder
 from kiln.run.dyno import ContainerDyno, ContainerLimits, Dyno, ProcessDyno
+from kiln.run.keeper import DynoFailed, DynoKeeper
 from kiln.run.logs import LogShipper
 from kiln.run.serve_config import canary_period
 from kiln.run.sockets import PinnedSocket
 from kiln.run.spec import DynoSpec
 from kiln.vault import Vault
-
-CRASH_LOOP_RESTARTS = 3
-CRASH_LOOP_WINDOW_S = 60.0
-
-
-class DynoFailed(RuntimeError):
-    """The dyno could not be made ready; the message carries its exit and last log lines."""
 
 
 def build(args: dict[str, Any]) -> Application:
@@ -52,96 +45,48 @@ def build(args: dict[str, Any]) -> Application:
 @serve.ingress()
 class DynoSupervisor:
     async def __init__(self, spec: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
-        self.spec = DynoSpec.model_validate(spec)
-        # What the app's args say: the release the replica runs unless its rank falls in a
-        # canary's share (reconfigure), and the one it returns to when a canary ends or fails.
-        self.base = self.spec
-        self._wanted = self.spec
-        self._failed_canaries: set[int] = set()
-        self._swapping = False
-        self._swap: asyncio.Task[None] | None = None
-        self._rank = 0
+        base = DynoSpec.model_validate(spec)
         context = serve.get_replica_context()
         self.replica = f"dyno.{context.replica_id.unique_id[:6]}"
-        self.logs = LogShipper(self.spec.app, self.replica, self.spec.log_dir)
-        self.logs.release = self.spec.release
+        self.logs = LogShipper(base.app, self.replica, base.log_dir)
+        self.logs.release = base.release
         await self.logs.start()
-        self.failed: str | None = None
-        self.exits: collections.deque[float] = collections.deque(maxlen=CRASH_LOOP_RESTARTS)
-        self._ready = asyncio.Event()
         self.guard = KeyGuard()
         self.guard.public = False  # closed until Serve hands over the rules (reconfigure)
-        self._generation = 0  # counts dynos that became ready: restarts in place make new ones
-        self._health_timeout = aiohttp.ClientTimeout(total=self.spec.health_timeout_s)
-        self.sandbox = self.spec.sandbox.ensure() if self.spec.sandbox is not None else None
-        self.dyno = self._make_dyno()
+        self.sandbox = base.sandbox.ensure() if base.sandbox is not None else None
+        self._rank = 0
         # Reached only through the socket it made, pinned so a link in its place leads nowhere.
-        self.pinned = PinnedSocket(self.dyno.socket) if self.dyno.socket is not None else None
+        self.pinned: PinnedSocket | None = None
+        self.keeper = DynoKeeper(base, self)
         self.forwarder = Forwarder(
-            lambda: self.dyno.url, self._wait_ready, self._routed, self._recover, self.guard,
+            lambda: self.keeper.dyno.url, self.keeper.wait_ready, self._routed,
+            self.keeper.recover, self.guard,
             unix_socket=lambda: self.pinned.connect_path if self.pinned is not None else None,
         )  # fmt: skip
-        self.logs.line(
-            "release",
-            f"starting v{self.spec.release} ({self.spec.artifact.kind} {self.spec.artifact.digest[:19]})",
-        )
-        await self._start(self.spec.startup_timeout_s)
-        self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+        await self.keeper.start()
+        self._watchdog = asyncio.get_running_loop().create_task(self.keeper.watch())
         self._usage = asyncio.get_running_loop().create_task(self._report_usage())
 
     def __serve_build_asgi_app__(self) -> Forwarder:
         return self.forwarder
 
-    # -- the dyno ----------------------------------------------------------------------------
+    # -- the keeper's host: what a dyno is here, and how it is reached -----------------------
 
-    def _environment(self) -> dict[str, str]:
-        key = os.environ.get("KILN_SECRET_KEY")
-        if not key:
-            raise DynoFailed(
-                "KILN_SECRET_KEY is not set on this Ray node, so the app's config vars cannot be "
-                "opened; start the node with the platform's key (kiln up does this)"
-            )
-        config = Vault([k.strip().encode() for k in key.split(",") if k.strip()]).open(
-            self.spec.config_sealed
-        )
-        import ray
-
-        gpus = [str(g) for g in ray.get_gpu_ids()]
-        models = {}
-        if self.spec.model_cache and self.spec.model_folder:
-            # The weights are in the model cache already (the release phase put them there):
-            # a cold start never downloads. A container mounts only the app's own model; a
-            # slug dyno sees it linked into its sandbox, the rest of the cache closed to it.
-            cache = self.spec.model_cache
-            if self.sandbox is not None and self.spec.artifact.kind is ArtifactKind.SLUG:
-                cache = str(self.sandbox.link_model(Path(cache), self.spec.model_folder))
-            models = {"HF_HUB_CACHE": cache, "HF_HUB_OFFLINE": "1"}
-        return {
-            "PYTHONUNBUFFERED": "1",
-            **self.spec.env,
-            **config,
-            "KILN_APP": self.spec.app,
-            "KILN_RELEASE": f"v{self.spec.release}",
-            "KILN_DYNO": self.replica,
-            "CUDA_VISIBLE_DEVICES": ",".join(gpus),
-            **models,
-        }
-
-    def _make_dyno(self) -> Dyno:
-        artifact = self.spec.artifact
-        env = self._environment()
-
-        probe = f'"GET {self.spec.health_path} '
+    def make(self, spec: DynoSpec) -> Dyno:
+        artifact = spec.artifact
+        env = self._environment(spec)
+        probe = f'"GET {spec.health_path} '
 
         def sink(line: str) -> None:
             if probe not in line:  # the supervisor's own health checks are noise in the app's log
                 self.logs.line("dyno", line)
 
         box = self.sandbox
+        dyno: Dyno
         if artifact.kind is ArtifactKind.SLUG:
             # A process shares the host: give it the host's PATH and locale, not Ray's variables,
             # and its app's uid, HOME and socket. A container has its own (the image's).
-            return ProcessDyno(
+            dyno = ProcessDyno(
                 artifact.command,
                 Path(artifact.reference) / "app",
                 {**host_environment(), **artifact.env, **env,
@@ -150,132 +95,97 @@ class DynoSupervisor:
                 sandbox=box,
                 socket=box.sockets / f"{self.replica}.sock" if box is not None else None,
             )  # fmt: skip
+        else:
+            dyno = self._container(spec, env, sink)
+        self.pinned = PinnedSocket(dyno.socket) if dyno.socket is not None else None
+        return dyno
+
+    def _container(self, spec: DynoSpec, env: dict[str, str], sink: Any) -> ContainerDyno:
         import docker
 
-        url = (
-            self.spec.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        )
+        url = spec.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         gpus = [g for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g]
-        folder = self.spec.model_folder
+        folder = spec.model_folder
         limits = ContainerLimits(
-            network=app_network(self.spec.app),
-            memory_bytes=self.spec.memory_bytes,
-            pids=self.spec.pids_limit,
-            models=((f"{self.spec.model_cache}/{folder}", f"/models/{folder}"),)
-            if self.spec.model_cache and folder else (),
-            socket_dir=box.mounts / self.replica if box is not None else None,
+            network=app_network(spec.app),
+            memory_bytes=spec.memory_bytes,
+            pids=spec.pids_limit,
+            models=((f"{spec.model_cache}/{folder}", f"/models/{folder}"),)
+            if spec.model_cache and folder else (),
+            socket_dir=self.sandbox.mounts / self.replica if self.sandbox is not None else None,
         )  # fmt: skip
         return ContainerDyno(
-            docker.DockerClient(base_url=url), url, artifact.reference, env, sink,
-            name=f"kiln-{self.spec.app}-{self.replica.replace('.', '-')}",
-            labels={"kiln.app": self.spec.app, "kiln.release": str(self.spec.release),
+            docker.DockerClient(base_url=url), url, spec.artifact.reference, env, sink,
+            name=f"kiln-{spec.app}-{self.replica.replace('.', '-')}",
+            labels={"kiln.app": spec.app, "kiln.release": str(spec.release),
                     "kiln.replica": self.replica},
             gpu_ids=gpus,
             limits=limits,
         )  # fmt: skip
 
-    async def _start(self, timeout_s: float) -> None:
-        """Start the dyno and wait until its health path answers 200; raise DynoFailed if not."""
-        self._ready.clear()
+    def _environment(self, spec: DynoSpec) -> dict[str, str]:
+        key = os.environ.get("KILN_SECRET_KEY")
+        if not key:
+            raise DynoFailed(
+                "KILN_SECRET_KEY is not set on this Ray node, so the app's config vars cannot be "
+                "opened; start the node with the platform's key (kiln up does this)"
+            )
+        config = Vault([k.strip().encode() for k in key.split(",") if k.strip()]).open(
+            spec.config_sealed
+        )
+        import ray
+
+        gpus = [str(g) for g in ray.get_gpu_ids()]
+        models = {}
+        if spec.model_cache and spec.model_folder:
+            # The weights are in the model cache already (the release phase put them there):
+            # a cold start never downloads. A container mounts only the app's own model; a
+            # slug dyno sees it linked into its sandbox, the rest of the cache closed to it.
+            cache = spec.model_cache
+            if self.sandbox is not None and spec.artifact.kind is ArtifactKind.SLUG:
+                cache = str(self.sandbox.link_model(Path(cache), spec.model_folder))
+            models = {"HF_HUB_CACHE": cache, "HF_HUB_OFFLINE": "1"}
+        return {
+            "PYTHONUNBUFFERED": "1",
+            **spec.env,
+            **config,
+            "KILN_APP": spec.app,
+            "KILN_RELEASE": f"v{spec.release}",
+            "KILN_DYNO": self.replica,
+            "CUDA_VISIBLE_DEVICES": ",".join(gpus),
+            **models,
+        }
+
+    async def start(self, dyno: Dyno) -> None:
         if self.pinned is not None:
             self.pinned.clear()  # a dead dyno's socket; the new one makes its own
-        if isinstance(self.dyno, ContainerDyno):
-            await asyncio.to_thread(self.dyno.start)
+        if isinstance(dyno, ContainerDyno):
+            await asyncio.to_thread(dyno.start)
         else:
-            self.dyno.start()  # on this thread: the parent-death signal is tied to it
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not await asyncio.to_thread(self.dyno.alive):
-                await asyncio.sleep(0.2)  # let the last lines arrive
-                raise DynoFailed(
-                    self._report(f"exited with code {self.dyno.exit_code()} before it was ready")
-                )
-            if self.pinned is not None and self.pinned.connect_path is None:
-                self.pinned.pin()  # None until the dyno has made its socket
-            if await self._healthy():
-                self._generation += 1
-                self._ready.set()
-                self.logs.line("release", f"dyno ready at {self.dyno.url}")
-                return
-            await asyncio.sleep(0.05)
-        await asyncio.to_thread(self.dyno.stop, self.spec.stop_timeout_s)
-        raise DynoFailed(
-            self._report(f"did not answer {self.spec.health_path} with 200 within {timeout_s:.0f}s")
-        )
+            dyno.start()  # on this thread: the parent-death signal is tied to it
 
-    def _report(self, what: str) -> str:
-        lines = "\n".join(self.dyno.recent_lines()[-15:]) or "(no output)"
-        message = (
-            f"the dyno of {self.spec.app} v{self.spec.release} {what}; its last lines:\n{lines}"
-        )
-        self.logs.line("release", message)
-        return message
+    async def alive(self, dyno: Dyno) -> bool:
+        return await asyncio.to_thread(dyno.alive)
 
-    async def _healthy(self) -> bool:
-        if self.pinned is not None and self.pinned.connect_path is None:
-            return False
+    async def stop(self, dyno: Dyno, timeout_s: float) -> None:
+        await asyncio.to_thread(dyno.stop, timeout_s)
+
+    async def healthy(self, dyno: Dyno, spec: DynoSpec) -> bool:
+        pinned = self.pinned
+        if pinned is not None and pinned.connect_path is None and pinned.pin() is None:
+            return False  # the dyno has not made its socket yet
         try:
             async with self.forwarder.session().get(
-                f"{self.dyno.url}{self.spec.health_path}", timeout=self._health_timeout
+                f"{dyno.url}{spec.health_path}",
+                timeout=aiohttp.ClientTimeout(total=spec.health_timeout_s),
             ) as response:
                 return response.status == 200
         except (TimeoutError, aiohttp.ClientError):
             return False
 
-    async def _watch(self) -> None:
-        """Restart the dyno in place when it exits; give up (unhealthy) on a crash loop, or,
-        for a canary's dyno, give the canary up and go back to the release before it."""
-        while True:
-            if self._swapping or await asyncio.to_thread(self.dyno.alive):
-                await asyncio.sleep(0.1)
-                continue
-            code = self.dyno.exit_code()
-            self._ready.clear()
-            now = time.monotonic()
-            self.exits.append(now)
-            self.logs.line("dyno", f"exited with code {code}; restarting in place")
-            if len(self.exits) == CRASH_LOOP_RESTARTS and now - self.exits[0] < CRASH_LOOP_WINDOW_S:
-                why = f"crashed {CRASH_LOOP_RESTARTS} times in {CRASH_LOOP_WINDOW_S:.0f}s (last exit code {code})"
-                if self.spec.release != self.base.release:
-                    self._give_up_canary(self._report(why))
-                    continue
-                self.failed = self._report(why)
-                return
-            try:
-                await self._start(self.spec.startup_timeout_s)
-            except DynoFailed as exc:
-                self.failed = str(exc)
-                return
-
-    async def _wait_ready(self) -> bool:
-        if self._ready.is_set():
-            return True
-        if self.failed:
-            return False
-        try:
-            await asyncio.wait_for(
-                self._ready.wait(), timeout=min(self.spec.startup_timeout_s, 120)
-            )
-        except TimeoutError:
-            return False
-        return True
-
-    async def _recover(self) -> bool:
-        """A request could not reach the dyno: True once it serves again. If it died, wait for
-        the watchdog to have restarted it (a new generation), not just for a stale ready flag."""
-        generation = self._generation
-        loop = asyncio.get_running_loop()
-        # A dyno just killed refuses connections a moment before it can be reaped, and looks
-        # alive meanwhile: look again for a while before trusting the ready flag.
-        settle = loop.time() + 1.0
-        while self._generation == generation and await asyncio.to_thread(self.dyno.alive):
-            if loop.time() > settle:
-                return self._ready.is_set()
-            await asyncio.sleep(0.05)
-        deadline = loop.time() + min(self.spec.startup_timeout_s, 120)
-        while self._generation == generation and not self.failed and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        return self._generation != generation and self._ready.is_set()
+    def log(self, source: str, line: str, release: int) -> None:
+        self.logs.release = release
+        self.logs.line(source, line)
 
     def _routed(self, method: str, path: str, status: int, seconds: float) -> None:
         self.logs.line("router", f"{method} {path} {status} {seconds * 1000:.1f}ms")
@@ -290,52 +200,10 @@ class DynoSupervisor:
         if rank is not None:
             self._rank = int(getattr(rank, "rank", 0))
         canary = config.get("canary")
-        wanted = self.base
+        wanted = self.keeper.base
         if canary and self._rank % canary_period(int(canary["share"])) == 0:
-            spec = DynoSpec.model_validate(canary["spec"])
-            if spec.release not in self._failed_canaries:
-                wanted = spec
-        self._wanted = wanted
-        if wanted.release != self.spec.release and (self._swap is None or self._swap.done()):
-            self._swap = asyncio.get_running_loop().create_task(self._converge())
-
-    async def _converge(self) -> None:
-        """Swap the dyno for the wanted release's until they agree (a canary starting, ending,
-        or failing and going back)."""
-        while self._wanted.release != self.spec.release:
-            wanted = self._wanted
-            canary = wanted.release != self.base.release
-            self.logs.line("release", f"switching to v{wanted.release}"
-                           + (" (canary)" if canary else f" from the canary v{self.spec.release}"))  # fmt: skip
-            self._swapping = True
-            try:
-                self._ready.clear()
-                await asyncio.to_thread(self.dyno.stop, self.spec.stop_timeout_s)
-                self.spec = wanted
-                self.logs.release = wanted.release
-                self.exits.clear()
-                self.dyno = self._make_dyno()
-                self.pinned = (
-                    PinnedSocket(self.dyno.socket) if self.dyno.socket is not None else None
-                )
-                await self._start(wanted.startup_timeout_s)
-            except DynoFailed as exc:
-                if not canary:
-                    self.failed = str(exc)
-                    return
-                self._give_up_canary(str(exc))
-            finally:
-                self._swapping = False
-
-    def _give_up_canary(self, reason: str) -> None:
-        """The canary's dyno would not start or keep running here: log it (the release stage
-        aborts the canary) and go back to the release before it."""
-        self._failed_canaries.add(self.spec.release)
-        self.logs.line("release", f"canary v{self.spec.release} failed: {reason}")
-        self._wanted = self.base
-        self._swapping = True  # the watchdog must not restart the canary's dyno meanwhile
-        if self._swap is None or self._swap.done():
-            self._swap = asyncio.get_running_loop().create_task(self._converge())
+            wanted = DynoSpec.model_validate(canary["spec"])
+        self.keeper.want(wanted)
 
     def _ship_usage(self) -> None:
         usage = self.guard.take_usage()
@@ -348,17 +216,18 @@ class DynoSupervisor:
             self._ship_usage()
 
     async def check_health(self) -> None:
-        if self.failed:
-            raise DynoFailed(self.failed)
-        if self._ready.is_set() and not await self._healthy():
-            raise DynoFailed(f"the dyno did not answer {self.spec.health_path} with 200")
+        keeper = self.keeper
+        if keeper.failed:
+            raise DynoFailed(keeper.failed)
+        if keeper.ready.is_set() and not await self.healthy(keeper.dyno, keeper.spec):
+            raise DynoFailed(f"the dyno did not answer {keeper.spec.health_path} with 200")
 
     async def __del__(self) -> None:
         self._watchdog.cancel()
         self._usage.cancel()
         self._ship_usage()
-        self.logs.line("release", f"stopping the dyno of v{self.spec.release}")
-        await asyncio.to_thread(self.dyno.stop, self.spec.stop_timeout_s)
+        self.logs.line("release", f"stopping the dyno of v{self.keeper.spec.release}")
+        await self.keeper.stop()
         await self.forwarder.close()
         if self.pinned is not None:
             self.pinned.close()

@@ -1,0 +1,91 @@
+"""Journey: model apps from the (fake) hub: an LLM and embeddings answer the openai client; a model the hub lacks fails its release."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.apps import EXAMPLES
+from tests.support.platform import Platform, deploy
+
+pytestmark = pytest.mark.integration
+
+
+def test_an_llm_app_from_the_hub_answers_the_openai_client(
+    platform: Platform, fresh_app: Callable[[Platform, str], str], tmp_path: Path
+) -> None:
+    import json
+
+    import openai
+
+    app = fresh_app(platform, "tiny-llm")
+    source = tmp_path / "tiny-llm"
+    source.mkdir()
+    (source / "kiln.toml").write_text(
+        'runtime = "llm"\nmodel = "kiln-test/tiny-llama@main"\n[scaling]\nmin_replicas = 1\nmax_replicas = 1\n'
+    )
+    output = deploy(platform, source, app, "--artifact", "slug")
+    assert "-----> Release phase: fetching kiln-test/tiny-llama@main into the model cache" in output
+    assert "-----> v2 is live" in output
+    client = openai.OpenAI(
+        base_url=f"{platform.app_url(app)}/v1", api_key="public-app", max_retries=0
+    )
+    assert [m.id for m in client.models.list()] == ["kiln-test/tiny-llama"]
+    reply = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=8
+    )
+    assert reply.choices[0].message.content is not None and reply.usage is not None
+    stream = client.completions.create(
+        model="tiny", prompt="ray", max_tokens=6, stream=True, temperature=0
+    )
+    assert "".join(chunk.choices[0].text for chunk in stream if chunk.choices)
+    # A client that hangs up mid-stream: through HAProxy, Serve and the supervisor, the dyno
+    # hears of it and stops generating.
+    body = {"prompt": "hello kiln", "max_tokens": 400, "temperature": 0, "stream": True}
+    url = f"{platform.app_url(app)}/v1/completions"
+    with httpx.stream("POST", url, json=body, timeout=30) as response:
+        assert next(response.iter_lines()).startswith("data: ")
+    platform.wait(
+        "the dyno to stop generating for the client that left",
+        lambda: "the client hung up after" in platform.kiln("logs", "-a", app, "-n", "200").output,
+        timeout_s=20,
+    )
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tiny", messages=[])
+    models = json.loads(platform.kiln("models", "--json").output)
+    assert any(m["repo_id"] == "kiln-test/tiny-llama" and app in m["used_by"] for m in models)
+    release_log = platform.kiln("logs", "-a", app, "--source", "release", "-n", "500").output
+    assert "Release phase: fetching kiln-test/tiny-llama@main" in release_log
+
+
+def test_a_model_the_hub_lacks_fails_the_release_and_the_app_keeps_serving(
+    platform: Platform, fresh_app: Callable[[Platform, str], str], tmp_path: Path
+) -> None:
+    app = fresh_app(platform, "no-model")
+    deploy(platform, EXAMPLES / "echo", app, "--artifact", "slug")
+    source = tmp_path / "no-model"
+    source.mkdir()
+    (source / "kiln.toml").write_text('runtime = "llm"\nmodel = "kiln-test/not-on-the-hub"\n')
+    output = deploy(platform, source, app, "--artifact", "slug", ok=False)
+    assert "the model kiln-test/not-on-the-hub was not found on the hub" in output
+    assert httpx.get(f"{platform.app_url(app)}/").json() == {"hello": "world"}
+
+
+def test_an_embeddings_app_answers_the_openai_client(
+    platform: Platform, fresh_app: Callable[[Platform, str], str], tmp_path: Path
+) -> None:
+    import openai
+
+    app = fresh_app(platform, "embed")
+    source = tmp_path / "embed"
+    source.mkdir()
+    (source / "kiln.toml").write_text(
+        'runtime = "embeddings"\nmodel = "sentence-transformers/all-MiniLM-L6-v2"\n'
+    )
+    deploy(platform, source, app, "--artifact", "slug")
+    client = openai.OpenAI(
+        base_url=f"{platform.app_url(app)}/v1", api_key="public-app", max_retries=0
+    )
+    result = client.embeddings.create(model="minilm", input=["hello", "world"])
+    assert [len(d.embedding) for d in result.data] == [384, 384]
