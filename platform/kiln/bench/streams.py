@@ -1,6 +1,6 @@
 """Streamed completions, timed: tokens/s and time to first token for an llm engine called
 in-process and for the llm runtime's OpenAI API over HTTP, with the same prompts. Shared by
-``kiln.bench.llm`` and ``tests/gpu/bench_llm.py``; needs no Ray (the GPU machine has none)."""
+``kiln.bench.llm`` and ``kiln.bench.gpu_llm``; needs no Ray (the GPU machine has none)."""
 
 from __future__ import annotations
 

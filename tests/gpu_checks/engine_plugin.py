@@ -1,7 +1,7 @@
 """The one fixture the llm engine's tests need, for a machine without the platform's stack (the
 GPU machine: torch and transformers, no Ray, no SQLAlchemy): run them there with
 
-    python -m pytest tests/runtimes/test_llm_engine.py --noconftest -p tests.gpu.engine_plugin
+    python -m pytest tests/runtimes/test_llm_engine.py --noconftest -p tests.gpu_checks.engine_plugin
 """
 
 from pathlib import Path

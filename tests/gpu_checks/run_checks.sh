@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# The GPU machine's checks in one run (device README: one short, prepared script). From the repo
+# The GPU machine's checks in one run, as one short prepared script. From the repository
 # root, with the wheels the GPU image lacks in .whl/ (an ignored folder: .git/info/exclude):
 #   fastapi starlette uvicorn pydantic pydantic-core annotated-types typing-inspection
 #   typing-extensions opentelemetry-api, at the versions in .venv, fetched for CPython 3.12 with
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp
 #   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl NAME==VERSION
 #
-#   tests/gpu/run_checks.sh OUT_DIR      (device run: carry .whl)
+#   tests/gpu_checks/run_checks.sh OUT_DIR      (device run: carry .whl)
 #
 # Writes nvml.txt, engine_tests.txt, bench_wide.txt (with a profile of the engine thread) and
 # bench.txt to OUT_DIR. Each step has its own time limit: one that hangs leaves the others.
 set -u
-out=${1:?usage: tests/gpu/run_checks.sh OUT_DIR}
+out=${1:?usage: tests/gpu_checks/run_checks.sh OUT_DIR}
 mkdir -p "$out"
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -29,10 +29,10 @@ step() {  # step NAME SECONDS COMMAND...
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-step nvml 60 python3 tests/gpu/check_nvml.py
+step nvml 60 python3 tests/gpu_checks/check_nvml.py
 step engine_tests 150 python3 -m pytest -q -p no:cacheprovider --noconftest \
-  -p tests.gpu.engine_plugin tests/runtimes/test_llm_engine.py
-step bench_wide 150 python3 tests/gpu/bench_llm.py --requests 32 --concurrency 32 --max-tokens 64 \
+  -p tests.gpu_checks.engine_plugin tests/runtimes/test_llm_engine.py
+step bench_wide 150 python3 -m kiln.bench.gpu_llm --requests 32 --concurrency 32 --max-tokens 64 \
   --profile
-step bench 200 python3 tests/gpu/bench_llm.py
+step bench 200 python3 -m kiln.bench.gpu_llm
 tail -n 12 "$out"/*.txt

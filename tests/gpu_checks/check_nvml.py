@@ -1,6 +1,6 @@
 """Run on a GPU machine (no Ray, no network needed): Kiln's NVML inventory against nvidia-smi.
 
-    PYTHONPATH=platform python tests/gpu/check_nvml.py
+    PYTHONPATH=platform python tests/gpu_checks/check_nvml.py
 
 Prints the inventory and exits non-zero if it disagrees with nvidia-smi on the count, UUIDs,
 names or memory of the GPUs.

@@ -1,7 +1,7 @@
 """Run on a GPU machine (no Ray, no network needed): the llm runtime's HTTP server against its
 engine called in-process, same model, same prompts, one run.
 
-    PYTHONPATH=platform:runtimes python tests/gpu/bench_llm.py [--hidden 1024] [--layers 12]
+    PYTHONPATH=platform:runtimes python -m kiln.bench.gpu_llm [--hidden 1024] [--layers 12]
 
 Builds a random Llama-style model of the given size with a tokenizer trained on the spot (so no
 hub is needed), then measures streamed completions one at a time (tokens/s, time to first token)
