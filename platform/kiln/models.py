@@ -52,6 +52,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kiln.manifest.model import AddonKind
+
 
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, from_attributes=True)
@@ -172,14 +174,14 @@ class ProcessList(_Record):
 
 class AddonInfo(_Record):
     name: str = Field(description="The add-on's name on the app (its kind, or --as NAME).")
-    kind: str = Field(description="api-keys or vector-store.")
+    kind: AddonKind = Field(description="api-keys or vector-store.")
     created_at: datetime
     config_vars: list[str] = Field(default_factory=list, description="Config vars it injects.")
     status: str = Field("ready", description="What its provider says of it.")
 
 
 class AddonCreate(BaseModel):
-    kind: str = Field(description="api-keys or vector-store.")
+    kind: AddonKind = Field(description="api-keys or vector-store.")
     name: str | None = Field(None, description="Name on the app; default: the kind.")
 
 

@@ -55,10 +55,9 @@ def test_addons_attach_and_detach(api: TestClient) -> None:
         api.post("/apps/demo/addons", json={"kind": "api-keys"}).json()["error"]["code"]
         == "addon_exists"
     )
-    assert (
-        api.post("/apps/demo/addons", json={"kind": "redis"}).json()["error"]["code"]
-        == "unknown_addon"
-    )
+    unknown = api.post("/apps/demo/addons", json={"kind": "redis"})
+    assert unknown.status_code == 422
+    assert "'api-keys' or 'vector-store'" in unknown.json()["error"]["message"]
     assert api.get("/apps/demo/addons/api-keys").json()["status"] == "enforced on every replica"
     assert api.delete("/apps/demo/addons/api-keys").json()["status"] == "destroyed"
     assert api.get("/apps/demo/addons").json() == []

@@ -9,6 +9,7 @@ from kiln.cli.options import app_option, json_option, resolve_app, when
 from kiln.cli.output import console, emit_json, print_table, success
 from kiln.client import ApiClient, app_path
 from kiln.errors import InvalidInput
+from kiln.manifest import AddonKind
 from kiln.manifest.units import parse_duration, parse_rate
 from kiln.models import AddonCreate, AddonInfo, ApiKeyCreate, ApiKeyInfo, NewApiKey
 
@@ -28,7 +29,7 @@ def addons(app: str | None, as_json: bool) -> None:
 
 
 @click.command("addons:create")
-@click.argument("kind", type=click.Choice(["api-keys", "vector-store"]))
+@click.argument("kind", type=click.Choice([k.value for k in AddonKind]))
 @click.option("--as", "alias", metavar="NAME", help="Name on the app (default: the kind).")
 @app_option
 def addons_create(kind: str, alias: str | None, app: str | None) -> None:

@@ -11,13 +11,14 @@ from kiln.builds.source import pack
 from kiln.cli.options import app_option, resolve_app
 from kiln.cli.output import console
 from kiln.client import ApiClient, await_release, build_and_follow
+from kiln.models import ArtifactKind
 
 
 @click.command("deploy")
 @click.argument("directory", default=".", type=click.Path(path_type=Path, file_okay=False))
 @app_option
 @click.option(
-    "--artifact", type=click.Choice(["image", "slug"]),
+    "--artifact", type=click.Choice([k.value for k in ArtifactKind]),
     help="Build an OCI image or a slug  [default: image where a container engine runs]",
 )  # fmt: skip
 @click.option(
