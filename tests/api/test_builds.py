@@ -49,10 +49,10 @@ def test_a_build_streams_its_log_then_its_result(slug_api: LiveApi, archive_of: 
 def test_uploads_that_are_refused(slug_api: LiveApi) -> None:
     slug_api.store.create_app("echo", actor="t")
     with slug_api.client() as client:
-        too_big = client.post("/apps/echo/builds", content=b"\0" * (2**20 + 1))
+        too_big = client.post("/apps/echo/builds", content=b"\0" * (4 * 2**20 + 1))
         empty = client.post("/apps/echo/builds", content=b"")
         ghost = client.post("/apps/ghost/builds", content=b"x")
-    assert too_big.status_code == 400 and too_big.json()["error"]["code"] == "upload_too_large"
+    assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "body_too_large"
     assert empty.json()["error"]["code"] == "empty_upload"
     assert ghost.status_code == 404
     assert slug_api.store.builds.list("echo") == []

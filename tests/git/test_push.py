@@ -171,14 +171,27 @@ def test_a_force_push_of_an_old_commit_rolls_back(
 
 def test_a_large_history_uploads_in_chunks(slug_api: LiveApi, app: str, tmp_path: Path) -> None:
     repo = repo_of(EXAMPLES / "echo", tmp_path)
-    for i in range(4):  # 20 MB of incompressible history; the tree stays small
-        (repo / "blob.bin").write_bytes(os.urandom(5 * 2**20))
+    for i in range(3):  # 3 MiB of incompressible history (the limit here is 4); small tree
+        (repo / "blob.bin").write_bytes(os.urandom(2**20))
         git(repo, "add", "blob.bin")
         git(repo, "commit", "-qm", f"blob {i}")
     git(repo, "rm", "-q", "blob.bin")
     git(repo, "commit", "-qm", "drop the blob")
     pushed = git(repo, "-c", "http.postBuffer=1048576", "push", remote(slug_api, app), "main")
     assert "-----> Released v2" in pushed.stderr
+
+
+def test_a_push_past_the_upload_limit_is_refused_and_changes_nothing(
+    slug_api: LiveApi, app: str, tmp_path: Path
+) -> None:
+    repo = repo_of(EXAMPLES / "echo", tmp_path)
+    (repo / "weights.bin").write_bytes(os.urandom(6 * 2**20))  # the limit here is 4 MiB
+    git(repo, "add", "weights.bin")
+    git(repo, "commit", "-qm", "weights")
+    pushed = git(repo, "push", remote(slug_api, app), "main", check=False)
+    assert pushed.returncode != 0
+    assert git(repo, "ls-remote", remote(slug_api, app)).stdout == ""
+    assert slug_api.store.builds.list(app) == []
 
 
 def test_two_pushes_at_once_run_in_turn_and_the_repository_stays_sound(

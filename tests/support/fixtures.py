@@ -112,7 +112,7 @@ def engine(request: pytest.FixtureRequest) -> DockerEngine:
 @pytest.fixture
 def slug_api(settings: Settings, uv_cache: Path) -> Iterator[LiveApi]:
     """The control plane with a slug builder (no engine needed) and a small upload limit."""
-    settings = settings.model_copy(update={"uv_cache_dir": uv_cache, "max_upload_bytes": 2**20})
+    settings = settings.model_copy(update={"uv_cache_dir": uv_cache, "max_upload_bytes": 4 * 2**20})
     store = Store.open(settings)
     token = store.create_token("test").token
     app = create_app(

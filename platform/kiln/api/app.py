@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from kiln import __version__
 from kiln.api.auth import authorize
+from kiln.api.limits import BodyLimit
 from kiln.api.routes import (
     addons,
     apps,
@@ -37,6 +38,8 @@ from kiln.errors import KilnError, RateLimited
 from kiln.git import http as git_http
 from kiln.models import ErrorBody, ErrorDetail
 from kiln.route.keys import retry_after
+
+API_BODY_LIMIT = 2**20
 
 
 def error_response(
@@ -81,6 +84,10 @@ def create_app(platform: Platform) -> FastAPI:
         responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}},
     )
     api.state.platform = platform
+    # Bodies are bounded before authentication and parsing: 1 MiB, or the upload limit.
+    api.add_middleware(
+        BodyLimit, default=API_BODY_LIMIT, uploads=platform.settings.max_upload_bytes
+    )
     api.add_exception_handler(KilnError, _kiln_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.include_router(system.public)

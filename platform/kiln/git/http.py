@@ -88,7 +88,7 @@ async def git_backend(app: str, path: str, request: Request, platform: PlatformD
         )
     store, settings = platform.store, platform.settings
     store.get_app(app)  # 404 for an app that does not exist (only after auth)
-    repo = await asyncio.to_thread(ensure_repo, settings.home, app)
+    repo = await asyncio.to_thread(ensure_repo, settings.home, app, settings.max_upload_bytes)
     body = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 - closed below
     size = 0
     async for chunk in request.stream():

@@ -22,8 +22,9 @@ def repo_path(home: Path, app: str) -> Path:
     return home / "repos" / f"{names.app_name(app)}.git"
 
 
-def ensure_repo(home: Path, app: str) -> Path:
-    """The app's bare repository, created on first use (idempotent)."""
+def ensure_repo(home: Path, app: str, max_input_bytes: int | None = None) -> Path:
+    """The app's bare repository, created on first use (idempotent); git itself refuses a
+    push's pack past ``max_input_bytes`` (the upload limit)."""
     path = repo_path(home, app)
     if not (path / "HEAD").exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,6 +38,11 @@ def ensure_repo(home: Path, app: str) -> Path:
             ("core.sharedRepository", "false"),
         ):
             subprocess.run(["git", "-C", str(path), "config", key, value], check=True)
+    if max_input_bytes is not None:
+        subprocess.run(
+            ["git", "-C", str(path), "config", "receive.maxInputSize", str(max_input_bytes)],
+            check=True,
+        )
     hook = path / "hooks" / "pre-receive"
     text = _HOOK.format(python=shlex.quote(sys.executable))
     if not hook.exists() or hook.read_text() != text:
