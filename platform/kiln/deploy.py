@@ -11,17 +11,18 @@ fails changes nothing that runs: no release, no add-on, no config; the record sa
 
 from __future__ import annotations
 
-__all__ = ["Deployer"]
+__all__ = ["BuildQueue", "Deployer"]
 
 import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from kiln.builds.builder import Builder, BuildFacts
 from kiln.builds.log import BuildLog
-from kiln.errors import KilnError
+from kiln.errors import KilnError, RateLimited
 from kiln.models import ArtifactKind, BuildInfo, BuildStatus
 from kiln.release.releaser import Releaser
 from kiln.sandbox import sandbox_for
@@ -31,12 +32,52 @@ from kiln.store.builds import BuildOutcome
 logger = logging.getLogger(__name__)
 
 
+class BuildQueue:
+    """Deploys run on threads of their own, ``workers`` at once and ``queued`` waiting, so the
+    API's own threads stay free for everything else; past that, a deploy is refused (429)."""
+
+    def __init__(self, workers: int, queued: int) -> None:
+        self.workers = workers
+        self.queued = queued
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiln-deploy")
+        self._slots = threading.BoundedSemaphore(workers + queued)
+
+    def check(self) -> None:
+        """Raise RateLimited now if a deploy would be refused (before its upload is read)."""
+        if self._slots.acquire(blocking=False):
+            self._slots.release()
+            return
+        raise self._full()
+
+    def submit(self, fn: Callable[[], BuildInfo]) -> Future[BuildInfo]:
+        if not self._slots.acquire(blocking=False):
+            raise self._full()
+        future = self._pool.submit(fn)
+        future.add_done_callback(lambda _f: self._slots.release())
+        return future
+
+    def _full(self) -> RateLimited:
+        return RateLimited(
+            f"{self.workers} deploys are running and {self.queued} waiting, the most this "
+            "platform takes (KILN_MAX_CONCURRENT_BUILDS, KILN_MAX_QUEUED_BUILDS); try again in "
+            "a minute",
+            retry_after_s=30,
+            code="too_many_builds",
+        )
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 class Deployer:
     def __init__(self, store: Store, builder: Builder, releaser: Releaser) -> None:
         self.store = store
         self.builder = builder
         self.releaser = releaser
         self.settings = builder.settings
+        self.queue = BuildQueue(
+            self.settings.max_concurrent_builds, self.settings.max_queued_builds
+        )
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 

@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     max_source_bytes: int = Field(
         2 * 2**30, gt=0, description="Largest source tree accepted, uncompressed."
     )
+    max_concurrent_builds: int = Field(
+        2, ge=1, le=64, description="Builds that run at once (each takes a core or more)."
+    )
+    max_queued_builds: int = Field(
+        8, ge=0, le=1000, description="Builds that may wait for one of those; past that, 429."
+    )
     release_timeout_s: float = Field(
         900.0, gt=0, description="How long kiln.toml's release command may run before it fails."
     )

@@ -7,7 +7,9 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -112,7 +114,14 @@ def engine(request: pytest.FixtureRequest) -> DockerEngine:
 @pytest.fixture
 def slug_api(settings: Settings, uv_cache: Path) -> Iterator[LiveApi]:
     """The control plane with a slug builder (no engine needed) and a small upload limit."""
-    settings = settings.model_copy(update={"uv_cache_dir": uv_cache, "max_upload_bytes": 4 * 2**20})
+    with serve_slug_api(settings, uv_cache_dir=uv_cache, max_upload_bytes=4 * 2**20) as api:
+        yield api
+
+
+@contextmanager
+def serve_slug_api(settings: Settings, **overrides: Any) -> Iterator[LiveApi]:
+    """A real control plane with a slug builder on a loopback port, its settings overridden."""
+    settings = settings.model_copy(update=overrides)
     store = Store.open(settings)
     token = store.create_token("test").token
     app = create_app(

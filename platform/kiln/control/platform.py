@@ -109,6 +109,7 @@ class Platform:
             self.canaries.stop()
         if self.reconciler is not None:
             self.reconciler.stop()
+        self.deployer.queue.shutdown()
         if self._owns_store:
             self.store.close()
         self._started = False

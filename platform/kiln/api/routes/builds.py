@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from kiln.api.auth import Caller
 from kiln.api.deps import PlatformDep, StoreDep
@@ -70,6 +69,7 @@ async def create_build(
     settings = platform.settings
     deployer = platform.deployer
     deployer.builder.artifacts_for(artifact)  # refuse a kind this host cannot build, first
+    deployer.queue.check()  # and a deploy no thread is free for, before reading its upload
     archive = await _spool(request, settings.max_upload_bytes, settings.home / "uploads")
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[BuildEvent] = asyncio.Queue()
@@ -79,16 +79,20 @@ async def create_build(
 
     async def run() -> None:
         try:
-            result = await run_in_threadpool(
-                deployer.deploy, app, archive, actor=caller.name, sink=sink, commit=commit,
-                kind=artifact, canary=canary,
-            )  # fmt: skip
+            result = await asyncio.wrap_future(queued)
             events.put_nowait(BuildEvent(build=result))
         except KilnError as exc:
             events.put_nowait(BuildEvent(error=ErrorDetail(code=exc.code, message=exc.message)))
         finally:
             archive.unlink(missing_ok=True)
 
+    try:
+        queued = deployer.queue.submit(lambda: deployer.deploy(
+            app, archive, actor=caller.name, sink=sink, commit=commit, kind=artifact, canary=canary,
+        ))  # fmt: skip
+    except KilnError:
+        archive.unlink(missing_ok=True)
+        raise
     # The build goes on if the client goes away, as on Heroku; keep a reference until it ends.
     task = asyncio.create_task(run())
     platform.tasks.add(task)
