@@ -139,6 +139,7 @@ class Deployer:
                 outcome=BuildOutcome(facts.source_digest, facts.runtime, manifest_json, whole_log),
             )  # fmt: skip
             log.step(released[-1])
+            self._collect(app)
             return self.store.builds.get(app, record.id)
         except KilnError as exc:
             return self._fail(record.id, log, exc.message, facts)
@@ -146,6 +147,13 @@ class Deployer:
             logger.exception("build %s of %s crashed", record.id, app)
             message = f"internal error: {type(exc).__name__}: {exc} (see the control plane's log)"
             return self._fail(record.id, log, message, facts)
+
+    def _collect(self, app: str) -> None:
+        """After a deploy: the app's artifacts no kept release runs (KILN_KEEP_RELEASES)."""
+        try:
+            self.releaser.collect(app=app)
+        except Exception:  # garbage stays until the next deploy or kiln gc: no failed deploy
+            logger.exception("garbage collection after a deploy of %s failed", app)
 
     def _fail(self, build_id: int, log: BuildLog, message: str, facts: BuildFacts) -> BuildInfo:
         log.error(f"Build failed: {message}")

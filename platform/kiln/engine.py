@@ -25,6 +25,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,6 +64,8 @@ class ContainerEngine(Protocol):
         timeout_s: float, options: dict[str, Any] | None = None,
     ) -> int | None: ...  # fmt: skip
     def ensure_network(self, name: str) -> str: ...
+    def images_of(self, repository: str) -> list[tuple[str, float, int]]: ...
+    def remove_image(self, tag: str) -> None: ...
 
 
 class DockerEngine:
@@ -158,6 +161,21 @@ class DockerEngine:
     def ensure_network(self, name: str) -> str:
         return ensure_network(self.client, name)
 
+    def images_of(self, repository: str) -> list[tuple[str, float, int]]:
+        """Each tag of ``repository``, with when its image was made (Unix time) and its size."""
+        found = []
+        for image in self.client.images.list(name=repository):
+            created = _unix_time(str(image.attrs.get("Created", "")))
+            size = int(image.attrs.get("Size") or 0)
+            found += [
+                (tag, created, size) for tag in image.tags if tag.startswith(f"{repository}:")
+            ]
+        return found
+
+    def remove_image(self, tag: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.images.remove(tag)
+
     def import_rootfs(self, tarball: Path, repository: str, tag: str) -> str:
         """Import a root filesystem tarball as ``repository:tag`` (``docker import``).
 
@@ -190,6 +208,17 @@ def _chunks(stream: Iterable[Any]) -> Iterator[dict[str, Any]]:
                     yield json.loads(line)
                 except json.JSONDecodeError:
                     yield {"stream": line}
+
+
+def _unix_time(stamp: str) -> float:
+    """An engine's "Created": RFC 3339 text (dockerd, podman), or Unix seconds."""
+    if stamp.isdigit():
+        return float(stamp)
+    try:
+        trimmed = re.sub(r"(\.\d{6})\d+", r"\1", stamp).replace("Z", "+00:00")
+        return datetime.fromisoformat(trimmed).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _reason(exc: Exception) -> str:

@@ -28,6 +28,8 @@ __all__ = [
     "ErrorBody",
     "ErrorDetail",
     "Formation",
+    "GcItem",
+    "GcReport",
     "GpuInfo",
     "GpuProcess",
     "KeyRule",
@@ -426,3 +428,24 @@ class CanaryInfo(_Record):
     canary: CanaryFigures
     auto_s: float | None = Field(None, description="[rollout] auto: when it is promoted by itself.")
     judgement: str = Field("", description="What Kiln makes of it now.")
+
+
+class GcItem(_Record):
+    """Something garbage collection removes (or would)."""
+
+    kind: str = Field(description="slug, venv, image, model, sandbox, log or scratch.")
+    ref: str = Field(description="Its path, or an image's tag.")
+    size: int = Field(description="Bytes (hard-linked files count in full).")
+    app: str | None = None
+    why: str = ""
+
+
+class GcReport(_Record):
+    """What ``kiln gc`` freed, or with ``--dry-run`` would free; and the models it keeps."""
+
+    dry_run: bool
+    items: list[GcItem] = Field(default_factory=list)
+    freed: int = Field(0, description="Bytes.")
+    kept_models: dict[str, list[str]] = Field(
+        default_factory=dict, description="Each cached model kept, and the releases that need it."
+    )

@@ -120,6 +120,13 @@ class Settings(BaseSettings):
     max_source_bytes: int = Field(
         2 * 2**30, gt=0, description="Largest source tree accepted, uncompressed."
     )
+    keep_releases: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Releases per app whose artifacts (slugs, virtualenvs, images) and models "
+        "garbage collection keeps, for rollbacks.",
+    )
     max_concurrent_builds: int = Field(
         2, ge=1, le=64, description="Builds that run at once (each takes a core or more)."
     )

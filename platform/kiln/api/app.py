@@ -25,6 +25,7 @@ from kiln.api.routes import (
     canary,
     config,
     formation,
+    gc,
     logs,
     metrics,
     models,
@@ -92,7 +93,7 @@ def create_app(platform: Platform) -> FastAPI:
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.include_router(system.public)
     api.include_router(git_http.router)  # its own auth: HTTP Basic, for git's credential helpers
-    for module in (addons, apps, builds, canary, config, formation, logs, metrics, models, nodes,
-                   releases, system, tokens):  # fmt: skip
+    for module in (addons, apps, builds, canary, config, formation, gc, logs, metrics, models,
+                   nodes, releases, system, tokens):  # fmt: skip
         api.include_router(module.router, dependencies=[Depends(authorize)])
     return api

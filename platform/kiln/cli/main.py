@@ -22,6 +22,7 @@ from kiln.cli import (
     canary,
     config,
     deploy,
+    gc,
     git,
     gpus,
     images,
@@ -77,7 +78,7 @@ def cli(debug: bool) -> None:
 
 for _module in (
     system, apps, deploy, canary, git, builds, ps, logs, config, releases, addons, tokens, gpus,
-    models, images, manifest,
+    models, images, manifest, gc,
 ):  # fmt: skip
     for _command in _module.COMMANDS:
         cli.add_command(_command)

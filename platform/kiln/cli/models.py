@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from kiln.cli.options import json_option
-from kiln.cli.output import emit_json, print_table, success
+from kiln.cli.output import console, emit_json, print_table, success
 from kiln.client import MODELS, ApiClient, path
-from kiln.models import CachedModel
+from kiln.models import CachedModel, GcReport
 
 
 @click.command("models")
@@ -31,12 +33,22 @@ def models(as_json: bool) -> None:
 
 
 @click.command("models:prune")
-def models_prune() -> None:
-    """Remove cached models that no app's current release uses."""
-    removed = ApiClient.from_environment().post(path("models", "prune"), list[CachedModel])
-    freed = sum(m.size for m in removed)
-    names = ", ".join(m.repo_id for m in removed) or "nothing"
-    success(f"Removed {names} ({freed / 2**20:.1f} MiB freed).", "kiln models")
+@click.option("--dry-run", is_flag=True, help="Only say what would go, and what stays.")
+@json_option
+def models_prune(dry_run: bool, as_json: bool) -> None:
+    """Remove cached models no kept release serves; say which stay and why."""
+    report = ApiClient.from_environment().post(
+        path("models", "prune") + ("?dry_run=true" if dry_run else ""), GcReport
+    )
+    if as_json:
+        emit_json(report)
+        return
+    for repo, why in sorted(report.kept_models.items()):
+        console().print(f"Kept {repo}: needed by {', '.join(why)}")
+    names = ", ".join(Path(i.ref).name.removeprefix("models--").replace("--", "/")
+                      for i in report.items) or "nothing"  # fmt: skip
+    verb = "Would remove" if dry_run else "Removed"
+    success(f"{verb} {names} ({report.freed / 2**20:.1f} MiB).", "kiln models")
 
 
 COMMANDS = [models, models_prune]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CachedModel", "cached_models", "prune"]
+__all__ = ["cached_models"]
 
 
 from kiln.manifest import Manifest
@@ -39,27 +39,3 @@ def cached_models(store: Store, settings: Settings) -> list[CachedModel]:
         for repo in sorted(scan_cache_dir(cache).repos, key=lambda r: r.repo_id)
         if repo.repo_type == "model"
     ]
-
-
-def prune(store: Store, settings: Settings) -> list[CachedModel]:
-    """Delete cached models no app's current release uses; returns what was removed."""
-    from huggingface_hub import scan_cache_dir
-
-    cache = model_cache(settings)
-    if not cache.exists():
-        return []
-    users = _in_use(store)
-    scan = scan_cache_dir(cache)
-    unused = [repo for repo in scan.repos if repo.repo_id not in users]
-    removed = [
-        CachedModel(
-            repo_id=r.repo_id,
-            size=r.size_on_disk,
-            revisions=sorted(v.commit_hash[:12] for v in r.revisions),
-        )
-        for r in unused
-    ]
-    hashes = [revision.commit_hash for repo in unused for revision in repo.revisions]
-    if hashes:
-        scan.delete_revisions(*hashes).execute()
-    return removed

@@ -17,6 +17,7 @@ from __future__ import annotations
 __all__ = ["ReleaseFailed", "Releaser"]
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -24,21 +25,25 @@ from kiln.addons.base import AddonProvider, provider_for
 from kiln.builds.log import BuildLog
 from kiln.engine import ContainerEngine, connect_engine
 from kiln.errors import KilnError
+from kiln.git.repos import repo_path
 from kiln.manifest import Manifest
 from kiln.models import (
     AddonInfo,
     ApiKeyInfo,
     Artifact,
     ConfigChange,
+    GcItem,
+    GcReport,
     LogRecord,
     LogSource,
     NewApiKey,
     ReleaseInfo,
 )
+from kiln.release.gc import GarbageKind, Plan, collect, leftovers, sweep
 from kiln.run.logs import append_records
 from kiln.run.once import run_once
 from kiln.run.serve_config import manifest_refusal
-from kiln.sandbox import Sandbox
+from kiln.sandbox import Sandbox, sandbox_for
 from kiln.settings import Settings
 from kiln.store import Store
 from kiln.store.addons import AddonAttachment
@@ -77,6 +82,7 @@ class Releaser:
         self._engine = engine or (lambda: connect_engine(settings.resolved_docker_host))
         # Called between a deploy's steps; tests stop the control plane there.
         self.checkpoint = checkpoint
+        self.fetching: set[str] = set()  # models a release phase is downloading: never pruned
 
     # -- a deploy's release ------------------------------------------------------------------
 
@@ -102,6 +108,9 @@ class Releaser:
                 f"Canary: this release runs on {share}% of the replicas first (kiln canary -a {app})"
             )
         kinds = [k.value for k in manifest.addons] if manifest is not None else []
+        model = manifest.model.repo_id if manifest is not None and manifest.model else None
+        if model is not None:  # until its release is recorded, no prune may take its weights
+            self.fetching.add(model)
         have = {record.kind for record in self.store.addons.all(app)}
         made: list[tuple[AddonProvider, AddonAttachment]] = []
         try:
@@ -128,6 +137,9 @@ class Releaser:
             if isinstance(exc, Exception):  # a crash (a stop) leaves the journal to recover()
                 self._undo(app, made)
             raise
+        finally:
+            if model is not None:
+                self.fetching.discard(model)
         self.checkpoint("recorded")
         self.notify()
         return release
@@ -206,8 +218,9 @@ class Releaser:
 
     def recover(self) -> None:
         """What a control plane that stopped mid-deploy left: its builds failed, the add-ons
-        it was provisioning undone (no release carries them). A release it recorded stands, and
-        the reconciler rolls it out."""
+        it was provisioning undone (no release carries them), its uploads and build scratch
+        removed. A release it recorded stands, and the reconciler rolls it out."""
+        sweep(Plan(items=leftovers(self.settings, fresh_s=0)), None)
         interrupted = self.store.builds.fail_interrupted()
         if interrupted:
             logger.warning("%d build(s) were interrupted by a stop; marked failed", interrupted)
@@ -285,6 +298,54 @@ class Releaser:
         self.store.set_formation(app, formation)
         self.notify()
 
-    def destroy_app(self, app: str) -> None:
+    def destroy_app(self, app: str) -> list[str]:
+        """The app and all of it: its Serve application, its add-ons (a vector store's database
+        and role), repository, logs, artifacts (images, sandbox: slugs, virtualenvs) and the
+        cached models no other app keeps; a new app of the same name starts clean. Returns what
+        could not be removed (the rest is)."""
+        records = self.store.addons.all(app)
+        sandbox = sandbox_for(self.settings, app, self.store.sandbox_id(app))
         self.store.destroy_app(app)
         self.notify()  # its Serve application goes with it
+        problems: list[str] = []
+        for record in records:
+            try:
+                self.providers(record.kind, self.settings).deprovision(app, record.state)
+            except Exception as exc:
+                problems.append(f"the {record.name} add-on: {exc}")
+        engine = self._engine()
+        paths = [repo_path(self.settings.home, app), sandbox.root,
+                 *self.settings.log_dir.glob(f"{app}.jsonl*")]  # fmt: skip
+        for path in paths:
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError as exc:
+                problems.append(f"{path}: {exc.strerror}")
+        if engine is not None:
+            for tag, _created, _size in engine.images_of(f"kiln/{app}"):
+                try:
+                    engine.remove_image(tag)
+                except Exception as exc:
+                    problems.append(f"image {tag}: {exc}")
+        self.collect(models_only=True)  # models it alone used (and any other unused ones)
+        return problems
+
+    def collect(
+        self, *, app: str | None = None, dry_run: bool = False, models_only: bool = False
+    ) -> GcReport:
+        """Garbage collection (``kiln gc``): everything, or one app's old artifacts (after each
+        of its deploys), or only the model cache (``kiln models:prune``)."""
+        engine = None if models_only else self._engine()
+        plan = collect(self.store, self.settings, engine, app=app, fetching=self.fetching)
+        if models_only:
+            plan.items = [i for i in plan.items if i.kind is GarbageKind.MODEL]
+        if not dry_run:
+            sweep(plan, engine)
+        return GcReport(
+            dry_run=dry_run, freed=plan.size, kept_models=plan.kept_models,
+            items=[GcItem(kind=i.kind.value, ref=i.ref, size=i.size, app=i.app, why=i.why)
+                   for i in plan.items],
+        )  # fmt: skip

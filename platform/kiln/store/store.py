@@ -7,12 +7,13 @@ store.update_config("echo", {"HF_TOKEN": "hf_x"}, actor="me").release.version  #
 
 from __future__ import annotations
 
-__all__ = ["Store"]
+__all__ = ["KeptRelease", "Store"]
 
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -350,6 +351,34 @@ class Store:
         with self._session() as session:
             self._app(session, name, lock=True).formation = formation
 
+    def kept_releases(self, keep: int) -> list[KeptRelease]:
+        """What garbage collection keeps, per app: the newest ``keep`` releases that ran
+        something, the one that runs now and a canary, with their artifacts and models."""
+        found = []
+        with self._session() as session:
+            for app in session.scalars(select(App).order_by(App.name)):
+                rows = list(
+                    session.scalars(
+                        select(Release)
+                        .where(Release.app_id == app.id, Release.artifact.is_not(None))
+                        .order_by(Release.version.desc())
+                        .limit(keep)
+                    )
+                )
+                runnable = self._runnable(session, app)
+                canary = self._canary(session, app)
+                for extra in (runnable, canary[1] if canary else None):
+                    if extra is not None and extra.artifact and extra not in rows:
+                        rows.append(extra)
+                for release in rows:
+                    assert release.artifact is not None
+                    found.append(KeptRelease(
+                        app=app.name, sandbox_id=app.sandbox_id or app.id, version=release.version,
+                        artifact=Artifact.model_validate_json(release.artifact),
+                        manifest=release.manifest,
+                    ))  # fmt: skip
+        return found
+
     def list_releases(self, name: str) -> list[ReleaseInfo]:
         with self._session() as session:
             app = self._app(session, name)
@@ -513,6 +542,17 @@ class Store:
             artifact=Artifact.model_validate_json(release.artifact) if release.artifact else None,
             canary=_rollout(release).get("canary"),
         )
+
+
+@dataclass(frozen=True)
+class KeptRelease:
+    """A release whose artifact (and model) garbage collection keeps."""
+
+    app: str
+    sandbox_id: int
+    version: int
+    artifact: Artifact
+    manifest: str | None
 
 
 def _rollout(release: Release) -> dict[str, Any]:

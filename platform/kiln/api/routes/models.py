@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from kiln.api.deps import SettingsDep, StoreDep
-from kiln.models import CachedModel
-from kiln.release.models import cached_models, prune
+from kiln.api.deps import ReleaserDep, SettingsDep, StoreDep
+from kiln.models import CachedModel, GcReport
+from kiln.release.models import cached_models
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -17,5 +17,7 @@ def list_models(store: StoreDep, settings: SettingsDep) -> list[CachedModel]:
 
 
 @router.post("/prune")
-def prune_models(store: StoreDep, settings: SettingsDep) -> list[CachedModel]:
-    return prune(store, settings)
+def prune_models(releaser: ReleaserDep, dry_run: bool = False) -> GcReport:
+    """Remove cached models no kept release serves (each app's last KILN_KEEP_RELEASES, the
+    running ones, a canary, a deploy in progress); say which were kept and why."""
+    return releaser.collect(models_only=True, dry_run=dry_run)
