@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     max_source_bytes: int = Field(
         2 * 2**30, gt=0, description="Largest source tree accepted, uncompressed."
     )
+    log_max_bytes: int = Field(
+        20 * 2**20, ge=4096, description="Size past which an app's log is rotated."
+    )
+    log_keep: int = Field(3, ge=0, le=100, description="Rotated log files kept per app.")
     keep_releases: int = Field(
         10,
         ge=1,

@@ -6,12 +6,22 @@ Nothing is provisioned outside the store; enforcement happens in the replicas
 
 from __future__ import annotations
 
-__all__ = ["ApiKeysProvider"]
+__all__ = ["ApiKeysProvider", "UsageLedger"]
 
+import json
+import logging
+import threading
+import time
 from typing import Any
 
 from kiln.addons.base import Provisioned
 from kiln.manifest import AddonKind
+from kiln.models import LogSource
+from kiln.run.logs import records_since
+from kiln.settings import Settings
+from kiln.store import Store
+
+logger = logging.getLogger(__name__)
 
 
 class ApiKeysProvider:
@@ -28,3 +38,51 @@ class ApiKeysProvider:
 
     def status(self, state: dict[str, Any]) -> str:
         return "enforced on every replica"
+
+
+class UsageLedger:
+    """Moves API keys' use from the replicas' log lines into the store every few seconds, so
+    ``kiln keys`` reads counts, not logs (which rotate). Lines are taken only once they are
+    ``settle_s`` old: replicas ship them in batches, a little late."""
+
+    def __init__(
+        self, store: Store, settings: Settings, interval_s: float = 5.0, settle_s: float = 5.0
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.interval_s = interval_s
+        self.settle_s = settle_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="kiln-key-usage", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.ingest()
+            except Exception:
+                logger.exception("counting API keys' use failed")
+
+    def ingest(self, now: float | None = None) -> None:
+        upto = (time.time() if now is None else now) - self.settle_s
+        for app in self.store.list_apps():
+            if not self.store.addons.has_kind(app.name, AddonKind.API_KEYS.value):
+                continue
+            since = self.store.keys.usage_through(app.name)
+            counts: dict[int, tuple[int, float]] = {}
+            for record in records_since(self.settings.log_dir, app.name, since):
+                if record.source is not LogSource.USAGE or not since < record.ts <= upto:
+                    continue
+                for key, (count, last) in json.loads(record.line).items():
+                    seen, latest = counts.get(int(key), (0, 0.0))
+                    counts[int(key)] = (seen + count, max(latest, last))
+            if counts or since < upto:
+                self.store.keys.add_usage(app.name, counts, upto)

@@ -18,6 +18,7 @@ __all__ = ["Platform"]
 import asyncio
 
 from kiln.access import AuthThrottle
+from kiln.addons.api_keys import UsageLedger
 from kiln.builds.builder import Builder, choose_artifact_builders
 from kiln.deploy import Deployer
 from kiln.gpu.cluster import GpuCluster
@@ -47,6 +48,7 @@ class Platform:
         self.gpus = GpuCluster(settings)
         # Canaries are judged where apps run: their figures come from the replicas' lines.
         self.canaries = CanaryWatcher(self.releaser, settings) if reconciler is not None else None
+        self.usage = UsageLedger(self.store, settings) if reconciler is not None else None
         self.auth_throttle = AuthThrottle()
         self.push_locks: dict[str, asyncio.Lock] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # deploys that go on when a client leaves
@@ -100,6 +102,8 @@ class Platform:
             self.reconciler.start()
         if self.canaries is not None:
             self.canaries.start()
+        if self.usage is not None:
+            self.usage.start()
         self._started = True
 
     def stop(self) -> None:
@@ -107,6 +111,8 @@ class Platform:
             return
         if self.canaries is not None:
             self.canaries.stop()
+        if self.usage is not None:
+            self.usage.stop()
         if self.reconciler is not None:
             self.reconciler.stop()
         self.deployer.queue.shutdown()

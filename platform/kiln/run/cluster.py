@@ -89,6 +89,8 @@ def ray_environment(settings: Settings) -> dict[str, str]:
         # the client sent, so any client could name itself. Trust no one's.
         FORWARDED_ALLOW_IPS="",
         KILN_HOME=str(settings.home),
+        KILN_LOG_MAX_BYTES=str(settings.log_max_bytes),  # the log sink rotates app logs
+        KILN_LOG_KEEP=str(settings.log_keep),
         KILN_SECRET_KEY=load_vault(settings).key_material,
     )
     if settings.resolved_docker_host:

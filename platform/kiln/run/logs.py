@@ -6,11 +6,19 @@ Each record: ``{"ts": 1764237000.1, "source": "dyno", "process": "dyno.ab12", "l
 
 from __future__ import annotations
 
-__all__ = ["LogShipper", "append_records", "read_records", "records_since"]
+__all__ = [
+    "LogShipper",
+    "append_records",
+    "last_records",
+    "log_files",
+    "read_records",
+    "records_since",
+]
 
 import asyncio
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +32,89 @@ def app_log(directory: Path, app: str) -> Path:
     return directory / f"{app}.jsonl"
 
 
-def append_records(directory: Path, app: str, records: list[LogRecord]) -> None:
+def log_files(directory: Path, app: str) -> list[Path]:
+    """The app's log, newest first: ``app.jsonl``, then its rotated ``app.jsonl.1``, ``.2``..."""
+    current = app_log(directory, app)
+    rotated = sorted(directory.glob(f"{current.name}.*"),
+                     key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else 1 << 30)  # fmt: skip
+    return [current, *rotated] if current.exists() else rotated
+
+
+def append_records(
+    directory: Path, app: str, records: list[LogRecord], *, max_bytes: int | None = None,
+    keep: int | None = None,
+) -> None:  # fmt: skip
+    """Append to the app's log; past ``max_bytes`` it rotates, keeping ``keep`` old files
+    (defaults: KILN_LOG_MAX_BYTES, KILN_LOG_KEEP in this process's environment)."""
     directory.mkdir(parents=True, exist_ok=True)
-    with app_log(directory, app).open("a", encoding="utf-8") as out:
+    path = app_log(directory, app)
+    with path.open("a", encoding="utf-8") as out:
         for record in records:
             out.write(record.model_dump_json() + "\n")
+        size = out.tell()
+    limit = (
+        max_bytes
+        if max_bytes is not None
+        else int(os.environ.get("KILN_LOG_MAX_BYTES", 20 * 2**20))
+    )
+    if size > limit:
+        _rotate(path, keep if keep is not None else int(os.environ.get("KILN_LOG_KEEP", "3")))
+
+
+def _rotate(path: Path, keep: int) -> None:
+    for index in range(keep, 0, -1):
+        older = path.with_name(f"{path.name}.{index}")
+        if index == keep:
+            older.unlink(missing_ok=True)
+        elif older.exists():
+            older.rename(path.with_name(f"{path.name}.{index + 1}"))
+    if keep > 0:
+        path.rename(path.with_name(f"{path.name}.1"))
+    else:
+        path.unlink(missing_ok=True)
+
+
+def last_records(
+    directory: Path,
+    app: str,
+    count: int,
+    keep: Callable[[LogRecord], bool] = lambda _r: True,
+    block: int = 1 << 16,
+) -> list[LogRecord]:
+    """The app's last ``count`` records that ``keep`` accepts, oldest first, read backwards
+    from the end (through rotated files when needed): the work is what is shown."""
+    found: list[LogRecord] = []
+    for path in log_files(directory, app):
+        for raw in _backwards(path, block):
+            try:
+                record = LogRecord.model_validate_json(raw)
+            except ValueError:
+                continue
+            if keep(record):
+                found.append(record)
+                if len(found) >= count:
+                    return sorted(found, key=lambda r: r.ts)
+    return sorted(found, key=lambda r: r.ts)
+
+
+def _backwards(path: Path, block: int) -> Iterator[bytes]:
+    """A file's lines, last first."""
+    if not path.exists():
+        return
+    with path.open("rb") as file:
+        end = file.seek(0, 2)
+        tail = b""
+        while end > 0:
+            start = max(0, end - block)
+            file.seek(start)
+            lines = (file.read(end - start) + tail).split(b"\n")
+            tail = lines.pop(0) if start > 0 else b""
+            for raw in reversed(lines):
+                if raw.strip():
+                    yield raw
+            end = start
+        if tail.strip():
+            yield tail
 
 
 def read_records(directory: Path, app: str) -> Iterator[LogRecord]:
@@ -46,38 +132,20 @@ def read_records(directory: Path, app: str) -> Iterator[LogRecord]:
 def records_since(
     directory: Path, app: str, since: float, block: int = 1 << 16, slack_s: float = 30.0
 ) -> list[LogRecord]:
-    """The app's records from ``since`` on, oldest first, reading the file backwards from its
-    end: the work is the window's, not the whole log's. Replicas ship lines in batches, so the
+    """The app's records from ``since`` on, oldest first, reading backwards from the end:
+    the work is the window's, not the whole log's. Replicas ship lines in batches, so the
     file is in time order only within ``slack_s``."""
-    path = app_log(directory, app)
-    if not path.exists():
-        return []
     found: list[LogRecord] = []
-    with path.open("rb") as file:
-        end = file.seek(0, 2)
-        tail = b""
-        while end > 0:
-            start = max(0, end - block)
-            file.seek(start)
-            chunk = file.read(end - start) + tail
-            lines = chunk.split(b"\n")
-            tail = lines.pop(0) if start > 0 else b""  # maybe cut: finished by the next block
-            older = False
-            for raw in reversed(lines):
-                if not raw.strip():
-                    continue
-                try:
-                    record = LogRecord.model_validate_json(raw)
-                except ValueError:
-                    continue
-                if record.ts < since - slack_s:
-                    older = True
-                    break
-                if record.ts >= since:
-                    found.append(record)
-            if older:
-                break
-            end = start
+    for path in log_files(directory, app):
+        for raw in _backwards(path, block):
+            try:
+                record = LogRecord.model_validate_json(raw)
+            except ValueError:
+                continue
+            if record.ts < since - slack_s:
+                return sorted(found, key=lambda r: r.ts)
+            if record.ts >= since:
+                found.append(record)
     return sorted(found, key=lambda r: r.ts)
 
 

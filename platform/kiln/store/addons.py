@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -198,6 +198,25 @@ class KeyStore:
             matches[0].revoked_at = utcnow()
             return _info(matches[0])
 
+    def usage_through(self, app: str) -> float:
+        """The log time up to which the app's keys' use is counted."""
+        with self._session() as session:
+            return self._app(session, app).usage_through or 0.0
+
+    def add_usage(self, app: str, counts: dict[int, tuple[int, float]], through: float) -> None:
+        """Add requests per key (with the time of the last) counted up to ``through``."""
+        with self._session() as session:
+            owner = self._app(session, app)
+            for key in session.scalars(
+                select(ApiKey).where(ApiKey.app_id == owner.id, ApiKey.id.in_(list(counts)))
+            ):
+                count, last = counts[key.id]
+                key.requests += count
+                used = datetime.fromtimestamp(last, UTC)
+                if key.last_used_at is None or used > key.last_used_at:
+                    key.last_used_at = used
+            owner.usage_through = through
+
     def rules(self, app: str) -> list[KeyRule]:
         """What the app's replicas check requests against: active keys, as digests."""
         now = utcnow()
@@ -222,4 +241,5 @@ def _info(key: ApiKey) -> ApiKeyInfo:
     return ApiKeyInfo(
         id=key.id, name=key.name, prefix=key.prefix, created_at=key.created_at,
         expires_at=key.expires_at, rate_per_s=key.rate_per_s, revoked=key.revoked_at is not None,
+        requests=key.requests or 0, last_used_at=key.last_used_at,
     )  # fmt: skip

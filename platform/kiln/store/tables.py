@@ -59,6 +59,8 @@ class App(Base):
     # Numbers the app's sandbox (its uid): from a counter, so never one a destroyed app had
     # (SQLite reuses the highest id once its row is gone).
     sandbox_id: Mapped[int | None] = mapped_column(default=None)
+    # The log time up to which its API keys' use is counted in the store.
+    usage_through: Mapped[float | None] = mapped_column(Float(), default=None)
     releases: Mapped[list[Release]] = relationship(
         back_populates="app", cascade="all, delete-orphan", passive_deletes=True
     )
@@ -175,3 +177,6 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # Use, counted by the replicas and moved here from their log lines (kiln keys).
+    requests: Mapped[int] = mapped_column(default=0)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
-
 from fastapi import APIRouter, status
 
 from kiln.addons.base import provider_for
 from kiln.api.auth import Caller
 from kiln.api.deps import ReleaserDep, SettingsDep, StoreDep
 from kiln.models import AddonCreate, AddonInfo, ApiKeyCreate, ApiKeyInfo, NewApiKey
-from kiln.run.logs import read_records
-from kiln.settings import Settings
 
 router = APIRouter(prefix="/apps/{app}", tags=["addons"])
 
@@ -38,27 +33,10 @@ def destroy_addon(app: str, name: str, releaser: ReleaserDep, caller: Caller) ->
     return releaser.detach_addon(app, name, caller.name)
 
 
-def _usage(settings: Settings, app: str) -> dict[int, tuple[int, float]]:
-    totals: dict[int, tuple[int, float]] = {}
-    for record in read_records(settings.log_dir, app):
-        if record.source != "usage":
-            continue
-        for key, (count, last) in json.loads(record.line).items():
-            seen, latest = totals.get(int(key), (0, 0.0))
-            totals[int(key)] = (seen + count, max(latest, last))
-    return totals
-
-
 @router.get("/keys")
-def list_keys(app: str, store: StoreDep, settings: SettingsDep) -> list[ApiKeyInfo]:
-    usage = _usage(settings, app)
-    keys = []
-    for key in store.keys.all(app):
-        count, last = usage.get(key.id, (0, 0.0))
-        keys.append(key.model_copy(update={
-            "requests": count, "last_used_at": datetime.fromtimestamp(last, UTC) if last else None,
-        }))  # fmt: skip
-    return keys
+def list_keys(app: str, store: StoreDep) -> list[ApiKeyInfo]:
+    """The app's keys and their use (counted every few seconds from the replicas)."""
+    return store.keys.all(app)
 
 
 @router.post("/keys", status_code=status.HTTP_201_CREATED)

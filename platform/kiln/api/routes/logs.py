@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from kiln.api.deps import SettingsDep, StoreDep
 from kiln.models import LogRecord, LogSource
-from kiln.run.logs import app_log, read_records
+from kiln.run.logs import app_log, last_records
 from kiln.store import Store
 
 router = APIRouter(prefix="/apps/{app}/logs", tags=["logs"])
@@ -34,11 +34,14 @@ def _build_records(store: Store, app: str) -> list[LogRecord]:
     return records
 
 
-def _records(store: Store, log_dir: Path, app: str, source: LogSource | None) -> list[LogRecord]:
+def _records(
+    store: Store, log_dir: Path, app: str, source: LogSource | None, n: int
+) -> list[LogRecord]:
+    """The last ``n`` lines, reading only as far back as they go."""
     records = [] if source not in (None, LogSource.BUILD) else _build_records(store, app)
     if source is not LogSource.BUILD:
-        records += [r for r in read_records(log_dir, app) if source is None or r.source == source]
-    return sorted(records, key=lambda r: r.ts)
+        records += last_records(log_dir, app, n, lambda r: source is None or r.source == source)
+    return sorted(records, key=lambda r: r.ts)[-n:]
 
 
 @router.get(
@@ -55,7 +58,7 @@ async def logs(
 ) -> StreamingResponse:
     store.get_app(app)
     log_dir: Path = settings.log_dir
-    recent = _records(store, log_dir, app, source)[-n:]
+    recent = _records(store, log_dir, app, source, n)
 
     async def stream() -> AsyncIterator[bytes]:
         for record in recent:
@@ -66,7 +69,10 @@ async def logs(
         offset = path.stat().st_size if path.exists() else 0
         while not await request.is_disconnected():
             await asyncio.sleep(0.25)
-            if not path.exists() or path.stat().st_size <= offset:
+            size = path.stat().st_size if path.exists() else 0
+            if size < offset:  # rotated: the new file starts from its beginning
+                offset = 0
+            if size <= offset:
                 continue
             with path.open("rb") as file:
                 file.seek(offset)
