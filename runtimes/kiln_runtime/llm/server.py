@@ -18,13 +18,21 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from kiln_runtime.dyno import health_path, serve
-from kiln_runtime.llm.engine import GenerationRequest, SamplingParams, TransformersEngine
-from kiln_runtime.openai_app import model_app, openai_error
+from kiln_runtime.llm.engine import (
+    EngineBusy,
+    GenerationRequest,
+    SamplingParams,
+    TransformersEngine,
+)
+from kiln_runtime.openai_app import GuardedStream, model_app, openai_error
 from kiln_runtime.weights import model_path
+
+MAX_STOP = 4  # as OpenAI's API
+RETRY_AFTER_S = 2
 
 
 class _Body(BaseModel):
@@ -69,13 +77,22 @@ class CompletionRequest(_Body):
     prompt: str | list[str]
 
 
-def build_app(model_ref: str, health: str = "/healthz", max_batch: int = 8) -> FastAPI:
+def build_app(
+    model_ref: str, health: str = "/healthz", max_batch: int = 8, max_queue: int = 64,
+    stall_s: float = 60.0,
+) -> FastAPI:  # fmt: skip
+    """The OpenAI API over a TransformersEngine. Bounded: a prompt past the model's context
+    (with ``max_tokens``), more than 4 stop strings, a full queue (``max_queue`` waiting: 503
+    with Retry-After) are refused in OpenAI's shape; a stream whose client stops reading for
+    ``stall_s`` is dropped and frees its place."""
     name = model_ref.split("@", 1)[0]
     app, loaded = model_app(
         f"llm: {name}",
         model_ref,
         health,
-        lambda: TransformersEngine.load(model_path(model_ref), max_batch=max_batch),
+        lambda: TransformersEngine.load(
+            model_path(model_ref), max_batch=max_batch, max_queue=max_queue
+        ),
     )
 
     @app.get("/v1/models")
@@ -87,10 +104,29 @@ def build_app(model_ref: str, health: str = "/healthz", max_batch: int = 8) -> F
 
     async def start(prompt: str, body: _Body) -> GenerationRequest | JSONResponse:
         engine = await loaded.wait()
-        ids = engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        params = body.params()
+        if len(params.stop) > MAX_STOP:
+            return openai_error(400, f"at most {MAX_STOP} stop sequences, got {len(params.stop)}",
+                                "stop")  # fmt: skip
+        # Tokenising is CPU work: off the event loop, which serves the other requests' streams.
+        encoded = await asyncio.to_thread(engine.tokenizer, prompt, add_special_tokens=False)
+        ids = list(encoded["input_ids"])
         if not ids:
             return openai_error(400, "the prompt is empty", "prompt")
-        return engine.submit(list(ids), body.params(), asyncio.get_running_loop())
+        limit = engine.context_length
+        if limit is not None and len(ids) + params.max_tokens > limit:
+            return openai_error(
+                400,
+                f"the prompt is {len(ids)} tokens and max_tokens {params.max_tokens}: over this "
+                f"model's context of {limit} tokens; shorten the prompt or lower max_tokens",
+                "messages" if isinstance(body, ChatRequest) else "prompt",
+                code="context_length_exceeded",
+            )
+        try:
+            return engine.submit(ids, params, asyncio.get_running_loop())
+        except EngineBusy as exc:
+            return openai_error(503, f"the model is busy ({exc}); retry shortly", None,
+                                kind="server_error", retry_after=RETRY_AFTER_S)  # fmt: skip
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest, http: Request) -> Any:
@@ -100,15 +136,16 @@ def build_app(model_ref: str, health: str = "/healthz", max_batch: int = 8) -> F
             for m in body.messages
         ]
         if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-            prompt = tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=False
-            )
+            prompt = await asyncio.to_thread(
+                tokenizer.apply_chat_template, messages, add_generation_prompt=True,
+                tokenize=False,
+            )  # fmt: skip
         else:  # a base model without a chat template: a plain transcript
             prompt = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
         request = await start(prompt, body)
         if isinstance(request, JSONResponse):
             return request
-        return await _respond(request, body, "chat.completion", name, http)
+        return await _respond(request, body, "chat.completion", name, http, stall_s)
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, http: Request) -> Any:
@@ -119,7 +156,7 @@ def build_app(model_ref: str, health: str = "/healthz", max_batch: int = 8) -> F
         request = await start(body.prompt, body)
         if isinstance(request, JSONResponse):
             return request
-        return await _respond(request, body, "text_completion", name, http)
+        return await _respond(request, body, "text_completion", name, http, stall_s)
 
     return app
 
@@ -158,8 +195,9 @@ async def _result_unless_hung_up(request: GenerationRequest, http: Request) -> s
 
 
 async def _respond(
-    request: GenerationRequest, body: _Body, kind: str, model: str, http: Request
-) -> Any:
+    request: GenerationRequest, body: _Body, kind: str, model: str, http: Request,
+    stall_s: float = 60.0,
+) -> Any:  # fmt: skip
     ident = f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     if not body.stream:
@@ -237,7 +275,12 @@ async def _respond(
             yield f"data: {json.dumps(usage)}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream")
+    def stalled() -> None:
+        print(f"kiln_runtime: {ident}: the client stopped reading for {stall_s:g}s; the "
+              "stream is dropped", flush=True)  # fmt: skip
+        request.cancel()
+
+    return GuardedStream(events(), stall_s, stalled)
 
 
 def main() -> None:
@@ -246,5 +289,7 @@ def main() -> None:
             os.environ.get("KILN_MODEL", ""),
             health_path(),
             int(os.environ.get("KILN_MAX_BATCH", "8")),
+            int(os.environ.get("KILN_MAX_QUEUE", "64")),
+            float(os.environ.get("KILN_STREAM_STALL_S", "60")),
         )
     )
