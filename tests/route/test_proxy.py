@@ -60,6 +60,32 @@ async def events() -> StreamingResponse:
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
+@upstream.get("/slow")
+async def slow() -> dict[str, str]:
+    await asyncio.sleep(1.5)
+    return {"finally": "yes"}
+
+
+@upstream.get("/pausing")
+async def pausing() -> StreamingResponse:
+    async def stream() -> AsyncIterator[bytes]:
+        yield b"data: 0\n\n"
+        await asyncio.sleep(1.5)
+        yield b"data: 1\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+@upstream.get("/trickle")
+async def trickle() -> StreamingResponse:
+    async def stream() -> AsyncIterator[bytes]:
+        for i in range(6):
+            yield f"data: {i}\n\n".encode()
+            await asyncio.sleep(0.25)
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
 @upstream.get("/{path:path}")
 def anything(path: str, request: Request) -> dict[str, str]:
     return {"path": "/" + path, "query": request.url.query}
@@ -248,3 +274,26 @@ def test_with_api_keys_the_key_is_checked_and_never_forwarded(upstream_url: str)
     assert refused.json()["error"]["code"] == "missing_key"
     assert "authorization" not in seen and seen["x-kiln-key-id"] == "3"
     assert limited.status_code == 429 and limited.headers["retry-after"] == "1"
+
+
+def test_the_apps_timeout_bounds_the_wait_for_an_answer_and_for_each_chunk(
+    upstream_url: str,
+) -> None:
+    async def ready() -> bool:
+        return True
+
+    seen: list[tuple[int, str]] = []
+    port = free_port()
+    forwarder = Forwarder(lambda: upstream_url, ready, lambda _m, _p, status, _s, note:
+                          seen.append((status, note)), timeout_s=0.6)  # fmt: skip
+    server = serve_in_thread(forwarder, port)
+    url = f"http://127.0.0.1:{port}"
+    slow = httpx.get(f"{url}/slow", timeout=10)
+    assert slow.status_code == 504 and slow.json()["error"]["code"] == "app_timeout"
+    assert "did not answer within 0.6s" in slow.json()["error"]["message"]
+    trickle = httpx.get(f"{url}/trickle", timeout=10)  # 1.5 s in all, a chunk every 0.25 s
+    assert trickle.status_code == 200 and trickle.text.count("data:") == 6
+    with pytest.raises(httpx.RemoteProtocolError):  # cut mid-way: the client sees it broken
+        httpx.get(f"{url}/pausing", timeout=10).read()
+    server.should_exit = True
+    assert (504, "timed out after 0.6s") in seen and (200, "cut: no chunk for 0.6s") in seen

@@ -1,7 +1,16 @@
 """The app manifest, ``kiln.toml``: models, mini-language units, and the loader with located errors."""
 
 from kiln.manifest.load import MANIFEST_FILE, find_manifest, load_manifest, parse_manifest
-from kiln.manifest.model import AddonKind, Health, Manifest, Resources, Rollout, Runtime, Scaling
+from kiln.manifest.model import (
+    AddonKind,
+    Health,
+    Http,
+    Manifest,
+    Resources,
+    Rollout,
+    Runtime,
+    Scaling,
+)
 from kiln.manifest.units import Accelerator, GpuSpec, Memory, ModelRef
 
 __all__ = [
@@ -10,6 +19,7 @@ __all__ = [
     "AddonKind",
     "GpuSpec",
     "Health",
+    "Http",
     "Manifest",
     "Memory",
     "ModelRef",

@@ -234,6 +234,18 @@ DurationField = Annotated[
 ]  # fmt: skip
 
 
+class Http(_Section):
+    """How long the app may take over a request."""
+
+    timeout: float = Field(
+        300.0,
+        gt=0,
+        le=3600,
+        description="Seconds a request may wait for the app's answer to begin, and then between "
+        "two chunks of it (a stream that keeps sending is never cut); past it, 504.",
+    )
+
+
 class Rollout(_Section):
     """How a new release takes over: all at once (the default), or as a canary first."""
 
@@ -308,6 +320,7 @@ class Manifest(_Section):
     scaling: Scaling = Field(default_factory=Scaling, description="Replica counts and autoscaling.")
     health: Health = Field(default_factory=Health, description="Readiness and liveness checks.")
     rollout: Rollout = Field(default_factory=Rollout, description="How new releases take over.")
+    http: Http = Field(default_factory=Http, description="Time limits of requests.")
     env: dict[EnvKey, str] = Field(
         default_factory=dict,
         description="Non-secret environment defaults; config vars (kiln config:set) override them.",

@@ -17,6 +17,7 @@ __all__ = ["CanaryWatcher", "Decision", "Figures", "canary_info", "figures", "ju
 import enum
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _P95_SLACK_MS = 50.0
+# The supervisor's router line: "GET /path 200 12.3ms", maybe followed by " (why it ended)".
+_ROUTER_LINE = re.compile(r"^\S+ \S+ (\d{3}) ([\d.]+)ms(?: \(.*\))?$")
 
 
 @dataclass(frozen=True)
@@ -75,13 +78,10 @@ def figures(records: Iterable[LogRecord], release: int) -> Figures:
     for record in records:
         if record.source is not LogSource.ROUTER or record.release != release:
             continue
-        parts = record.line.rsplit(" ", 2)
-        if len(parts) != 3 or not parts[2].endswith("ms"):
+        match = _ROUTER_LINE.match(record.line)
+        if match is None:
             continue
-        try:
-            status, ms = int(parts[1]), float(parts[2][:-2])
-        except ValueError:
-            continue
+        status, ms = int(match.group(1)), float(match.group(2))
         latencies.append(ms)
         errors += status >= 500
     if not latencies:

@@ -41,10 +41,11 @@ class Forwarder:
         self,
         target: Callable[[], str],
         ready: Callable[[], Awaitable[bool]],
-        on_request: Callable[[str, str, int, float], None] | None = None,
+        on_request: Callable[[str, str, int, float, str], None] | None = None,
         recover: Callable[[], Awaitable[bool]] | None = None,
         guard: KeyGuard | None = None,
         unix_socket: Callable[[], str | None] | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         self._target = target
         self._ready = ready
@@ -56,6 +57,8 @@ class Forwarder:
         self._unix_socket = unix_socket or (lambda: None)
         self._session: aiohttp.ClientSession | None = None
         self._session_socket: str | None = None
+        # The app's [http] timeout: for its answer to begin, then between two of its chunks.
+        self.timeout_s = timeout_s
 
     def session(self) -> aiohttp.ClientSession:
         """The client session to the dyno; a new one when the dyno's socket changed."""
@@ -79,7 +82,9 @@ class Forwarder:
                 cookie_jar=aiohttp.DummyCookieJar(),  # never carry one caller's cookies to another
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=10, sock_read=self.timeout_s
+                ),
             )
         return self._session
 
@@ -96,11 +101,19 @@ class Forwarder:
             return
         loop = asyncio.get_running_loop()
         started = loop.time()
-        status = await self._forward(scope, receive, send)
-        if self._on_request is not None:
-            self._on_request(scope["method"], scope["path"], status, loop.time() - started)
+        outcome = _Outcome()
+        try:
+            await self._forward(scope, receive, send, outcome)
+        finally:
+            if self._on_request is not None:
+                self._on_request(scope["method"], scope["path"], outcome.status,
+                                 loop.time() - started, outcome.note)  # fmt: skip
 
-    async def _forward(self, scope: Scope, receive: Receive, send: Send) -> int:
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, outcome: _Outcome) -> int:
+        outcome.status = await self._relay(scope, receive, send, outcome)
+        return outcome.status
+
+    async def _relay(self, scope: Scope, receive: Receive, send: Send, outcome: _Outcome) -> int:
         key_id = None
         if self._guard is not None:
             authorization = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
@@ -140,12 +153,23 @@ class Forwarder:
                     allow_redirects=False, compress=None, chunked=None,
                 ) as upstream:  # fmt: skip
                     started = True
+                    outcome.status = upstream.status
                     await send({"type": "http.response.start", "status": upstream.status,
                                 "headers": [(k, v) for k, v in upstream.raw_headers if k.lower() not in _HOP]})  # fmt: skip
                     async for chunk in upstream.content.iter_any():
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     await send({"type": "http.response.body", "body": b""})
                     return upstream.status
+            except aiohttp.ServerTimeoutError:
+                if started:  # a stream that stopped sending: cut it
+                    outcome.note = f"cut: no chunk for {self.timeout_s:g}s"
+                    raise
+                outcome.note = f"timed out after {self.timeout_s:g}s"
+                return await _error(
+                    send, 504,
+                    f"the app did not answer within {self.timeout_s:g}s ([http] timeout)",
+                    code="app_timeout",
+                )  # fmt: skip
             except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 if started:  # the caller has the status line already: all we can do is stop
                     raise
@@ -159,6 +183,16 @@ class Forwarder:
                         send, 502, f"the app's dyno did not answer ({type(exc).__name__})"
                     )
                 retryable = False
+
+
+class _Outcome:
+    """One request's outcome, for the router's line: its status, and why it ended early."""
+
+    __slots__ = ("note", "status")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.note = ""
 
 
 def _app_path(scope: Scope) -> str:
@@ -195,8 +229,8 @@ async def _body(scope: Scope, receive: Receive) -> bytes | AsyncIterator[bytes]:
     return stream()
 
 
-async def _error(send: Send, status: int, message: str) -> int:
-    body = json.dumps({"error": {"code": "dyno_unavailable", "message": message}}).encode()
+async def _error(send: Send, status: int, message: str, code: str = "dyno_unavailable") -> int:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})  # fmt: skip

@@ -88,6 +88,14 @@ def ray_environment(settings: Settings) -> dict[str, str]:
         # X-Forwarded-For as the client's address: HAProxy is that peer, and it passes on what
         # the client sent, so any client could name itself. Trust no one's.
         FORWARDED_ALLOW_IPS="",
+        # HAProxy's time limits on idle connections, above any app's [http] timeout (at most
+        # an hour): the supervisor enforces each app's, and says so in the router's line.
+        RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S=os.environ.get(
+            "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S", "3660"
+        ),
+        RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S=os.environ.get(
+            "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S", "3660"
+        ),
         KILN_HOME=str(settings.home),
         KILN_LOG_MAX_BYTES=str(settings.log_max_bytes),  # the log sink rotates app logs
         KILN_LOG_KEEP=str(settings.log_keep),

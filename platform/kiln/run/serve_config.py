@@ -128,6 +128,7 @@ def dyno_spec(
         health_path=manifest.health.path,
         startup_timeout_s=manifest.health.startup_timeout_s,
         health_timeout_s=manifest.health.timeout_s,
+        request_timeout_s=manifest.http.timeout,
         docker_host=docker_host,
         log_dir=log_dir,
         model_cache=model_cache if manifest.model is not None else None,

@@ -25,6 +25,9 @@ class DynoSpec(BaseModel):
     health_path: str = Field("/healthz", description="The dyno's readiness path.")
     startup_timeout_s: float = Field(600.0, description="How long a dyno may take to be ready.")
     health_timeout_s: float = Field(10.0, description="How long one health check may take.")
+    request_timeout_s: float = Field(
+        300.0, description="[http] timeout: the wait for an answer to begin, and between chunks."
+    )
     stop_timeout_s: float = Field(20.0, description="SIGTERM to SIGKILL, when a dyno stops.")
     docker_host: str | None = Field(None, description="The engine that runs image dynos.")
     log_dir: str = Field(description="Where the platform's log sink writes app logs.")

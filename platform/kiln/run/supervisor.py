@@ -62,6 +62,7 @@ class DynoSupervisor:
             lambda: self.keeper.dyno.url, self.keeper.wait_ready, self._routed,
             self.keeper.recover, self.guard,
             unix_socket=lambda: self.pinned.connect_path if self.pinned is not None else None,
+            timeout_s=base.request_timeout_s,
         )  # fmt: skip
         await self.keeper.start()
         self._watchdog = asyncio.get_running_loop().create_task(self.keeper.watch())
@@ -187,8 +188,9 @@ class DynoSupervisor:
         self.logs.release = release
         self.logs.line(source, line)
 
-    def _routed(self, method: str, path: str, status: int, seconds: float) -> None:
-        self.logs.line("router", f"{method} {path} {status} {seconds * 1000:.1f}ms")
+    def _routed(self, method: str, path: str, status: int, seconds: float, note: str) -> None:
+        why = f" ({note})" if note else ""
+        self.logs.line("router", f"{method} {path} {status} {seconds * 1000:.1f}ms{why}")
 
     # -- Serve's hooks -----------------------------------------------------------------------
 
