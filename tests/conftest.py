@@ -40,6 +40,7 @@ def sandbox_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         root = tmp_path_factory.mktemp("sandboxes")
     yield root
     shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(f"{root}-pg", ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +53,8 @@ def _isolated_environment(
             monkeypatch.delenv(key)
     monkeypatch.setenv("KILN_HOME", str(tmp_path / "kiln-home"))
     monkeypatch.setenv("KILN_SANDBOX_DIR", str(sandbox_root))
+    # Each test's embedded PostgreSQL apart (a short path: its socket lives there).
+    monkeypatch.setenv("KILN_PG_DIR", f"{sandbox_root}-pg/{uuid.uuid4().hex[:8]}")
     # Run every test in a directory of its own: a CLI call must never touch this repository
     # (apps:create adds a git remote to the repository it runs in).
     work = tmp_path / "cwd"

@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         description="Admin URL of a PostgreSQL with pgvector for vector-store add-ons; default: "
         "a PostgreSQL the platform runs itself in KILN_HOME/pg.",
     )
+    pg_dir: Path | None = Field(
+        None,
+        description="Where the embedded PostgreSQL keeps its data and socket; default "
+        "/var/lib/kiln/pg-<id of KILN_HOME> as root (its own system user must reach it, and no "
+        "folder above KILN_HOME is opened for that), else KILN_HOME/pg.",
+    )
     vector_port: int = Field(5433, ge=1, le=65535, description="Port of that embedded PostgreSQL.")
     uv_cache_dir: Path | None = Field(
         None, description="uv's package cache for slug builds; default KILN_HOME/cache/uv."
@@ -188,6 +194,16 @@ class Settings(BaseSettings):
             return self.home / "apps"
         digest = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:12]
         return Path("/var/lib/kiln") / digest
+
+    @property
+    def resolved_pg_dir(self) -> Path:
+        if self.pg_dir is not None:
+            return self.pg_dir
+        legacy = self.home / "pg"
+        if os.geteuid() != 0 or (legacy / "data" / "PG_VERSION").exists():
+            return legacy  # an existing store stays where its data is
+        digest = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:12]
+        return Path("/var/lib/kiln") / f"pg-{digest}"
 
     @property
     def log_dir(self) -> Path:

@@ -15,8 +15,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def vector_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = Settings(home=tmp_path_factory.mktemp("vectors"), vector_port=free_port())
+def vector_settings(
+    tmp_path_factory: pytest.TempPathFactory, sandbox_root: Path
+) -> Iterator[Settings]:
+    settings = Settings(home=tmp_path_factory.mktemp("vectors"), vector_port=free_port(),
+                        pg_dir=Path(f"{sandbox_root}-pg/vectors"))  # fmt: skip
     postgres = EmbeddedPostgres(settings)
     postgres.ensure()
     yield settings
@@ -103,6 +106,4 @@ def test_the_in_dyno_client_upserts_queries_and_deletes(vector_settings: Setting
 
 
 def test_the_superuser_password_file_is_private(vector_settings: Settings) -> None:
-    assert (
-        Path(vector_settings.home) / "pg" / "superuser.password"
-    ).stat().st_mode & 0o777 == 0o600
+    assert (vector_settings.resolved_pg_dir / "superuser.password").stat().st_mode & 0o777 == 0o600

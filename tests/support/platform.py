@@ -42,6 +42,7 @@ class Platform:
             KILN_RAY_AGENT_PORT=str(self.ports["agent"]),
             KILN_UV_CACHE_DIR=str(uv_cache),
             KILN_SANDBOX_DIR=str(sandboxes or home.parent / "sandboxes"),
+            KILN_PG_DIR=f"{sandboxes or home.parent / 'sandboxes'}-pg/platform",
             KILN_VECTOR_PORT=str(self.ports["pg"]),
             RAY_SERVE_HAPROXY_STATS_PORT=str(self.ports["stats"]),
             RAY_SERVE_HAPROXY_METRICS_PORT=str(self.ports["metrics"]),

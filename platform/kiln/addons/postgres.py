@@ -40,13 +40,18 @@ def _binaries() -> Path:
 
 class EmbeddedPostgres:
     def __init__(self, settings: Settings) -> None:
-        self.root = settings.home / "pg"
+        self.root = settings.resolved_pg_dir
         self.data = self.root / "data"
         self.port = settings.vector_port
         self.password_file = self.root / "superuser.password"
         digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:10]
-        # Unix socket paths must stay short; a directory of our own under the temp dir.
-        self.sockets = Path(tempfile.gettempdir()) / f"kiln-pg-{digest}"
+        # Unix socket paths must stay short: beside the data where that path is short (as
+        # root), else a directory of the user's own (0700) under the temp dir.
+        self.sockets = (
+            self.root / "run"
+            if len(str(self.root)) < 60
+            else Path(tempfile.gettempdir()) / f"kiln-pg-{digest}"
+        )
 
     # -- running it ----------------------------------------------------------------------------
 
