@@ -3,8 +3,8 @@ models no kept release serves, leftovers of destroyed apps and of stopped builds
 pure reading of the disk against the store; ``sweep`` removes what it lists.
 
 Kept: each app's newest ``KILN_KEEP_RELEASES`` releases that ran something, the one it runs
-now and a canary's, everything of an app whose deploy is running, anything made in the last
-hour (a build may be making it), and a model a release phase is fetching.
+now and a canary's, everything of an app whose deploy is running, scratch younger than an hour
+(a build may be making it), and a model a deploy in progress needs.
 
     plan = collect(store, settings, engine)            # kiln gc --dry-run prints it
     sweep(plan, engine)                                # kiln gc; after every deploy, per app
@@ -34,7 +34,7 @@ from kiln.store.store import KeptRelease
 
 logger = logging.getLogger(__name__)
 
-FRESH_S = 3600.0  # anything younger may belong to a build in progress
+FRESH_S = 3600.0  # scratch younger than this may belong to a build in progress
 
 
 class GarbageKind(enum.StrEnum):
@@ -88,7 +88,7 @@ def collect(
         plan.items += _stale(box.venvs, venvs, GarbageKind.VENV, name, now)
         if engine is not None:
             images = {k.artifact.reference for k in mine if k.artifact.kind is ArtifactKind.IMAGE}
-            plan.items += _stale_images(engine, name, images, now)
+            plan.items += _stale_images(engine, name, images)
     if app is None:
         plan.items += _orphans(settings, apps, now)
         plan.items += leftovers(settings, now)
@@ -104,17 +104,18 @@ def _stale(folder: Path, kept: set[str], kind: GarbageKind, app: str, now: float
     found = []
     if folder.is_dir():
         for entry in sorted(folder.iterdir()):
-            if str(entry) in kept or now - entry.lstat().st_mtime < FRESH_S:
+            scratch = entry.name.startswith(".")  # half-made by a build, maybe still making it
+            if str(entry) in kept or (scratch and now - entry.lstat().st_mtime < FRESH_S):
                 continue
             found.append(Garbage(kind, str(entry), _size(entry), app,
                                  f"no kept release of {app} runs it"))  # fmt: skip
     return found
 
 
-def _stale_images(engine: ContainerEngine, app: str, kept: set[str], now: float) -> list[Garbage]:
+def _stale_images(engine: ContainerEngine, app: str, kept: set[str]) -> list[Garbage]:
     found = []
-    for tag, created, size in engine.images_of(f"kiln/{app}"):
-        if tag not in kept and now - created >= FRESH_S:
+    for tag, _created, size in engine.images_of(f"kiln/{app}"):
+        if tag not in kept:
             found.append(Garbage(GarbageKind.IMAGE, tag, size, app,
                                  f"no kept release of {app} runs it"))  # fmt: skip
     return found
