@@ -167,9 +167,8 @@ class DockerEngine:
         for image in self.client.images.list(name=repository):
             created = _unix_time(str(image.attrs.get("Created", "")))
             size = int(image.attrs.get("Size") or 0)
-            found += [
-                (tag, created, size) for tag in image.tags if tag.startswith(f"{repository}:")
-            ]
+            tags = (_short(tag) for tag in image.tags)
+            found += [(tag, created, size) for tag in tags if tag.startswith(f"{repository}:")]
         return found
 
     def remove_image(self, tag: str) -> None:
@@ -264,3 +263,12 @@ def ensure_network(client: Any, name: str) -> str:
         if exc.status_code != 409 and "already exists" not in str(exc).lower():
             raise
     return name
+
+
+def _short(tag: str) -> str:
+    """A tag as Kiln wrote it: podman names a local ``kiln/echo:b1`` ``docker.io/kiln/echo:b1``
+    (or ``localhost/...``), and answers to the short name as well."""
+    for registry in ("docker.io/library/", "docker.io/", "localhost/"):
+        if tag.startswith(registry):
+            return tag.removeprefix(registry)
+    return tag

@@ -1,5 +1,6 @@
 """Real image builds through the Docker Engine API (dockerd or podman at DOCKER_HOST)."""
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -141,3 +142,23 @@ def test_the_release_command_runs_in_a_container_of_the_new_image(
         all=True, filters={"ancestor": build.artifact.reference}
     )
     assert leftovers == []
+
+
+def test_images_no_kept_release_runs_are_removed_from_the_engine(
+    sqlite_store: Store, build_settings: Settings, engine: DockerEngine, archive_of: Archive,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    sqlite_store.create_app("echo", actor="test")
+    settings = build_settings.model_copy(update={"keep_releases": 1})
+    deploys = deployer(sqlite_store, settings, ImageBuilder(engine, settings))
+    app = tmp_path / "echo"
+    shutil.copytree(EXAMPLES / "echo", app)
+    first = deploys.deploy("echo", archive_of(app), actor="test")
+    (app / "main.py").write_text((app / "main.py").read_text() + "\nVERSION = 2\n")
+    second = deploys.deploy("echo", archive_of(app), actor="test")
+    assert first.artifact is not None and second.artifact is not None
+    tags = {tag for tag, _, _ in engine.images_of("kiln/echo")}
+    assert first.artifact.reference not in tags  # podman names it docker.io/kiln/echo:b1
+    assert second.artifact.reference in tags
+    assert deploys.releaser.destroy_app("echo") == []
+    assert second.artifact.reference not in {tag for tag, _, _ in engine.images_of("kiln/echo")}

@@ -33,8 +33,11 @@ from tests.support.platform import Platform
 
 
 def deployer(store: Store, settings: Settings, artifacts: ArtifactBuilder) -> Deployer:
-    """Build and release as a control plane does, with one kind of artifact."""
-    return Deployer(store, Builder(settings, artifacts), Releaser(store, settings))
+    """Build and release as a control plane does, with one kind of artifact (release commands
+    and garbage collection on the engine that builds the images)."""
+    engine = getattr(artifacts, "engine", None)
+    releaser = Releaser(store, settings, **({"engine": lambda: engine} if engine else {}))
+    return Deployer(store, Builder(settings, artifacts), releaser)
 
 
 @pytest.fixture
