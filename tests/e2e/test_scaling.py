@@ -1,6 +1,7 @@
 """Journey: scaling to a fixed count, to zero and back, with every request answered."""
 
 import shutil
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,3 +56,43 @@ def test_scale_sets_a_fixed_count(
     platform.kiln("scale", "0", "-a", app)
     platform.wait("no application", lambda: platform.ps(app)["status"] == "STOPPED")
     assert httpx.get(f"{platform.app_url(app)}/").status_code == 404
+
+
+SLOW_SECOND_START = """
+import os, pathlib, time
+_marker = pathlib.Path(os.environ["HOME"]) / "started-once"
+if _marker.exists():  # every dyno after the one the deploy starts takes this long to be ready
+    time.sleep(8)
+_marker.touch()
+"""
+
+
+def test_requests_held_at_zero_replicas_are_bounded_and_the_rest_refused_at_once(
+    platform: Platform,
+    fresh_app: Callable[[Platform, str], str],
+    tmp_path: Path,
+) -> None:
+    app = fresh_app(platform, "held")
+    source = tmp_path / "held"
+    shutil.copytree(EXAMPLES / "echo", source)
+    (source / "main.py").write_text(SLOW_SECOND_START + (source / "main.py").read_text())
+    (source / "kiln.toml").write_text(
+        "[scaling]\nmin_replicas = 0\nmax_replicas = 1\nupscale_delay_s = 0\n"
+        "downscale_to_zero_delay_s = 2\nmax_queued_requests = 2\n"
+    )
+    deploy(platform, source, app, "--artifact", "slug")
+    platform.wait("zero replicas", lambda: not platform.ps(app)["replicas"], timeout_s=90)
+
+    def timed_get(_: int) -> tuple[httpx.Response, float]:
+        started = time.monotonic()
+        answer = httpx.get(f"{platform.app_url(app)}/", timeout=90)
+        return answer, time.monotonic() - started
+
+    with ThreadPoolExecutor(6) as pool:  # more than max_queued_requests at once
+        answers = list(pool.map(timed_get, range(6)))
+    served = [s for a, s in answers if a.status_code == 200]
+    refused = [(a, s) for a, s in answers if a.status_code != 200]
+    assert served and len(served) <= 2  # those held until the replica was ready (8 s)
+    assert refused and all(a.status_code == 503 for a, _ in refused), [a.text for a, _ in answers]
+    assert all(a.headers.get("retry-after") == "5" for a, _ in refused)
+    assert all("max_queued_requests=2" in a.text and s < 5 for a, s in refused)  # at once

@@ -181,9 +181,10 @@ class Scaling(_Section):
         8, ge=1, description="Requests one replica handles at once; more wait in the queue."
     )
     max_queued_requests: int | None = Field(
-        None,
+        1000,
         ge=1,
-        description="Requests that may wait for a replica before new ones get 503; unset = no limit.",
+        description="Requests that may wait for a replica (while scaling from zero, all of them) "
+        "before new ones get 503 with Retry-After.",
     )
 
     @field_validator("max_replicas")

@@ -34,6 +34,7 @@ from kiln.sandbox import Sandbox
 
 IMPORT_PATH = "kiln.run.supervisor:build"
 DEPLOYMENT = "dyno"
+RETRY_AFTER_S = 5.0  # what a 503 for a full hold tells the client to wait
 # How long Serve averages load before scaling; short, for the fast reaction serverless needs.
 LOOK_BACK_PERIOD_S = 5.0
 # How often handles (the proxy's too) record and push load to Serve's controller. Ray 2.60 still
@@ -170,6 +171,9 @@ def application_config(
         "max_queued_requests": manifest.scaling.max_queued_requests
         if manifest.scaling.max_queued_requests is not None
         else -1,
+        # Past max_queued_requests (requests waiting for a replica: at zero replicas, in
+        # Serve's proxy) a request gets 503 and Retry-After at once.
+        "backpressure_config": {"status_code": 503, "retry_after_s": RETRY_AFTER_S},
         "health_check_period_s": manifest.health.period_s,
         "health_check_timeout_s": manifest.health.timeout_s,
         "graceful_shutdown_timeout_s": spec.stop_timeout_s + 5,
