@@ -11,12 +11,13 @@ from kiln.builds.builder import Builder
 from kiln.builds.slug import SlugBuilder
 from kiln.deploy import Deployer
 from kiln.git.repos import ensure_repo
-from kiln.models import BuildStatus, ReleaseStatus
+from kiln.models import BuildStatus, GcReport, ReleaseStatus, TokenScope
 from kiln.release.gc import GarbageKind, collect, sweep
 from kiln.release.releaser import Releaser
 from kiln.sandbox import sandbox_for
 from kiln.settings import Settings
 from kiln.store import Store
+from tests.conftest import LiveApi
 from tests.support.apps import EXAMPLES
 from tests.support.fakes import FakeVectors
 
@@ -132,3 +133,30 @@ def test_a_stopped_deploys_uploads_and_scratch_go_at_the_next_start(settings: Se
     Releaser(store, settings).recover()
     assert list((settings.home / "uploads").iterdir()) == []
     assert list((settings.home / "builds").iterdir()) == []
+
+
+def test_kiln_gc_dry_run_lists_what_it_would_free_and_only_an_admin_may_collect(
+    live_api: LiveApi,
+) -> None:
+    store, settings = live_api.store, live_api.settings
+    store.create_app("echo", actor="t")
+    box = sandbox_for(settings, "echo", store.sandbox_id("echo"))
+    stale = box.slugs / ("ab" * 32)  # a slug no release of echo runs
+    (stale / "app").mkdir(parents=True)
+    (stale / "app" / "main.py").write_bytes(b"#" * 4096)
+    reader = store.create_token("r", scope=TokenScope.READ, apps=["echo"]).token
+    with live_api.client(reader) as client:
+        assert client.post("/gc", params={"dry_run": True}).status_code == 403
+    with live_api.client() as client:
+        plan = GcReport.model_validate(client.post("/gc", params={"dry_run": True}).json())
+        assert plan.dry_run and plan.freed >= 4096
+        # (tests share sandboxes, as one tenant's apps would: other tests' echo slugs go too)
+        mine = next(i for i in plan.items if i.ref == str(stale))
+        assert (mine.kind, mine.app, mine.why) == (
+            "slug",
+            "echo",
+            "no kept release of echo runs it",
+        )
+        assert stale.exists()  # a dry run removes nothing
+        done = GcReport.model_validate(client.post("/gc").json())
+    assert not done.dry_run and done.freed == plan.freed and not stale.exists()
