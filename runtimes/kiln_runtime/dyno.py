@@ -13,6 +13,8 @@ from typing import Any
 
 import uvicorn
 
+from kiln_runtime.gpus import GpusMissing, check_gpus
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -56,7 +58,12 @@ def with_health(app: ASGIApp, path: str) -> ASGIApp:
 
 def serve(app: ASGIApp) -> None:
     """Run ``app`` until SIGTERM/SIGINT: on the unix socket ``$KILN_SOCKET`` if set, else on
-    ``$HOST`` (default all interfaces) and ``$PORT`` (default 8080, as ``docker run`` expects)."""
+    ``$HOST`` (default all interfaces) and ``$PORT`` (default 8080, as ``docker run`` expects).
+    A dyno whose release reserved GPUs and that sees none stops here, saying so."""
+    try:
+        check_gpus()
+    except GpusMissing as exc:
+        raise SystemExit(f"kiln: {exc}") from None
     socket = os.environ.get("KILN_SOCKET")
     where: dict[str, Any] = {"uds": socket} if socket else {
         "port": int(os.environ.get("PORT", "8080")),

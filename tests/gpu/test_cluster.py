@@ -1,8 +1,12 @@
 """GPU placement facts from a real multi-node Ray (ray.cluster_utils.Cluster, fake GPU nodes):
 node resources from the state API, and every node's NVML inventory read on the node itself."""
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +86,39 @@ def test_every_node_reports_its_gpus_or_why_it_has_none(gpus: GpuCluster) -> Non
 def test_fits_later_is_not_never(settings: Settings) -> None:
     busy = [NodeResources("gpu-1", 1, "H100")]
     assert choose_gpu((GpuSpec.parse("H100"),), busy) == (GpuSpec.parse("H100"), None)
+
+
+def test_dynos_on_a_multi_gpu_node_see_their_gpus_numbered_as_they_see_them(
+    cluster: tuple[str, str],
+) -> None:
+    # Two replicas of one GPU each on the node with two: Ray gives them host GPUs 0 and 1. A
+    # container handed host GPU 1 sees it as its device 0, so it must be told 0, not 1. (A
+    # driver of its own: Ray reads its loopback setting when it is imported.)
+    driver = textwrap.dedent(
+        """
+        import json, sys
+        import ray
+        from kiln.models import ArtifactKind
+        from kiln.run.dyno import gpu_environment
+
+        @ray.remote(num_gpus=1, num_cpus=0, resources={"accelerator_type:A100": 0.001})
+        class Replica:
+            def environments(self):
+                host = [str(g) for g in ray.get_gpu_ids()]
+                return {kind.value: gpu_environment(host, kind) for kind in ArtifactKind}
+
+        ray.init(address=sys.argv[1])
+        replicas = [Replica.remote() for _ in range(2)]
+        print(json.dumps(ray.get([r.environments.remote() for r in replicas], timeout=60)))
+        """
+    )
+    address, _ = cluster
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-c", driver, address], capture_output=True,
+                          text=True, timeout=120, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    slugs = sorted(s["slug"]["CUDA_VISIBLE_DEVICES"] for s in seen)
+    assert slugs == ["0", "1"]  # processes: the host's indices, one GPU each
+    for each in seen:
+        assert each["image"] == {"CUDA_VISIBLE_DEVICES": "0", "KILN_GPUS": "1"}

@@ -18,7 +18,8 @@ import pytest
 
 from kiln.builds.image import ImageBuilder
 from kiln.engine import DockerEngine
-from kiln.run.dyno import ContainerDyno, ContainerLimits, ProcessDyno
+from kiln.models import ArtifactKind
+from kiln.run.dyno import ContainerDyno, ContainerLimits, ProcessDyno, gpu_environment
 from kiln.run.sockets import PinnedSocket
 from kiln.settings import Settings
 from kiln.store import Store
@@ -166,3 +167,53 @@ def test_a_container_dyno_in_kilns_sandbox_has_no_port_its_own_network_and_limit
         dyno.stop(10)
         engine.client.networks.get(network).remove()
         shutil.rmtree(sockets, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("host", "kind", "visible"),
+    [
+        (["2"], ArtifactKind.IMAGE, "0"),  # the container has only host GPU 2: it is its 0
+        (["1", "3"], ArtifactKind.IMAGE, "0,1"),
+        (["2"], ArtifactKind.SLUG, "2"),  # a process sees the host's devices
+        (["1", "3"], ArtifactKind.SLUG, "1,3"),
+        ([], ArtifactKind.IMAGE, ""),
+    ],
+)
+def test_gpus_are_numbered_as_the_dyno_sees_them(
+    host: list[str], kind: ArtifactKind, visible: str
+) -> None:
+    assert gpu_environment(host, kind) == {
+        "CUDA_VISIBLE_DEVICES": visible, "KILN_GPUS": str(len(host)),
+    }  # fmt: skip
+
+
+@pytest.mark.integration
+def test_a_container_dyno_that_reserved_a_gpu_and_sees_none_stops_saying_so(
+    engine: DockerEngine, sqlite_store: Store, build_settings: Settings, archive_of: Any
+) -> None:
+    # What a node whose engine cannot hand GPUs over gives the dyno: the GPU numbered, no device.
+    sqlite_store.create_app("echo", actor="test")
+    builder = deployer(sqlite_store, build_settings, ImageBuilder(engine, build_settings))
+    build = builder.deploy("echo", archive_of(EXAMPLES / "echo"), actor="test")
+    assert build.artifact is not None
+    lines: list[str] = []
+    dyno = ContainerDyno(
+        engine.client, engine.url, build.artifact.reference,
+        gpu_environment(["1"], ArtifactKind.IMAGE), lines.append,
+        name=f"kiln-test-{uuid.uuid4().hex[:8]}", labels={"kiln.app": "echo"}, gpu_ids=[],
+    )  # fmt: skip
+    dyno.start()
+    try:
+        deadline = time.monotonic() + 60
+        while dyno.exit_code() is None:
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.1)
+        assert dyno.exit_code() != 0
+        deadline = time.monotonic() + 10
+        while not any("reserved 1 GPU" in line for line in lines):
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.1)
+        said = next(line for line in lines if "reserved 1 GPU" in line)
+        assert "CUDA_VISIBLE_DEVICES='0'" in said and "sees none" in said
+    finally:
+        dyno.stop(10)

@@ -12,7 +12,10 @@ model, read-only.
 
 from __future__ import annotations
 
-__all__ = ["ContainerDyno", "ContainerLimits", "Dyno", "LineSink", "ProcessDyno", "free_port"]
+__all__ = [
+    "ContainerDyno", "ContainerLimits", "Dyno", "LineSink", "ProcessDyno", "free_port",
+    "gpu_environment",
+]  # fmt: skip
 
 import collections
 import contextlib
@@ -24,12 +27,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from kiln.engine import ensure_network
+from kiln.models import ArtifactKind
 from kiln.sandbox import Sandbox
 
 LineSink = Callable[[str], None]
@@ -40,6 +44,18 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def gpu_environment(host_ids: Sequence[str], kind: ArtifactKind) -> dict[str, str]:
+    """The GPUs a dyno was given (Ray's ids: the host's indices), numbered as the dyno sees
+    them. A process sees the host's devices, so the host's indices; a container is handed only
+    its own devices, which CUDA numbers from 0 inside, so 0..n-1 (the host's index k > 0 there
+    would name a device it does not have). ``KILN_GPUS`` says how many were reserved, so a
+    runtime that sees fewer fails instead of falling back to the CPU."""
+    visible = (
+        list(host_ids) if kind is ArtifactKind.SLUG else [str(i) for i in range(len(host_ids))]
+    )
+    return {"CUDA_VISIBLE_DEVICES": ",".join(visible), "KILN_GPUS": str(len(host_ids))}
 
 
 class Dyno(Protocol):
@@ -168,7 +184,7 @@ class ContainerDyno:
         *,
         name: str,
         labels: dict[str, str],
-        gpu_ids: list[str],
+        gpu_ids: list[str],  # the host's GPU indices (or UUIDs) the engine hands over
         limits: ContainerLimits | None = None,
     ) -> None:
         self.client = client

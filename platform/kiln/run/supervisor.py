@@ -25,7 +25,7 @@ from kiln.models import ArtifactKind
 from kiln.proc import host_environment
 from kiln.route.keys import KeyGuard
 from kiln.route.proxy import Forwarder
-from kiln.run.dyno import ContainerDyno, ContainerLimits, Dyno, ProcessDyno
+from kiln.run.dyno import ContainerDyno, ContainerLimits, Dyno, ProcessDyno, gpu_environment
 from kiln.run.keeper import DynoFailed, DynoKeeper
 from kiln.run.logs import LogShipper
 from kiln.run.serve_config import canary_period
@@ -75,7 +75,10 @@ class DynoSupervisor:
 
     def make(self, spec: DynoSpec) -> Dyno:
         artifact = spec.artifact
-        env = self._environment(spec)
+        import ray
+
+        host_gpus = [str(g) for g in ray.get_gpu_ids()]  # Ray's: the node's own indices
+        env = {**self._environment(spec), **gpu_environment(host_gpus, artifact.kind)}
         probe = f'"GET {spec.health_path} '
 
         def sink(line: str) -> None:
@@ -97,15 +100,16 @@ class DynoSupervisor:
                 socket=box.sockets / f"{self.replica}.sock" if box is not None else None,
             )  # fmt: skip
         else:
-            dyno = self._container(spec, env, sink)
+            dyno = self._container(spec, env, sink, host_gpus)
         self.pinned = PinnedSocket(dyno.socket) if dyno.socket is not None else None
         return dyno
 
-    def _container(self, spec: DynoSpec, env: dict[str, str], sink: Any) -> ContainerDyno:
+    def _container(
+        self, spec: DynoSpec, env: dict[str, str], sink: Any, gpus: list[str]
+    ) -> ContainerDyno:
         import docker
 
         url = spec.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        gpus = [g for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g]
         folder = spec.model_folder
         limits = ContainerLimits(
             network=app_network(spec.app),
@@ -134,9 +138,6 @@ class DynoSupervisor:
         config = Vault([k.strip().encode() for k in key.split(",") if k.strip()]).open(
             spec.config_sealed
         )
-        import ray
-
-        gpus = [str(g) for g in ray.get_gpu_ids()]
         models = {}
         if spec.model_cache and spec.model_folder:
             # The weights are in the model cache already (the release phase put them there):
@@ -153,7 +154,6 @@ class DynoSupervisor:
             "KILN_APP": spec.app,
             "KILN_RELEASE": f"v{spec.release}",
             "KILN_DYNO": self.replica,
-            "CUDA_VISIBLE_DEVICES": ",".join(gpus),
             **models,
         }
 

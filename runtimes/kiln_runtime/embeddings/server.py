@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from kiln_runtime.dyno import health_path, serve
+from kiln_runtime.gpus import torch_device
 from kiln_runtime.openai_app import model_app, openai_error
 from kiln_runtime.weights import model_path
 
@@ -34,7 +35,7 @@ def build_app(model_ref: str, health: str = "/healthz") -> FastAPI:
     def load() -> Any:
         from sentence_transformers import SentenceTransformer
 
-        return SentenceTransformer(model_path(model_ref), device="cuda" if _cuda() else "cpu")
+        return SentenceTransformer(model_path(model_ref), device=torch_device())
 
     app, loaded = model_app(f"embeddings: {name}", model_ref, health, load)
 
@@ -69,15 +70,6 @@ def build_app(model_ref: str, health: str = "/healthz") -> FastAPI:
         }
 
     return app
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
 
 
 def main() -> None:

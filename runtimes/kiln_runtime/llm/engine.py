@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from kiln_runtime.gpus import torch_device
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -199,7 +201,7 @@ class TransformersEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(path)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch_device()
         dtype = torch.bfloat16 if device == "cuda" else torch.float32
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)  # type: ignore[arg-type]
         return cls(model, tokenizer, max_batch=max_batch, max_queue=max_queue)
