@@ -368,6 +368,9 @@ class LogRecord(BaseModel):
     process: str = Field(description="Which replica (or build) wrote it.")
     line: str
     release: int | None = Field(None, description="The release the replica ran (router lines).")
+    node: str | None = Field(
+        None, description="The node the line came from (dyno, router and release lines)."
+    )
 
 
 class CachedModel(BaseModel):

@@ -1,6 +1,7 @@
 """Journey: deploy, and the app is live on its URL: from a directory (slug and image) and by git push."""
 
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ def test_a_deploy_ends_live_on_its_url(
 
     logs = platform.wait("the router's line in the app's log", logs_with_the_request, timeout_s=20)
     assert "router[dyno." in logs
+    assert re.search(r" router\[dyno\.\w+@head\]: GET /echo-live/ 200", logs)  # node named
     assert "build[build." in logs and "release[kiln]: v2 is live" in logs
     only_router = platform.kiln("logs", "-a", app, "--source", "router").output
     assert only_router and all(" router[" in line for line in only_router.strip().splitlines())

@@ -40,3 +40,12 @@ def test_a_window_is_read_without_the_rest(tmp_path: Path) -> None:
     append_records(tmp_path, "app", [line(now - 3600 + i, "old") for i in range(1000)])
     append_records(tmp_path, "app", [line(now - 5 + i, "recent") for i in range(5)])
     assert [r.line for r in records_since(tmp_path, "app", now - 10)] == ["recent"] * 5
+
+
+def test_a_line_names_the_node_it_came_from() -> None:
+    from kiln.cli.logs import format_record
+    from kiln.models import LogRecord
+
+    line = LogRecord(ts=0, source="dyno", process="dyno.ab12", line="hi", node="gpu-2")
+    assert format_record(line).endswith(" dyno[dyno.ab12@gpu-2]: hi")
+    assert format_record(line.model_copy(update={"node": None})).endswith(" dyno[dyno.ab12]: hi")

@@ -42,6 +42,5 @@ COMMANDS = [logs]
 
 def format_record(record: LogRecord) -> str:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.ts))
-    return (
-        f"{stamp}.{int(record.ts % 1 * 1000):03d} {record.source}[{record.process}]: {record.line}"
-    )
+    where = f"{record.process}@{record.node}" if record.node else record.process
+    return f"{stamp}.{int(record.ts % 1 * 1000):03d} {record.source}[{where}]: {record.line}"

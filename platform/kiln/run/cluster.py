@@ -6,7 +6,7 @@ The cluster outlives the control plane, so apps keep serving while the control p
 
 from __future__ import annotations
 
-__all__ = ["LocalRay", "ray_environment", "ray_headers", "ray_token"]
+__all__ = ["LocalRay", "node_name", "ray_environment", "ray_headers", "ray_token"]
 
 import contextlib
 import hashlib
@@ -97,6 +97,7 @@ def ray_environment(settings: Settings) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S", "3660"
         ),
         KILN_HOME=str(settings.home),
+        KILN_NODE_NAME=os.environ.get("KILN_NODE_NAME", "head"),
         KILN_LOG_MAX_BYTES=str(settings.log_max_bytes),  # the log sink rotates app logs
         KILN_LOG_KEEP=str(settings.log_keep),
         KILN_SECRET_KEY=load_vault(settings).key_material,
@@ -104,6 +105,17 @@ def ray_environment(settings: Settings) -> dict[str, str]:
     if settings.resolved_docker_host:
         env["DOCKER_HOST"] = settings.resolved_docker_host
     return env
+
+
+def node_name() -> str:
+    """This Ray node's name in logs and ``kiln nodes``: ``KILN_NODE_NAME`` (``kiln up`` names
+    the head ``head``; ``kiln nodes:join`` names a node after its host), else its Ray address."""
+    name = os.environ.get("KILN_NODE_NAME")
+    if name:
+        return name
+    import ray
+
+    return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
 
 
 def _temp_dir(home: Path) -> Path:

@@ -155,6 +155,7 @@ def _sink_class() -> Any:
     @ray.remote(num_cpus=0)
     class LogSink:
         def write(self, directory: str, app: str, records: list[dict[str, Any]]) -> None:
+            # Each replica's batch is in time order; batches from nodes arrive as they come.
             append_records(Path(directory), app, [LogRecord.model_validate(r) for r in records])
 
     return LogSink
@@ -163,9 +164,13 @@ def _sink_class() -> Any:
 class LogShipper:
     """Buffers a replica's log lines and sends them to the sink every ``interval_s``."""
 
-    def __init__(self, app: str, process: str, directory: str, interval_s: float = 0.25) -> None:
+    def __init__(
+        self, app: str, process: str, directory: str, interval_s: float = 0.25, *,
+        node: str | None = None,
+    ) -> None:  # fmt: skip
         self.app = app
         self.process = process
+        self.node = node  # named on every line: a cluster's lines all reach the head's sink
         self.directory = directory
         self.interval_s = interval_s
         self.release: int | None = None  # the release the replica's dyno runs, on every line
@@ -176,7 +181,7 @@ class LogShipper:
     def line(self, source: str, text: str) -> None:
         """Thread-safe enough: list.append is atomic; the flush swaps the list."""
         self._buffer.append({"ts": time.time(), "source": source, "process": self.process,
-                             "line": text, "release": self.release})  # fmt: skip
+                             "line": text, "release": self.release, "node": self.node})  # fmt: skip
 
     async def start(self) -> None:
         self._sink = (

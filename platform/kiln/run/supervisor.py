@@ -25,6 +25,7 @@ from kiln.models import ArtifactKind
 from kiln.proc import host_environment
 from kiln.route.keys import KeyGuard
 from kiln.route.proxy import Forwarder
+from kiln.run.cluster import node_name
 from kiln.run.dyno import ContainerDyno, ContainerLimits, Dyno, ProcessDyno, gpu_environment
 from kiln.run.keeper import DynoFailed, DynoKeeper
 from kiln.run.logs import LogShipper
@@ -48,7 +49,7 @@ class DynoSupervisor:
         base = DynoSpec.model_validate(spec)
         context = serve.get_replica_context()
         self.replica = f"dyno.{context.replica_id.unique_id[:6]}"
-        self.logs = LogShipper(base.app, self.replica, base.log_dir)
+        self.logs = LogShipper(base.app, self.replica, base.log_dir, node=node_name())
         self.logs.release = base.release
         await self.logs.start()
         self.guard = KeyGuard()
