@@ -132,6 +132,23 @@ def test_a_canary_that_will_not_start_goes_back_and_is_not_tried_again() -> None
     run(test)
 
 
+def test_artifacts_are_brought_first_and_a_canarys_while_the_old_dyno_serves() -> None:
+    async def test() -> None:
+        host, clock = FakeHost(), FakeClock()
+        keeper = DynoKeeper(spec(2), host, clock)
+        await keeper.start()
+        assert host.prepared == [2]
+        host.unreachable.add(3)  # the node cannot get v3's artifact
+        keeper.want(spec(3))
+        await settle(clock)
+        assert host.prepared == [2, 3] and len(host.made) == 1 and host.made[0].running
+        assert keeper.spec.release == 2 and keeper.ready.is_set() and keeper.failed is None
+        assert any("canary v3 failed: could not bring v3's artifact" in line
+                   for _s, line, _r in host.lines)  # fmt: skip
+
+    run(test)
+
+
 def test_a_canary_in_a_crash_loop_goes_back_instead_of_failing_the_replica() -> None:
     async def test() -> None:
         host, clock = FakeHost(), FakeClock()

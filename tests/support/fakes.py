@@ -13,6 +13,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from kiln.addons.base import Provisioned
 from kiln.manifest import AddonKind
+from kiln.run.keeper import DynoFailed
 from kiln.run.serve_api import AppState, ServeRefused
 from kiln.run.spec import DynoSpec
 
@@ -135,6 +136,13 @@ class FakeHost:
         self.behaviour = behaviour
         self.made: list[FakeDyno] = []
         self.lines: list[tuple[str, str, int]] = []
+        self.prepared: list[int] = []  # releases whose artifacts were brought to the node
+        self.unreachable: set[int] = set()  # releases whose artifacts cannot be brought
+
+    async def prepare(self, spec: DynoSpec) -> None:
+        self.prepared.append(spec.release)
+        if spec.release in self.unreachable:
+            raise DynoFailed(f"could not bring v{spec.release}'s artifact to node fake")
 
     def make(self, spec: DynoSpec) -> FakeDyno:
         ready_after, dies = self.behaviour(spec.release)

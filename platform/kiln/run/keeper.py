@@ -48,6 +48,7 @@ class RealClock:
 class DynoHost(Protocol):
     """What the keeper asks of whoever runs dynos for it."""
 
+    async def prepare(self, spec: DynoSpec) -> None: ...
     def make(self, spec: DynoSpec) -> Dyno: ...
     async def start(self, dyno: Dyno) -> None: ...
     async def alive(self, dyno: Dyno) -> bool: ...
@@ -83,6 +84,7 @@ class DynoKeeper:
         self._log(
             "release", f"starting v{self.spec.release} ({artifact.kind} {artifact.digest[:19]})"
         )
+        await self.host.prepare(self.spec)  # the artifact and weights on this node
         await self._start(self.spec.startup_timeout_s)
 
     async def _start(self, timeout_s: float) -> None:
@@ -190,6 +192,16 @@ class DynoKeeper:
             canary = wanted.release != self.base.release
             self._log("release", f"switching to v{wanted.release}"
                       + (" (canary)" if canary else f" from the canary v{self.spec.release}"))  # fmt: skip
+            try:
+                await self.host.prepare(wanted)  # while the old dyno still serves
+            except DynoFailed as exc:
+                if not canary:
+                    self.failed = str(exc)
+                    return
+                self.failed_canaries.add(wanted.release)  # the old dyno never stopped
+                self._log("release", f"canary v{wanted.release} failed: {exc}")
+                self.wanted = self.base
+                continue
             self.swapping = True
             try:
                 self.ready.clear()

@@ -134,6 +134,7 @@ def dyno_spec(
         log_dir=log_dir,
         model_cache=model_cache if manifest.model is not None else None,
         model_folder=manifest.model.cache_folder if manifest.model is not None else None,
+        model_revision=manifest.model.revision if manifest.model is not None else None,
         sandbox=item.sandbox,
         memory_bytes=manifest.resources.memory.bytes if manifest.resources.memory else None,
     )

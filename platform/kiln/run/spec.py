@@ -38,6 +38,9 @@ class DynoSpec(BaseModel):
         None,
         description="The app's model in that cache (models--org--name): all a dyno sees of it.",
     )
+    model_revision: str | None = Field(
+        None, description="The model's revision (branch, tag or commit); None: main."
+    )
     sandbox: Sandbox | None = Field(
         None, description="Where and as whom the app's code runs; None: as the supervisor does."
     )

@@ -13,10 +13,12 @@ __all__ = ["DynoFailed", "DynoSupervisor", "build"]
 import asyncio
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import ray
 from ray import serve
 from ray.serve import Application
 
@@ -26,6 +28,7 @@ from kiln.proc import host_environment
 from kiln.route.keys import KeyGuard
 from kiln.route.proxy import Forwarder
 from kiln.run.cluster import node_name
+from kiln.run.depot import TransferFailed, complete, fetch
 from kiln.run.dyno import ContainerDyno, ContainerLimits, Dyno, ProcessDyno, gpu_environment
 from kiln.run.keeper import DynoFailed, DynoKeeper
 from kiln.run.logs import LogShipper
@@ -56,6 +59,7 @@ class DynoSupervisor:
         self.guard.public = False  # closed until Serve hands over the rules (reconfigure)
         self.sandbox = base.sandbox.ensure() if base.sandbox is not None else None
         self._rank = 0
+        self._on_head: bool | None = None  # found on the first prepare
         # Reached only through the socket it made, pinned so a link in its place leads nowhere.
         self.pinned: PinnedSocket | None = None
         self.keeper = DynoKeeper(base, self)
@@ -76,8 +80,6 @@ class DynoSupervisor:
 
     def make(self, spec: DynoSpec) -> Dyno:
         artifact = spec.artifact
-        import ray
-
         host_gpus = [str(g) for g in ray.get_gpu_ids()]  # Ray's: the node's own indices
         env = {**self._environment(spec), **gpu_environment(host_gpus, artifact.kind)}
         probe = f'"GET {spec.health_path} '
@@ -146,7 +148,7 @@ class DynoSupervisor:
             # slug dyno sees it linked into its sandbox, the rest of the cache closed to it.
             cache = spec.model_cache
             if self.sandbox is not None and spec.artifact.kind is ArtifactKind.SLUG:
-                cache = str(self.sandbox.link_model(Path(cache), spec.model_folder))
+                cache = str(self.sandbox.models)  # prepare() links the model in
             models = {"HF_HUB_CACHE": cache, "HF_HUB_OFFLINE": "1"}
         return {
             "PYTHONUNBUFFERED": "1",
@@ -157,6 +159,54 @@ class DynoSupervisor:
             "KILN_DYNO": self.replica,
             **models,
         }
+
+    async def prepare(self, spec: DynoSpec) -> None:
+        """Bring what the release needs to this node (made on the head; here already when this
+        is the head or an earlier replica brought it): the slug, its virtualenv and runtime,
+        and the model's files; then link the model into a slug dyno's view."""
+        roots = [
+            Path(r) for r in (spec.model_cache, spec.sandbox and spec.sandbox.root.parent) if r
+        ]
+
+        def say(line: str) -> None:
+            self.log("release", line, spec.release)
+
+        try:
+            if self._on_head is None:
+                self._on_head = await asyncio.to_thread(_on_head)
+            if self._on_head:
+                pass  # where the build and the release phase put them
+            elif spec.artifact.kind is ArtifactKind.SLUG:
+                # The slug names its virtualenv, which names its runtime: each read once here.
+                slug = Path(spec.artifact.reference)
+                await self._bring(slug, roots, complete, say)
+                venv = Path(json.loads((slug / "slug.json").read_text())["venv"])
+                await self._bring(venv, roots, complete, say)
+                for runtime in _runtime_of(venv):
+                    await self._bring(runtime, roots, complete, say)
+            if spec.model_cache and spec.model_folder and not self._on_head:
+                folder = Path(spec.model_cache) / spec.model_folder
+                await self._bring(folder, roots, _has_revision(spec.model_revision), say)
+        except (TransferFailed, OSError, ray.exceptions.RayError) as exc:
+            raise DynoFailed(
+                f"could not bring v{spec.release}'s artifact or model to node {node_name()}: "
+                f"{_reason(exc)}"
+            ) from None
+        if spec.model_cache and spec.model_folder and self.sandbox is not None and (
+            spec.artifact.kind is ArtifactKind.SLUG
+        ):  # fmt: skip
+            await asyncio.to_thread(
+                self.sandbox.link_model, Path(spec.model_cache), spec.model_folder
+            )
+
+    async def _bring(
+        self, path: Path, roots: list[Path], present: Callable[[Path], bool],
+        say: Callable[[str], None],
+    ) -> None:  # fmt: skip
+        fetched = await fetch(path, roots, present=present, say=say)
+        if fetched is not None:
+            say(f"fetched {path.name[:24]} ({fetched.bytes / 2**20:.1f} MiB) in "
+                f"{fetched.seconds:.1f}s, checked against the head's SHA-256")  # fmt: skip
 
     async def start(self, dyno: Dyno) -> None:
         if self.pinned is not None:
@@ -235,3 +285,37 @@ class DynoSupervisor:
         if self.pinned is not None:
             self.pinned.close()
         self.logs.stop()
+
+
+def _on_head() -> bool:
+    """Whether this replica runs on the head node (where artifacts and weights are made)."""
+    me = ray.get_runtime_context().get_node_id()
+    return any(
+        n["NodeID"] == me and "node:__internal_head__" in n.get("Resources", {})
+        for n in ray.nodes()  # type: ignore[no-untyped-call]
+    )
+
+
+def _runtime_of(venv: Path) -> list[Path]:
+    """The runtime directory the virtualenv's kiln-runtime.pth names, once the venv is here."""
+    found = list(venv.glob("lib/python3*/site-packages/kiln-runtime.pth"))
+    return [Path(found[0].read_text().strip())] if found else []
+
+
+def _has_revision(revision: str | None) -> Callable[[Path], bool]:
+    """Whether a model folder (Hugging Face's cache layout) holds ``revision``."""
+
+    def present(folder: Path) -> bool:
+        name = revision or "main"
+        if len(name) == 40 and all(c in "0123456789abcdef" for c in name):
+            return (folder / "snapshots" / name).is_dir()
+        ref = folder / "refs" / name
+        return ref.is_file() and (folder / "snapshots" / ref.read_text().strip()).is_dir()
+
+    return present
+
+
+def _reason(exc: BaseException) -> str:
+    """A depot error's own words, not Ray's wrapping of them."""
+    cause = getattr(exc, "cause", None)
+    return str(cause) if isinstance(cause, TransferFailed) else str(exc).strip().splitlines()[-1]
