@@ -12,6 +12,7 @@ __all__ = [
     "APPS",
     "MODELS",
     "NODES",
+    "NODE_STATUS",
     "STATUS",
     "TOKENS",
     "ApiClient",
@@ -56,6 +57,7 @@ APPS = "/apps"
 TOKENS = "/tokens"
 STATUS = "/status"
 NODES = "/nodes"
+NODE_STATUS = "/nodes/status"
 MODELS = "/models"
 
 

@@ -410,6 +410,24 @@ class NodeInventory(BaseModel):
     cpu_only_reason: str | None = Field(None, description="Why this node lists no GPUs.")
 
 
+class NodeStatus(_Record):
+    """A node of the cluster, what it offers and what runs there (``kiln nodes``)."""
+
+    name: str = Field(
+        description="KILN_NODE_NAME of the node (head for kiln up's), or its address."
+    )
+    node_id: str = Field(description="Ray's id of the node.")
+    address: str = Field(description="The node's address in the cluster.")
+    head: bool = Field(False, description="The head node: the control plane's.")
+    state: str = Field(description="ALIVE, DRAINING (kiln nodes:drain) or DEAD.")
+    cpus: float = 0.0
+    cpus_used: float = Field(0.0, description="CPUs the node's dynos reserve.")
+    gpus: float = 0.0
+    gpus_used: float = Field(0.0, description="GPUs the node's dynos reserve.")
+    accelerator: str | None = Field(None, description="Ray's accelerator type, e.g. H100.")
+    dynos: list[str] = Field(default_factory=list, description="app/replica of its dynos.")
+
+
 class CanaryFigures(_Record):
     """One release's requests since a canary started."""
 

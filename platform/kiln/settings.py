@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         description="An existing Ray cluster to run on (host:port of its GCS); default: start a "
         "local single-node Ray. RAY_ADDRESS works too.",
     )
+    cluster_address: str | None = Field(
+        None,
+        description="kiln up --cluster: the address other nodes reach this head at (its Ray, "
+        "the embedded vector store); default: none, one machine with Ray on loopback.",
+    )
     ray_dashboard_url: str | None = Field(
         None,
         description="The Ray dashboard (Serve's REST API) of that cluster; default "
@@ -75,9 +80,10 @@ class Settings(BaseSettings):
     )
     ray_num_cpus: float | None = Field(
         None,
-        gt=0,
+        ge=0,
         description="CPUs the local Ray offers replicas (each takes resources.cpu); default 4 per "
-        "core, at least 8: dynos mostly wait on I/O, and a laptop should run several apps.",
+        "core, at least 8: dynos mostly wait on I/O, and a laptop should run several apps. 0 "
+        "keeps a cluster's head for the platform: replicas then run on the nodes that joined.",
     )
     ray_agent_port: int = Field(
         52365, ge=1, le=65535, description="Dashboard agent port of the local Ray."
@@ -181,6 +187,11 @@ class Settings(BaseSettings):
     @property
     def apps_url(self) -> str:
         return (self.public_url or f"http://{self.http_host}:{self.http_port}").rstrip("/")
+
+    @property
+    def gcs_address(self) -> str:
+        """Where Ray's GCS answers: the external cluster, else the head kiln up starts."""
+        return self.ray_address or f"{self.cluster_address or '127.0.0.1'}:{self.ray_port}"
 
     @property
     def dashboard_url(self) -> str:

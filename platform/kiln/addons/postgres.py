@@ -43,6 +43,7 @@ class EmbeddedPostgres:
         self.root = settings.resolved_pg_dir
         self.data = self.root / "data"
         self.port = settings.vector_port
+        self.cluster_address = settings.cluster_address
         self.password_file = self.root / "superuser.password"
         digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:10]
         # Unix socket paths must stay short: beside the data where that path is short (as
@@ -118,7 +119,8 @@ class EmbeddedPostgres:
         if not self.running():
             result = self._command(
                 "pg_ctl", "-D", str(self.data), "-w", "-t", "60", "-l", str(self.root / "postgres.log"),
-                "-o", f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1", "start",
+                "-o", f"-p {self.port} -k {self.sockets} -c listen_addresses={self._listen()}",
+                "start",
             )  # fmt: skip
             if result.returncode != 0:
                 log = (
@@ -133,8 +135,23 @@ class EmbeddedPostgres:
                 )
         return self.admin_url()
 
+    def _listen(self) -> str:
+        """Loopback; and a cluster head's address, so dynos on other nodes reach their stores
+        (each app's role and database, with its own password: scram-sha-256)."""
+        if not self.cluster_address:
+            return "127.0.0.1"
+        hba = self.data / "pg_hba.conf"
+        rule = "host all all 0.0.0.0/0 scram-sha-256  # kiln: nodes of the cluster\n"
+        if rule not in hba.read_text():
+            with hba.open("a") as out:
+                out.write(rule)
+        return f"127.0.0.1,{self.cluster_address}"
+
     def admin_url(self) -> str:
-        return f"postgresql://postgres:{self.password_file.read_text().strip()}@127.0.0.1:{self.port}/postgres"
+        """The superuser's URL, on the address apps' URLs are made from: the cluster address
+        where nodes must reach it, else loopback."""
+        host = self.cluster_address or "127.0.0.1"
+        return f"postgresql://postgres:{self.password_file.read_text().strip()}@{host}:{self.port}/postgres"
 
     def stop(self) -> bool:
         if not self.running():

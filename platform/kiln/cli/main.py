@@ -29,6 +29,7 @@ from kiln.cli import (
     logs,
     manifest,
     models,
+    nodes,
     ps,
     releases,
     system,
@@ -77,7 +78,7 @@ def cli(debug: bool) -> None:
 
 
 for _module in (
-    system, apps, deploy, canary, git, builds, ps, logs, config, releases, addons, tokens, gpus,
+    system, apps, deploy, canary, git, builds, ps, logs, config, releases, addons, tokens, gpus, nodes,
     models, images, manifest, gc,
 ):  # fmt: skip
     for _command in _module.COMMANDS:

@@ -29,17 +29,27 @@ def _settings(**given: Any) -> Settings:
 @click.option("--http-port", type=int, help="Port apps are served on  [default: 8000]")
 @click.option("--ray-address", help="Run on this existing Ray cluster (GCS host:port).")
 @click.option(
+    "--cluster",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Start a head other machines join (kiln nodes:join): Ray on ADDRESS  [default: this "
+    "machine's address on its default route]",
+)
+@click.option(
     "--no-run", is_flag=True, help="Control plane only: build and release, serve nothing."
 )
 @click.option("-d", "--detach", is_flag=True, help="Run in the background; return once it answers.")
 def up(
     home: Path | None, api_host: str | None, api_port: int | None, http_port: int | None,
-    ray_address: str | None, no_run: bool, detach: bool,
+    ray_address: str | None, cluster: str | None, no_run: bool, detach: bool,
 ) -> None:  # fmt: skip
     """Start the platform: Ray Serve for the apps, and the control plane (foreground unless -d)."""
     settings = _settings(
         home=home, api_host=api_host, api_port=api_port, http_port=http_port,
         ray_address=ray_address or os.environ.get("RAY_ADDRESS"), run=False if no_run else None,
+        cluster_address=_cluster_address(cluster),
     )  # fmt: skip
     if not detach:
         from kiln.control.server import serve  # the server's imports are slow; only `up` needs them
@@ -52,6 +62,14 @@ def up(
         f"(pid {pid}; log: {process.log_path(settings.home)}).",
         "kiln apps:create NAME",
     )
+
+
+def _cluster_address(given: str | None) -> str | None:
+    if given != "auto":
+        return given
+    from kiln.run.nodes import local_address
+
+    return local_address("192.0.2.1")  # the default route's source address; nothing is sent
 
 
 @click.command("down")

@@ -70,17 +70,29 @@ class Platform:
         else:
             ray = LocalRay(settings)
             running = ray.pid()
+            where = (
+                f"the head of a cluster, on {settings.cluster_address}:{settings.ray_port}"
+                if settings.cluster_address
+                else "single node, loopback"
+            )
             print(
                 f"-----> Ray already runs (pid {running}); apps kept serving"
                 if running
-                else "-----> Starting Ray (single node, loopback)"
+                else f"-----> Starting Ray ({where})"
             )
             ray.ensure()
+            if settings.cluster_address:
+                print(
+                    f"-----> Other machines join with: kiln nodes:join {settings.cluster_address} "
+                    "--token $(kiln nodes:token)   (the token is a secret; print it here)"
+                )
         print(f"-----> Apps are served at {settings.apps_url}/<app>/")
         postgres = EmbeddedPostgres(settings)
         if postgres.initialized() and not settings.vector_database_url:
             postgres.ensure()  # vector stores' dynos connect to it
-            print(f"-----> Vector stores on PostgreSQL at 127.0.0.1:{settings.vector_port}")
+            print(
+                f"-----> Vector stores on PostgreSQL at {settings.cluster_address or '127.0.0.1'}:{settings.vector_port}"
+            )
         gpus = GpuCluster(settings)
         reconciler = Reconciler(
             store, ServeRest(settings.dashboard_url, headers=ray_headers(settings)), settings,

@@ -78,6 +78,8 @@ def start_detached(settings: Settings, timeout_s: float = 180.0) -> int:
         command.append("--no-run")
     if settings.ray_address:
         command += ["--ray-address", settings.ray_address]
+    if settings.cluster_address:
+        command += ["--cluster", settings.cluster_address]
     with log.open("ab") as out:
         child = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import httpx
 from pydantic import TypeAdapter
@@ -28,9 +29,10 @@ class GpuCluster:
         self.cache_s = cache_s
         self._inventory: tuple[float, list[NodeInventory]] | None = None
         self._lock = threading.Lock()
+        self.draining: set[str] = set()  # node ids kiln nodes:drain was asked to empty
 
     def address(self) -> str:
-        return self.settings.ray_address or f"127.0.0.1:{self.settings.ray_port}"
+        return self.settings.gcs_address
 
     def inventory(self) -> list[NodeInventory]:
         """Every node's GPUs (NVML), read on the nodes themselves."""
@@ -55,6 +57,10 @@ class GpuCluster:
 
     def resources(self) -> list[NodeResources]:
         """Alive nodes' GPU counts and types, from Ray's state API (cheap: no driver)."""
+        return nodes_from_state(self.state_nodes())
+
+    def state_nodes(self) -> list[dict[str, Any]]:
+        """Every node Ray knows, alive or dead, as its state API lists them."""
         from kiln.run.cluster import ray_headers
 
         try:
@@ -67,4 +73,5 @@ class GpuCluster:
             raise Unavailable(
                 f"Ray's state API did not answer: {exc}", code="state_unavailable"
             ) from None
-        return nodes_from_state(response.json()["data"]["result"]["result"])
+        nodes: list[dict[str, Any]] = response.json()["data"]["result"]["result"]
+        return nodes

@@ -131,6 +131,12 @@ def _temp_dir(home: Path) -> Path:
     return private / "ray"
 
 
+def _head_cpus(settings: Settings) -> float:
+    if settings.ray_num_cpus is not None:
+        return settings.ray_num_cpus
+    return max(4 * (os.cpu_count() or 1), 8)
+
+
 class LocalRay:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -182,12 +188,14 @@ class LocalRay:
         ray = Path(sys.executable).parent / "ray"
         command = [
             str(ray), "start", "--head", "--block", "--disable-usage-stats",
-            "--node-ip-address", "127.0.0.1", "--port", str(settings.ray_port),
+            "--node-ip-address", settings.cluster_address or "127.0.0.1",
+            "--node-name", os.environ.get("KILN_NODE_NAME", "head"),
+            "--port", str(settings.ray_port),
             "--temp-dir", str(_temp_dir(settings.home)),
             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
             "--dashboard-port", str(settings.ray_dashboard_port),
             "--dashboard-agent-listen-port", str(settings.ray_agent_port),
-            "--num-cpus", f"{settings.ray_num_cpus or max(4 * (os.cpu_count() or 1), 8):g}",
+            "--num-cpus", f"{_head_cpus(settings):g}",
         ]  # fmt: skip
         with self.log.open("ab") as out:
             process = subprocess.Popen(

@@ -52,6 +52,8 @@ class AppState(BaseModel):
     deployment_status: str = ""
     deployment_message: str = ""
     replicas: list[ReplicaState] = Field(default_factory=list)
+    replica_cpus: float = Field(0.0, description="What each replica reserves: CPUs.")
+    replica_gpus: float = Field(0.0, description="What each replica reserves: GPUs.")
 
 
 class ServeBackend(Protocol):
@@ -116,6 +118,7 @@ def parse_status(body: dict[str, Any]) -> dict[str, AppState]:
             )
             for r in deployment.get("replicas", [])
         ]
+        options = (deployment.get("deployment_config") or {}).get("ray_actor_options") or {}
         apps[name] = AppState(
             name=name,
             status=app.get("status", ""),
@@ -124,5 +127,7 @@ def parse_status(body: dict[str, Any]) -> dict[str, AppState]:
             deployment_status=deployment.get("status", ""),
             deployment_message=deployment.get("message", ""),
             replicas=replicas,
+            replica_cpus=float(options.get("num_cpus") or 0),
+            replica_gpus=float(options.get("num_gpus") or 0),
         )
     return apps
