@@ -72,7 +72,6 @@ def ray_environment(settings: Settings) -> dict[str, str]:
         env["RAY_AUTH_MODE"] = "token"
         env["RAY_AUTH_TOKEN_PATH"] = str(_token_path(settings))
     env.update(
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # else Ray maps localhost to eth0's address
         RAY_AUTH_MODE=env.get("RAY_AUTH_MODE", "token"),
         RAY_USAGE_STATS_ENABLED="0",
         RAY_SERVE_ENABLE_HA_PROXY=os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "1"),
@@ -102,6 +101,12 @@ def ray_environment(settings: Settings) -> dict[str, str]:
         KILN_LOG_KEEP=str(settings.log_keep),
         KILN_SECRET_KEY=load_vault(settings).key_material,
     )
+    # One machine: Ray stays on loopback (else it maps localhost to eth0's address). A cluster's
+    # head and nodes must not have it: with it, Ray refuses a second node.
+    if settings.cluster_address:
+        env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+    else:
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     if settings.resolved_docker_host:
         env["DOCKER_HOST"] = settings.resolved_docker_host
     return env

@@ -111,7 +111,8 @@ class WorkerNode(LocalRay):
         address = address or local_address(host)
         self._keep(token)
         name = name or socket.gethostname()
-        env = {**ray_environment(self.settings), "KILN_NODE_NAME": name}
+        node = self.settings.model_copy(update={"cluster_address": address})
+        env = {**ray_environment(node), "KILN_NODE_NAME": name}
         ray = Path(sys.executable).parent / "ray"
         command = [
             str(ray), "start", "--address", gcs, "--block", "--disable-usage-stats",

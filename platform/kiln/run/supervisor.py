@@ -205,7 +205,7 @@ class DynoSupervisor:
     ) -> None:  # fmt: skip
         fetched = await fetch(path, roots, present=present, say=say)
         if fetched is not None:
-            say(f"fetched {path.name[:24]} ({fetched.bytes / 2**20:.1f} MiB) in "
+            say(f"fetched {path.name[:32]} ({fetched.bytes / 2**20:.1f} MiB) in "
                 f"{fetched.seconds:.1f}s, checked against the head's SHA-256")  # fmt: skip
 
     async def start(self, dyno: Dyno) -> None:
