@@ -77,6 +77,7 @@ _wait_for() {
 ensure_engines() {
     mkdir -p "$ENGINE_DIR"
     local engines=()
+    _apt_install docker-registry:docker-registry || true  # a cluster's image registry
     if _apt_install dockerd:docker.io debootstrap:debootstrap curl:curl; then
         if ! _answers "$DOCKER_SOCK"; then
             echo "-----> Starting dockerd on $DOCKER_SOCK"
@@ -92,6 +93,9 @@ ensure_engines() {
         # default ulimits it may keep, and runc.
         export CONTAINERS_CONF="$ENGINE_DIR/containers.conf"
         printf '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n[engine]\nruntime = "runc"\n' >"$CONTAINERS_CONF"
+        # The tests' image registries listen on loopback over HTTP (dockerd allows that there).
+        export CONTAINERS_REGISTRIES_CONF="$ENGINE_DIR/registries.conf"
+        printf '[[registry]]\nlocation = "127.0.0.1"\ninsecure = true\n' >"$CONTAINERS_REGISTRIES_CONF"
         if ! _answers "$PODMAN_SOCK"; then
             echo "-----> Starting podman's Docker API on $PODMAN_SOCK"
             podman system service --time=0 "unix://$PODMAN_SOCK" >"$ENGINE_DIR/podman.log" 2>&1 &

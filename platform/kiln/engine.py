@@ -66,6 +66,12 @@ class ContainerEngine(Protocol):
     def ensure_network(self, name: str) -> str: ...
     def images_of(self, repository: str) -> list[tuple[str, float, int]]: ...
     def remove_image(self, tag: str) -> None: ...
+    def push(
+        self, tag: str, remote: str, auth: dict[str, str] | None, on_line: Callable[[str], None]
+    ) -> None: ...
+    def fetch(
+        self, remote: str, tag: str, auth: dict[str, str] | None, on_line: Callable[[str], None]
+    ) -> None: ...
 
 
 class DockerEngine:
@@ -162,18 +168,49 @@ class DockerEngine:
         return ensure_network(self.client, name)
 
     def images_of(self, repository: str) -> list[tuple[str, float, int]]:
-        """Each tag of ``repository``, with when its image was made (Unix time) and its size."""
+        """Each name of ``repository``'s images (its local tags, and the names they were pushed
+        to a registry under), with when the image was made (Unix time) and its size."""
         found = []
-        for image in self.client.images.list(name=repository):
+        for image in self.client.images.list():
             created = _unix_time(str(image.attrs.get("Created", "")))
             size = int(image.attrs.get("Size") or 0)
-            tags = (_short(tag) for tag in image.tags)
-            found += [(tag, created, size) for tag in tags if tag.startswith(f"{repository}:")]
+            found += [(_short(tag), created, size) for tag in image.tags
+                      if local_name(tag).startswith(f"{repository}:")]  # fmt: skip
         return found
 
     def remove_image(self, tag: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             self.client.images.remove(tag)
+
+    def push(
+        self, tag: str, remote: str, auth: dict[str, str] | None, on_line: Callable[[str], None]
+    ) -> None:
+        """Push the local image ``tag`` to a registry as ``remote`` (which names it here too:
+        removing one name of two removes the image on podman; garbage collection takes both)."""
+        repository, version = _split(remote)
+        self.client.api.tag(tag, repository, version)
+        try:
+            stream = self.client.api.push(
+                repository, tag=version, auth_config=auth, stream=True, decode=True
+            )
+            _follow(stream, f"could not push {remote}", on_line)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise EngineError(f"could not push {remote}: {_reason(exc)}") from None
+
+    def fetch(
+        self, remote: str, tag: str, auth: dict[str, str] | None, on_line: Callable[[str], None]
+    ) -> None:
+        """Pull ``remote`` from its registry and name it ``tag`` here, as the head does."""
+        repository, version = _split(remote)
+        try:
+            stream = self.client.api.pull(
+                repository, tag=version, auth_config=auth, stream=True, decode=True
+            )
+            _follow(stream, f"could not pull {remote}", on_line)
+            local, local_version = _split(tag)
+            self.client.api.tag(remote, local, local_version)
+        except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+            raise EngineError(f"could not pull {remote}: {_reason(exc)}") from None
 
     def import_rootfs(self, tarball: Path, repository: str, tag: str) -> str:
         """Import a root filesystem tarball as ``repository:tag`` (``docker import``).
@@ -207,6 +244,27 @@ def _chunks(stream: Iterable[Any]) -> Iterator[dict[str, Any]]:
                     yield json.loads(line)
                 except json.JSONDecodeError:
                     yield {"stream": line}
+
+
+def _split(reference: str) -> tuple[str, str]:
+    """``host:5000/kiln/echo:b3`` -> (``host:5000/kiln/echo``, ``b3``)."""
+    repository, _, version = reference.rpartition(":")
+    if not repository or "/" in version:
+        return reference, "latest"
+    return repository, version
+
+
+def _follow(stream: Iterable[Any], failure: str, on_line: Callable[[str], None]) -> None:
+    """A push or pull's progress: each layer's outcome and the digest; its error raised."""
+    for chunk in _chunks(stream):
+        if chunk.get("error"):
+            raise EngineError(f"{failure}: {chunk.get('error')}")
+        status = str(chunk.get("status") or "")
+        if status in ("Pushed", "Layer already exists", "Pull complete", "Already exists") or (
+            status.startswith(("Digest:", "Status:")) or "digest:" in status
+        ):
+            layer = chunk.get("id")
+            on_line(f"{layer}: {status}" if layer else status)
 
 
 def _unix_time(stamp: str) -> float:
@@ -263,6 +321,16 @@ def ensure_network(client: Any, name: str) -> str:
         if exc.status_code != 409 and "already exists" not in str(exc).lower():
             raise
     return name
+
+
+def local_name(tag: str) -> str:
+    """``kiln/echo:b1`` for that tag under any name: short, podman's, or a registry's
+    (``10.0.0.5:5000/kiln/echo:b1``)."""
+    short = _short(tag)
+    first, _, rest = short.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return rest
+    return short
 
 
 def _short(tag: str) -> str:

@@ -69,6 +69,17 @@ class Settings(BaseSettings):
         description="kiln up --cluster: the address other nodes reach this head at (its Ray, "
         "the embedded vector store); default: none, one machine with Ray on loopback.",
     )
+    registry: str | None = Field(
+        None,
+        description="An image registry (host:port[/path]) builds push images to and nodes pull "
+        "them from; default: the one kiln up --cluster runs, else none (images stay in the "
+        "head's engine).",
+    )
+    registry_username: str | None = Field(None, description="The registry's user.")
+    registry_password: SecretStr | None = Field(None, description="That user's password.")
+    registry_port: int = Field(
+        5000, ge=1, le=65535, description="Port of the registry kiln up --cluster runs."
+    )
     ray_dashboard_url: str | None = Field(
         None,
         description="The Ray dashboard (Serve's REST API) of that cluster; default "

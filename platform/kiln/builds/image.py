@@ -16,6 +16,7 @@ from kiln.builds.artifacts import BuildJob
 from kiln.builds.bundle import REQUIREMENTS_FILE, runtime_bundle
 from kiln.builds.dockerfile import DockerfileOptions, render_dockerfile
 from kiln.builds.log import BuildFailed, BuildLog
+from kiln.builds.registry import registry_access
 from kiln.engine import ContainerEngine, EngineError
 from kiln.models import Artifact, ArtifactKind
 from kiln.settings import Settings
@@ -57,6 +58,20 @@ class ImageBuilder:
         except EngineError as exc:
             raise BuildFailed(steps.explain(exc.message, job), code="image_build_failed") from None
         log.step(f"Built {tag} ({image_id.removeprefix('sha256:')[:12]})")
+        registry = registry_access(self.settings)
+        if registry is not None:  # where the cluster's other nodes pull it from
+            remote = registry.remote(tag)
+            log.step(f"Pushing {remote}")
+            try:
+                self.engine.push(tag, remote, registry.auth(), log.info)
+            except EngineError as exc:
+                raise BuildFailed(
+                    f"{exc.message}; other nodes could not pull the image. Check that the "
+                    f"registry at {registry.address} runs and that this engine may push there "
+                    "(KILN_REGISTRY_USERNAME/PASSWORD; an HTTP registry must be in the engine's "
+                    "insecure registries)",
+                    code="image_push_failed",
+                ) from None
         return Artifact(
             kind=ArtifactKind.IMAGE,
             reference=tag,

@@ -88,6 +88,10 @@ def down(home: Path | None) -> None:
 
     if EmbeddedPostgres(settings).stop():
         success("Stopped the vector stores' PostgreSQL.")
+    from kiln.builds.registry import EmbeddedRegistry
+
+    if EmbeddedRegistry(settings).stop():
+        success("Stopped the image registry.")
     if pid is None and ray is None:
         raise NotFound(
             f"Kiln is not running from {settings.home}; start it with kiln up", code="not_running"

@@ -63,6 +63,18 @@ class Platform:
         from kiln.run.cluster import LocalRay, ray_headers
         from kiln.run.serve_api import ServeRest
 
+        if settings.cluster_address and not settings.registry:
+            from kiln.builds.registry import EmbeddedRegistry
+
+            registry = EmbeddedRegistry(settings)
+            if registry.available():
+                registry.ensure()
+                print(f"-----> Image registry for the cluster's nodes at {registry.address}")
+            else:
+                print(
+                    "-----> No image registry (install docker-registry, or set KILN_REGISTRY): "
+                    "image apps run on the head's engine only"
+                )
         if settings.ray_address:
             print(
                 f"-----> Using the Ray cluster at {settings.ray_address} ({settings.dashboard_url})"

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kiln.engine import ContainerEngine
+from kiln.engine import ContainerEngine, local_name
 from kiln.manifest import Manifest
 from kiln.models import ArtifactKind, BuildStatus
 from kiln.release.weights import model_cache
@@ -115,7 +115,7 @@ def _stale(folder: Path, kept: set[str], kind: GarbageKind, app: str, now: float
 def _stale_images(engine: ContainerEngine, app: str, kept: set[str]) -> list[Garbage]:
     found = []
     for tag, _created, size in engine.images_of(f"kiln/{app}"):
-        if tag not in kept:
+        if local_name(tag) not in kept:  # kept under its local name, pushed or not
             found.append(Garbage(GarbageKind.IMAGE, tag, size, app,
                                  f"no kept release of {app} runs it"))  # fmt: skip
     return found

@@ -107,6 +107,11 @@ def ray_environment(settings: Settings) -> dict[str, str]:
         env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     else:
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from kiln.builds.registry import registry_access
+
+    registry = registry_access(settings)
+    if registry is not None:  # supervisors pull images other nodes built
+        env.update(registry.environment())
     if settings.resolved_docker_host:
         env["DOCKER_HOST"] = settings.resolved_docker_host
     return env

@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from kiln.builds.registry import registry_access
 from kiln.errors import InvalidInput, KilnError, NotFound, Unavailable
 from kiln.models import NodeStatus
 from kiln.proc import alive, log_tail
@@ -41,6 +42,7 @@ class JoinToken(BaseModel):
     gcs: str  # host:port of the head's Ray
     ray_token: str | None
     secret_key: str
+    registry: dict[str, str] = {}  # KILN_REGISTRY and its credentials, where there is one
 
     def encode(self) -> str:
         raw = base64.urlsafe_b64encode(self.model_dump_json().encode()).decode()
@@ -74,6 +76,7 @@ def join_token(settings: Settings) -> JoinToken:
         gcs=settings.gcs_address,
         ray_token=ray_token(settings),
         secret_key=load_vault(settings).key_material,
+        registry=access.environment() if (access := registry_access(settings)) else {},
     )
 
 
@@ -112,7 +115,7 @@ class WorkerNode(LocalRay):
         self._keep(token)
         name = name or socket.gethostname()
         node = self.settings.model_copy(update={"cluster_address": address})
-        env = {**ray_environment(node), "KILN_NODE_NAME": name}
+        env = {**ray_environment(node), **token.registry, "KILN_NODE_NAME": name}
         ray = Path(sys.executable).parent / "ray"
         command = [
             str(ray), "start", "--address", gcs, "--block", "--disable-usage-stats",

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kiln.builds.registry import registry_access
 from kiln.errors import KilnError
 from kiln.gpu.capacity import NodeResources, choose_gpu, with_gpu_memory
 from kiln.manifest import AddonKind, GpuSpec, Manifest, Resources
@@ -92,6 +93,8 @@ class Reconciler:
         self.inventory = inventory  # NVML on every node, for gpu_memory; None: counts only
         self._gpu_memory: dict[str, int | None] = {}  # node id -> smallest GPU's bytes
         self.settings = settings
+        access = registry_access(settings)
+        self._registry = access.address if access is not None else None  # nodes pull from it
         self.interval_s = interval_s
         self.applied: dict[str, Any] | None = None
         # Per app: the Serve application Serve last accepted, and the verdict on each entry
@@ -187,6 +190,7 @@ class Reconciler:
                     log_dir=str(self.settings.log_dir),
                     model_cache=str(self.settings.home / "models"),
                     docker_host=self.settings.resolved_docker_host,
+                    registry=self._registry,
                 )
             except ValueError as exc:  # a stored manifest this version no longer accepts
                 entry = None

@@ -116,8 +116,9 @@ def _actor_options(manifest: Manifest, gpu: GpuSpec | None) -> dict[str, Any]:
 
 
 def dyno_spec(
-    item: Deployable, *, log_dir: str, docker_host: str | None, model_cache: str | None = None
-) -> DynoSpec:
+    item: Deployable, *, log_dir: str, docker_host: str | None, model_cache: str | None = None,
+    registry: str | None = None,
+) -> DynoSpec:  # fmt: skip
     """What a supervisor is told to run for ``item``'s release."""
     manifest = item.manifest
     return DynoSpec(
@@ -131,6 +132,9 @@ def dyno_spec(
         health_timeout_s=manifest.health.timeout_s,
         request_timeout_s=manifest.http.timeout,
         docker_host=docker_host,
+        image_source=f"{registry.rstrip('/')}/{item.artifact.reference}"
+        if registry and item.artifact.kind is ArtifactKind.IMAGE
+        else None,
         log_dir=log_dir,
         model_cache=model_cache if manifest.model is not None else None,
         model_folder=manifest.model.cache_folder if manifest.model is not None else None,
@@ -147,14 +151,16 @@ def canary_period(share: int) -> int:
 
 
 def application_config(
-    item: Deployable, *, log_dir: str, docker_host: str | None, model_cache: str | None = None
-) -> dict[str, Any] | None:
+    item: Deployable, *, log_dir: str, docker_host: str | None, model_cache: str | None = None,
+    registry: str | None = None,
+) -> dict[str, Any] | None:  # fmt: skip
     """The Serve application for one app, or None when its formation is zero replicas."""
     manifest = item.manifest
     replicas = _replicas(manifest, item.formation)
     if replicas.get("num_replicas") == 0:
         return None
-    spec = dyno_spec(item, log_dir=log_dir, docker_host=docker_host, model_cache=model_cache)
+    spec = dyno_spec(item, log_dir=log_dir, docker_host=docker_host, model_cache=model_cache,
+                     registry=registry)  # fmt: skip
     # Changes here reach running replicas through reconfigure(): no restart.
     user_config: dict[str, Any] = (
         {"public": True}
@@ -163,7 +169,7 @@ def application_config(
     )
     if item.canary is not None:  # each replica whose rank falls in the share swaps its dyno
         canary = dyno_spec(item.canary, log_dir=log_dir, docker_host=docker_host,
-                           model_cache=model_cache)  # fmt: skip
+                           model_cache=model_cache, registry=registry)  # fmt: skip
         user_config["canary"] = {"spec": canary.model_dump(mode="json"), "share": item.canary_share}
     deployment: dict[str, Any] = {
         "name": DEPLOYMENT,

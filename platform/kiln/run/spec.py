@@ -30,6 +30,9 @@ class DynoSpec(BaseModel):
     )
     stop_timeout_s: float = Field(20.0, description="SIGTERM to SIGKILL, when a dyno stops.")
     docker_host: str | None = Field(None, description="The engine that runs image dynos.")
+    image_source: str | None = Field(
+        None, description="The registry's name for the image: a node whose engine lacks it pulls."
+    )
     log_dir: str = Field(description="Where the platform's log sink writes app logs.")
     model_cache: str | None = Field(
         None, description="The platform's model cache (Hugging Face layout), read-only for dynos."

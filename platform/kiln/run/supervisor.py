@@ -13,6 +13,7 @@ __all__ = ["DynoFailed", "DynoSupervisor", "build"]
 import asyncio
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import ray
 from ray import serve
 from ray.serve import Application
 
-from kiln.engine import app_network
+from kiln.engine import EngineError, app_network, connect_engine
 from kiln.models import ArtifactKind
 from kiln.proc import host_environment
 from kiln.route.keys import KeyGuard
@@ -112,7 +113,7 @@ class DynoSupervisor:
     ) -> ContainerDyno:
         import docker
 
-        url = spec.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        url = _engine_url(spec)
         folder = spec.model_folder
         limits = ContainerLimits(
             network=app_network(spec.app),
@@ -184,10 +185,12 @@ class DynoSupervisor:
                 await self._bring(venv, roots, complete, say)
                 for runtime in _runtime_of(venv):
                     await self._bring(runtime, roots, complete, say)
+            if spec.artifact.kind is ArtifactKind.IMAGE and spec.image_source:
+                await asyncio.to_thread(self._pull, spec, say)
             if spec.model_cache and spec.model_folder and not self._on_head:
                 folder = Path(spec.model_cache) / spec.model_folder
                 await self._bring(folder, roots, _has_revision(spec.model_revision), say)
-        except (TransferFailed, OSError, ray.exceptions.RayError) as exc:
+        except (TransferFailed, EngineError, OSError, ray.exceptions.RayError) as exc:
             raise DynoFailed(
                 f"could not bring v{spec.release}'s artifact or model to node {node_name()}: "
                 f"{_reason(exc)}"
@@ -198,6 +201,25 @@ class DynoSupervisor:
             await asyncio.to_thread(
                 self.sandbox.link_model, Path(spec.model_cache), spec.model_folder
             )
+
+    def _pull(self, spec: DynoSpec, say: Callable[[str], None]) -> None:
+        """The image from the cluster's registry, unless this node's engine has it already."""
+        engine = connect_engine(_engine_url(spec))
+        reference, remote = spec.artifact.reference, spec.image_source
+        if engine is None:
+            raise EngineError(f"no container engine answers at {_engine_url(spec)} on this node")
+        if remote is None or engine.has_image(reference):
+            return
+        user = os.environ.get("KILN_REGISTRY_USERNAME")
+        auth = (
+            {"username": user, "password": os.environ.get("KILN_REGISTRY_PASSWORD", "")}
+            if user
+            else None
+        )
+        say(f"pulling {remote} into {engine.name} on this node")
+        started = time.monotonic()
+        engine.fetch(remote, reference, auth, say)
+        say(f"pulled {remote} in {time.monotonic() - started:.1f}s")
 
     async def _bring(
         self, path: Path, roots: list[Path], present: Callable[[Path], bool],
@@ -285,6 +307,12 @@ class DynoSupervisor:
         if self.pinned is not None:
             self.pinned.close()
         self.logs.stop()
+
+
+def _engine_url(spec: DynoSpec) -> str:
+    """This node's container engine: its own DOCKER_HOST (set where it joined), else the
+    head's, else the default socket."""
+    return os.environ.get("DOCKER_HOST") or spec.docker_host or "unix:///var/run/docker.sock"
 
 
 def _on_head() -> bool:
