@@ -28,7 +28,17 @@ class Platform:
         self.home = home
         self.ports = {
             name: free_port()
-            for name in ("api", "http", "ray", "dashboard", "agent", "stats", "metrics", "pg")
+            for name in (
+                "api",
+                "http",
+                "ray",
+                "dashboard",
+                "agent",
+                "stats",
+                "metrics",
+                "pg",
+                "registry",
+            )  # fmt: skip
         }
         # As a user's shell would have it: no KILN_* of the developer's, and Ray's defaults
         # (token auth) rather than what another test set for a cluster of its own.
@@ -44,6 +54,7 @@ class Platform:
             KILN_SANDBOX_DIR=str(sandboxes or home.parent / "sandboxes"),
             KILN_PG_DIR=f"{sandboxes or home.parent / 'sandboxes'}-pg/platform",
             KILN_VECTOR_PORT=str(self.ports["pg"]),
+            KILN_REGISTRY_PORT=str(self.ports["registry"]),
             RAY_SERVE_HAPROXY_STATS_PORT=str(self.ports["stats"]),
             RAY_SERVE_HAPROXY_METRICS_PORT=str(self.ports["metrics"]),
         )
