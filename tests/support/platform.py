@@ -38,7 +38,7 @@ class Platform:
                 "metrics",
                 "pg",
                 "registry",
-            )  # fmt: skip
+            )
         }
         # As a user's shell would have it: no KILN_* of the developer's, and Ray's defaults
         # (token auth) rather than what another test set for a cluster of its own.
