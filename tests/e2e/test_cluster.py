@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kiln.bench.hub import FakeHub
+from kiln.bench.netns import Bridge, Node, can_make_nodes
 from tests.support.apps import EXAMPLES
-from tests.support.cluster import Bridge, Node, can_make_nodes
-from tests.support.fake_hub import FakeHub
 from tests.support.platform import Load, Platform, deploy
 
 pytestmark = [

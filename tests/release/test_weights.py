@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from kiln.bench.hub import FakeHub
 from kiln.builds.log import BuildFailed
 from kiln.manifest import ModelRef
 from kiln.release.weights import model_cache, prefetch
 from kiln.settings import Settings
-from tests.support.fake_hub import FakeHub
 
 
 @pytest.fixture

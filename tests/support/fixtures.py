@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 
 from kiln.api import create_app
+from kiln.bench.hub import FakeHub
 from kiln.builds.artifacts import ArtifactBuilder
 from kiln.builds.builder import Builder
 from kiln.builds.image import DEFAULT_BASE, LOCAL_BASE
@@ -28,7 +29,6 @@ from kiln.settings import Settings
 from kiln.store import Store
 from tests.conftest import LiveApi
 from tests.support.apps import APPS, EXAMPLES  # noqa: F401 (re-exported for tests)
-from tests.support.fake_hub import FakeHub
 from tests.support.platform import Platform
 
 

@@ -1,5 +1,6 @@
 """A Hugging Face hub on loopback, serving model folders from disk, so the real download path
-(huggingface-hub's snapshot_download, HF_ENDPOINT) runs in tests with no network.
+(huggingface-hub's snapshot_download, HF_ENDPOINT) runs in tests and benchmarks with no
+network.
 
     hub = FakeHub({"kiln-test/tiny-llama": Path("model-folder")}).start()
     os.environ["HF_ENDPOINT"] = hub.url
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from tests.conftest import free_port
+from kiln.run.dyno import free_port
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
@@ -27,7 +28,9 @@ _COMMIT = re.compile(r"[0-9a-f]{40}")
 class FakeHub:
     def __init__(self, repos: dict[str, Path]) -> None:
         self.repos = repos
-        self.commits = {name: hashlib.sha1(name.encode()).hexdigest() for name in repos}
+        self.commits = {
+            name: hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest() for name in repos
+        }
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.downloads: list[str] = []
@@ -78,14 +81,16 @@ class FakeHub:
                         "type": "file",
                         "path": p.relative_to(root).as_posix(),
                         "size": len(data),
-                        "oid": hashlib.sha1(data).hexdigest(),
+                        "oid": hashlib.sha1(data, usedforsecurity=False).hexdigest(),
                     }
                 )
             return JSONResponse(entries)
-        target = root / file.group(3)
+        assert file is not None  # not an API path: a file path
+        name = file.group(3)
+        target = root / name
         if not target.is_file():
-            return self._missing("EntryNotFound", f"{file.group(3)} does not exist")
-        etag = f'"{hashlib.sha1(target.read_bytes()).hexdigest()}"'
+            return self._missing("EntryNotFound", f"{name} does not exist")
+        etag = f'"{hashlib.sha1(target.read_bytes(), usedforsecurity=False).hexdigest()}"'
         headers = {
             "X-Repo-Commit": commit,
             "ETag": etag,
@@ -93,7 +98,7 @@ class FakeHub:
         }
         if request.method == "HEAD":
             return Response(headers=headers)
-        self.downloads.append(f"{repo}/{file.group(3)}")
+        self.downloads.append(f"{repo}/{name}")
         return FileResponse(target, headers={"X-Repo-Commit": commit, "ETag": etag})
 
     def start(self) -> FakeHub:
