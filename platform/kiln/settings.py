@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     registry_port: int = Field(
         5000, ge=1, le=65535, description="Port of the registry kiln up --cluster runs."
     )
+    cluster_autoscales: bool = Field(
+        False,
+        description="Ray's autoscaler adds nodes on demand (KubeRay): a replica no node can hold "
+        "yet waits for one (kiln ps says so) instead of failing its release.",
+    )
     ray_dashboard_url: str | None = Field(
         None,
         description="The Ray dashboard (Serve's REST API) of that cluster; default "

@@ -247,6 +247,32 @@ def test_a_release_no_node_can_hold_fails_at_once_and_the_previous_one_keeps_run
     assert serve.applied[-1]["applications"][0]["args"]["spec"]["release"] == good  # never deployed
 
 
+def test_on_an_autoscaling_cluster_a_gpu_app_waits_for_a_node_instead_of_failing(
+    settings: Settings,
+) -> None:
+    from kiln.gpu.capacity import NodeResources
+    from kiln.manifest import parse_manifest
+
+    store = Store.open(settings)
+    serve = FakeServe()
+    nodes = [NodeResources("head", 0)]  # GPU workers scaled to zero
+    autoscaling = settings.model_copy(update={"cluster_autoscales": True})
+    reconciler = Reconciler(store, serve, autoscaling, nodes=lambda: nodes)
+    store.create_app("llm", actor="t")
+    build = store.builds.start("llm", actor="t")
+    manifest = parse_manifest('[resources]\ngpu = ["H100:2", "A100:2"]\n').model_dump_json()
+    version = store.release_build("llm", build_id=build.id, artifact=ARTIFACT, manifest=manifest,
+                                  description="d", actor="t").version  # fmt: skip
+    reconciler.reconcile()
+    assert store.get_release("llm", version).status is ReleaseStatus.PENDING  # not failed
+    options = serve.applied[-1]["applications"][0]["deployments"][0]["ray_actor_options"]
+    assert options["accelerator_type"] == "H100" and options["num_gpus"] == 2  # what Ray asks for
+    assert reconciler.waiting["llm"] == (
+        "no node can hold a replica yet (no node has H100s (the cluster has: no GPUs); no node "
+        "has A100s (the cluster has: no GPUs)); Ray's autoscaler was asked for a node that can"
+    )
+
+
 def test_gpu_memory_reserves_its_share_and_nvml_is_asked_once_per_node(settings: Settings) -> None:
     from kiln.gpu.capacity import NodeResources
     from kiln.manifest import parse_manifest

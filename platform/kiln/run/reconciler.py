@@ -103,6 +103,7 @@ class Reconciler:
         self._verdicts: dict[str, tuple[str, str | None]] = {}
         self._rejected: set[str] = set()
         self.last_status: dict[str, AppState] = {}
+        self.waiting: dict[str, str] = {}  # app -> why its replicas wait for a node
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -267,6 +268,17 @@ class Reconciler:
         kept = []
         for item, resources in needs:
             chosen, reason = choose_gpu(resources.gpu, nodes, resources.gpu_memory)
+            if reason is not None and self.settings.cluster_autoscales:
+                # No node can hold it yet: Serve's pending replica is the demand Ray's
+                # autoscaler answers with a node. The first preference is what it asks for.
+                self.waiting[item.app] = (
+                    f"no node can hold a replica yet ({reason}); Ray's autoscaler was asked "
+                    "for a node that can"
+                )
+                self._gpu_choice[item.app] = resources.gpu[0]
+                kept.append(item)
+                continue
+            self.waiting.pop(item.app, None)
             if reason is not None and item.status is ReleaseStatus.PENDING:
                 self._settle(
                     item,

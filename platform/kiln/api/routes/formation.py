@@ -79,6 +79,9 @@ def process_list(
         for r in state.replicas
     ]
     message = state.deployment_message or state.message
+    waiting = reconciler.waiting.get(app)
+    if waiting and any(r.state != "RUNNING" for r in state.replicas):
+        message = f"{waiting}. {message}"
     return ProcessList(
         app=app, release=state.release, status=state.status, message=message.strip()[:2000],
         formation=formation, replicas=replicas, url=url,
