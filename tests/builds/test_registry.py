@@ -3,6 +3,7 @@ with a password; builds push their image there, and an engine that lacks it pull
 under the name the release runs. Without the password, nothing is pushed or pulled."""
 
 import shutil
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from kiln.builds.image import ImageBuilder
-from kiln.builds.registry import EmbeddedRegistry, RegistryAccess
+from kiln.builds.registry import ENGINE_TRUST, EmbeddedRegistry, RegistryAccess
 from kiln.engine import DockerEngine, EngineError
 from kiln.models import BuildStatus
 from kiln.settings import Settings
@@ -30,9 +31,11 @@ def registry(tmp_path: Path) -> Iterator[RegistryAccess]:
         pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
     settings = Settings(home=tmp_path / "registry-home", registry_port=free_port())
     embedded = EmbeddedRegistry(settings, host="127.0.0.1")
-    access = embedded.ensure()
+    access = embedded.ensure()  # as root: this machine's engines now trust its CA
     yield access
     embedded.stop()
+    for root in ENGINE_TRUST:
+        shutil.rmtree(root / access.address, ignore_errors=True)
 
 
 def test_an_image_is_pushed_at_build_and_pulled_back_where_it_is_missing(
@@ -51,7 +54,8 @@ def test_an_image_is_pushed_at_build_and_pulled_back_where_it_is_missing(
     tag = build.artifact.reference
     remote = registry.remote(tag)
     assert f"-----> Pushing {remote}" in "\n".join(lines)
-    catalog = httpx.get(f"http://{registry.address}/v2/_catalog",
+    ca = ssl.create_default_context(cadata=registry.ca)  # its certificate names its address
+    catalog = httpx.get(f"https://{registry.address}/v2/_catalog", verify=ca,
                         auth=(registry.username or "", registry.password or ""))  # fmt: skip
     assert "kiln/echo" in catalog.json()["repositories"]
     assert engine.has_image(tag) and engine.has_image(remote)

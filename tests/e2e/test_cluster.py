@@ -7,6 +7,7 @@ home; a drained node and a lost one take no app down."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -37,9 +38,11 @@ class Cluster:
     apps: list[str]
 
     def join(self, number: int, *extra: str) -> Node:
+        """A worker with a container engine of its own (it has none of the head's images)."""
         node = Node(self.bridge, number, self.hidden)
         self.nodes[node.name] = node
-        node.join(self.bridge.head, self.token, self.kiln.env, "--num-cpus", "4", *extra)
+        node.join(self.bridge.head, self.token, self.kiln.env, "--num-cpus", "4", *extra,
+                  engine=True)  # fmt: skip
         return node
 
     def create(self, app: str) -> str:
@@ -99,6 +102,16 @@ def app_source(tmp_path: Path, name: str, replicas: int, **extra: str) -> Path:
     return source
 
 
+def answer(url: str) -> httpx.Response:
+    """The app's answer once HAProxy routes to it (right after a deploy it may still 404)."""
+    deadline = time.monotonic() + 30
+    while True:
+        response = httpx.get(url, timeout=30)
+        if response.status_code == 200 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.5)
+
+
 def where(cluster: Cluster, app: str) -> dict[str, int]:
     """How many of the app's dynos each node runs."""
     found = {}
@@ -123,7 +136,7 @@ def test_apps_run_on_the_nodes_with_their_slug_and_weights_brought_there(
     cluster.create("spread")
     output = deploy(kiln, app_source(tmp_path, "spread", 2), "spread", "--artifact", "slug")
     assert "v2 is live" in output
-    assert httpx.get(f"{kiln.app_url('spread')}/", timeout=30).json() == {"hello": "world"}
+    assert answer(f"{kiln.app_url('spread')}/").json() == {"hello": "world"}
     placed = kiln.wait("two dynos on the worker nodes", lambda: (w := where(cluster, "spread"))
                        and sum(w.values()) == 2 and w)  # fmt: skip
     assert "head" not in placed
@@ -157,10 +170,10 @@ def test_apps_run_on_the_nodes_with_their_slug_and_weights_brought_there(
         "    return json.loads(config.read_text())['model_type']\n"
     )
     assert "v2 is live" in deploy(kiln, source, "weights", "--artifact", "slug")
-    answer = httpx.get(f"{kiln.app_url('weights')}/", timeout=30)
+    kind = answer(f"{kiln.app_url('weights')}/")
     time.sleep(1)
     release = kiln.kiln("logs", "-a", "weights", "-n", "100").output
-    assert answer.status_code == 200 and answer.json() == "llama", release
+    assert kind.status_code == 200 and kind.json() == "llama", release
     assert "fetched models--kiln-test--tiny-llama" in release
 
 
@@ -219,3 +232,53 @@ def test_a_drained_node_and_a_lost_one_take_no_app_down(cluster: Cluster, tmp_pa
     assert drain_figures[0] > 0 and loss_figures[0] > 0
     assert load.results[200] > 0  # it answered again after the loss
     assert cluster.nodes_status()[lost]["state"] == "DEAD"
+
+
+def test_a_dyno_on_a_node_reaches_its_vector_store_on_the_head(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # The embedded PostgreSQL of a cluster head listens on the cluster address too; the app's
+    # own role and password (scram) let it in from another machine.
+    kiln = cluster.kiln
+    cluster.create("vectors")
+    source = tmp_path / "vectors"
+    source.mkdir()
+    (source / "kiln.toml").write_text(
+        'name = "vectors"\nruntime = "python"\naddons = ["vector-store"]\n'
+        "[scaling]\nmin_replicas = 1\nmax_replicas = 1\n"
+    )
+    (source / "requirements.txt").write_text("psycopg[binary]\n")
+    (source / "main.py").write_text(
+        "import json, os\nimport psycopg\n\n"
+        "def app(environ, start_response):\n"
+        "    with psycopg.connect(os.environ['KILN_VECTOR_URL'], connect_timeout=10) as db:\n"
+        "        row = db.execute('select current_user, host(inet_server_addr())').fetchone()\n"
+        "    start_response('200 OK', [('Content-Type', 'application/json')])\n"
+        "    return [json.dumps(list(row)).encode()]\n"
+    )
+    output = deploy(kiln, source, "vectors", "--artifact", "slug")
+    assert "v2 is live" in output
+    placed = where(cluster, "vectors")
+    assert placed and "head" not in placed
+    user, server = answer(f"{kiln.app_url('vectors')}/").json()
+    assert server == cluster.bridge.head and user != "postgres"  # its own role, over the network
+
+
+def test_an_image_app_on_a_node_is_pulled_from_the_cluster_registry(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # The head's engine builds and pushes to the registry kiln up --cluster runs (TLS with a CA
+    # of its own, which kiln up and nodes:join make the engines trust); the node's own engine
+    # pulls the image before the dyno starts.
+    if not os.environ.get("DOCKER_HOST"):
+        pytest.skip("no container engine for image builds (DOCKER_HOST)")
+    kiln = cluster.kiln
+    cluster.create("imaged")
+    output = deploy(kiln, app_source(tmp_path, "imaged", 1), "imaged", "--artifact", "image")
+    registry = f"{cluster.bridge.head}:{kiln.ports['registry']}"
+    assert f"-----> Pushing {registry}/kiln/imaged:b" in output and "v2 is live" in output, output
+    assert answer(f"{kiln.app_url('imaged')}/").json() == {"hello": "world"}
+    placed = where(cluster, "imaged")
+    assert placed and "head" not in placed
+    release = kiln.kiln("logs", "-a", "imaged", "--source", "release", "-n", "200").output
+    assert f"pulling {registry}/kiln/imaged:b" in release and "pulled " in release, release

@@ -30,6 +30,20 @@ def can_make_nodes() -> str | None:
     return None
 
 
+# A node's own podman (as root in a namespace that cannot raise rlimits: default ulimits it may
+# keep; runc), its image store and network definitions on the node's disk, not the host's.
+_ENGINE = (
+    "mkdir -p {dir}/root {dir}/run {dir}/networks && "
+    'printf \'[containers]\\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\\n'
+    '[engine]\\nruntime = "runc"\\n[network]\\nnetwork_config_dir = "{dir}/networks"\\n\' '
+    "> {dir}/containers.conf && export CONTAINERS_CONF={dir}/containers.conf && "
+    "(podman --root {dir}/root --runroot {dir}/run system service --time=0 "
+    "unix://{dir}/podman.sock > {dir}/podman.log 2>&1 &) && "
+    "for _ in $(seq 100); do [ -S {dir}/podman.sock ] && break; sleep 0.1; done && "
+    "export DOCKER_HOST=unix://{dir}/podman.sock && "
+)
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
 
@@ -71,21 +85,30 @@ class Node:
         self.outside = outside
 
     def run(
-        self, *command: str, env: dict[str, str], timeout: float = 180
+        self, *command: str, env: dict[str, str], timeout: float = 180, engine: bool = False
     ) -> subprocess.CompletedProcess[str]:
-        """``command`` on this node: in its network namespace, with the head's state hidden."""
+        """``command`` on this node: in its network namespace, with the head's state hidden;
+        with ``engine``, beside a container engine of the node's own (podman's Docker API,
+        its storage and networks on the node's disk), in DOCKER_HOST."""
         mounts = " && ".join(f"mount -t tmpfs tmpfs {p}" for p in self.hidden)
-        script = f'mount --make-rprivate / && {mounts} && exec "$@"'
+        script = f"mount --make-rprivate / && {mounts} && "
+        if engine:
+            script += _ENGINE.format(dir=self.home / "engine")
+        script += 'exec "$@"'
         return subprocess.run(
-            ["ip", "netns", "exec", self.netns, "unshare", "--mount", "--propagation", "private",
-             "sh", "-c", script, "node", *command],
+            # nsenter, not ip netns exec: that mounts a sysfs of its own, without the cgroup
+            # hierarchy a container engine needs
+            ["nsenter", f"--net=/run/netns/{self.netns}", "unshare", "--mount",
+             "--propagation", "private", "sh", "-c", script, "node", *command],
             env=env, capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
 
-    def join(self, head: str, token: str, env: dict[str, str], *extra: str) -> None:
+    def join(
+        self, head: str, token: str, env: dict[str, str], *extra: str, engine: bool = False
+    ) -> None:
         joined = self.run(
             sys.executable, "-m", "kiln", "nodes:join", head, "--token", token,
-            "--home", str(self.home), "--name", self.name, *extra, env=env,
+            "--home", str(self.home), "--name", self.name, *extra, env=env, engine=engine,
         )  # fmt: skip
         assert joined.returncode == 0, joined.stdout + joined.stderr
 

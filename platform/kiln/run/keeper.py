@@ -84,7 +84,11 @@ class DynoKeeper:
         self._log(
             "release", f"starting v{self.spec.release} ({artifact.kind} {artifact.digest[:19]})"
         )
-        await self.host.prepare(self.spec)  # the artifact and weights on this node
+        try:
+            await self.host.prepare(self.spec)  # the artifact and weights on this node
+        except DynoFailed as exc:
+            self._log("release", str(exc))  # Serve keeps only its own words for a failed start
+            raise
         await self._start(self.spec.startup_timeout_s)
 
     async def _start(self, timeout_s: float) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from kiln.builds.registry import registry_access
+from kiln.builds.registry import RegistryAccess, registry_access, trust
 from kiln.errors import InvalidInput, KilnError, NotFound, Unavailable
 from kiln.models import NodeStatus
 from kiln.proc import alive, log_tail
@@ -43,6 +43,7 @@ class JoinToken(BaseModel):
     ray_token: str | None
     secret_key: str
     registry: dict[str, str] = {}  # KILN_REGISTRY and its credentials, where there is one
+    registry_ca: str | None = None  # the embedded registry's CA, for this node's engines
 
     def encode(self) -> str:
         raw = base64.urlsafe_b64encode(self.model_dump_json().encode()).decode()
@@ -77,6 +78,7 @@ def join_token(settings: Settings) -> JoinToken:
         ray_token=ray_token(settings),
         secret_key=load_vault(settings).key_material,
         registry=access.environment() if (access := registry_access(settings)) else {},
+        registry_ca=access.ca if access else None,
     )
 
 
@@ -113,6 +115,8 @@ class WorkerNode(LocalRay):
         host = gcs.rsplit(":", 1)[0]
         address = address or local_address(host)
         self._keep(token)
+        if token.registry_ca and token.registry.get("KILN_REGISTRY"):
+            trust(RegistryAccess(token.registry["KILN_REGISTRY"], ca=token.registry_ca))
         name = name or socket.gethostname()
         node = self.settings.model_copy(update={"cluster_address": address})
         env = {**ray_environment(node), **token.registry, "KILN_NODE_NAME": name}
