@@ -94,6 +94,14 @@ class Settings(BaseSettings):
     ray_dashboard_port: int = Field(
         8265, ge=1, le=65535, description="Dashboard port of the local Ray."
     )
+    serve_fallback_port: int = Field(
+        8500,
+        ge=1,
+        le=65535,
+        description="Port of Serve's fallback proxy behind HAProxy (gRPC: the next one). Serve "
+        "binds it with SO_REUSEPORT, so two platforms on one machine must not share it: the "
+        "kernel would hand one's requests to the other's proxy.",
+    )
     ray_num_cpus: float | None = Field(
         None,
         ge=0,

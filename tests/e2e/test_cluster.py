@@ -104,10 +104,16 @@ def app_source(tmp_path: Path, name: str, replicas: int, **extra: str) -> Path:
 
 def answer(url: str) -> httpx.Response:
     """The app's answer once HAProxy routes to it (right after a deploy it may still 404)."""
-    deadline = time.monotonic() + 30
+    started = time.monotonic()
+    deadline = started + 120
     while True:
         response = httpx.get(url, timeout=30)
         if response.status_code == 200 or time.monotonic() > deadline:
+            print(
+                f"{url} answered {response.status_code} after {time.monotonic() - started:.1f}s",
+                response.headers,
+                response.text[:200],
+            )
             return response
         time.sleep(0.5)
 

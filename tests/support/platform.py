@@ -38,6 +38,7 @@ class Platform:
                 "metrics",
                 "pg",
                 "registry",
+                "fallback",
             )
         }
         # As a user's shell would have it: no KILN_* of the developer's, and Ray's defaults
@@ -55,6 +56,7 @@ class Platform:
             KILN_PG_DIR=f"{sandboxes or home.parent / 'sandboxes'}-pg/platform",
             KILN_VECTOR_PORT=str(self.ports["pg"]),
             KILN_REGISTRY_PORT=str(self.ports["registry"]),
+            KILN_SERVE_FALLBACK_PORT=str(self.ports["fallback"]),
             RAY_SERVE_HAPROXY_STATS_PORT=str(self.ports["stats"]),
             RAY_SERVE_HAPROXY_METRICS_PORT=str(self.ports["metrics"]),
         )

@@ -45,7 +45,7 @@ class Head:
     def __init__(self, base: Path, bridge: Bridge, hub: FakeHub) -> None:
         self.home = base / "home"
         ports = {name: free_port() for name in ("api", "http", "ray", "dash", "agent", "st",
-                                                "me", "pg", "reg")}  # fmt: skip
+                                                "me", "pg", "reg", "fb")}  # fmt: skip
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("KILN_", "RAY_"))}
         self.env.update(
             KILN_HOME=str(self.home), KILN_API_PORT=str(ports["api"]),
@@ -53,7 +53,8 @@ class Head:
             KILN_RAY_DASHBOARD_PORT=str(ports["dash"]), KILN_RAY_AGENT_PORT=str(ports["agent"]),
             KILN_SANDBOX_DIR=f"/var/lib/kiln/bench-{bridge.name}",
             KILN_PG_DIR=f"/var/lib/kiln/bench-{bridge.name}-pg", KILN_VECTOR_PORT=str(ports["pg"]),
-            KILN_REGISTRY_PORT=str(ports["reg"]), RAY_SERVE_HAPROXY_STATS_PORT=str(ports["st"]),
+            KILN_REGISTRY_PORT=str(ports["reg"]), KILN_SERVE_FALLBACK_PORT=str(ports["fb"]),
+            RAY_SERVE_HAPROXY_STATS_PORT=str(ports["st"]),
             RAY_SERVE_HAPROXY_METRICS_PORT=str(ports["me"]), KILN_CLUSTER_ADDRESS=bridge.head,
             KILN_RAY_NUM_CPUS="2", HF_ENDPOINT=hub.url,
         )  # fmt: skip

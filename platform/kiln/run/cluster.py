@@ -95,6 +95,10 @@ def ray_environment(settings: Settings) -> dict[str, str]:
         RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S=os.environ.get(
             "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S", "3660"
         ),
+        # Serve's fallback proxy binds with SO_REUSEPORT on a fixed port (8500) by default: two
+        # platforms on one machine would share it, each getting the other's requests.
+        RAY_SERVE_FALLBACK_PROXY_HTTP_PORT=str(settings.serve_fallback_port),
+        RAY_SERVE_FALLBACK_PROXY_GRPC_PORT=str(settings.serve_fallback_port + 1),
         KILN_HOME=str(settings.home),
         KILN_NODE_NAME=os.environ.get("KILN_NODE_NAME", "head"),
         KILN_LOG_MAX_BYTES=str(settings.log_max_bytes),  # the log sink rotates app logs
@@ -103,6 +107,18 @@ def ray_environment(settings: Settings) -> dict[str, str]:
     )
     # One machine: Ray stays on loopback (else it maps localhost to eth0's address). A cluster's
     # head and nodes must not have it: with it, Ray refuses a second node.
+    # HAProxy's config, admin socket and state: in the platform's private directory, not the
+    # shared /tmp/haproxy-serve where another local user could plant them first.
+    # (Serve adds the node's 56-character id; HAProxy takes socket paths up to 97 bytes.)
+    private = _temp_dir(settings.home).parent / "h"
+    private.mkdir(mode=0o700, exist_ok=True)
+    env.update(
+        RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(private / "haproxy.cfg"),
+        RAY_SERVE_HAPROXY_SOCKET_PATH=str(private / "admin.sock"),
+        RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(private),
+        RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(private / "server-state"),
+        RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH=str(private / "metrics.sock"),
+    )
     if settings.cluster_address:
         env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     else:
