@@ -251,3 +251,27 @@ def test_git_remote_sets_up_push_with_the_stored_token(
     assert "-----> Released v2" in pushed.stderr
     info = CliRunner().invoke(cli, ["apps:info"])  # the app comes from the kiln remote
     assert f"=== {app}" in info.output
+
+
+def test_requests_at_once_set_up_the_repository_without_tripping_over_its_config(
+    tmp_path: Path,
+) -> None:
+    # Every git request makes sure of the repository; two writers of its config at once made
+    # git refuse one ("could not lock config file") and that push got a 500.
+    from kiln.git.repos import ensure_repo
+
+    ensure_repo(tmp_path, "race", 1000)
+    failures: list[BaseException] = []
+
+    def request(limit: int) -> None:
+        try:
+            ensure_repo(tmp_path, "race", limit)
+        except BaseException as exc:  # collected for the assertion
+            failures.append(exc)
+
+    threads = [threading.Thread(target=request, args=(2000 + i % 2,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []

@@ -7,6 +7,7 @@ __all__ = ["DEPLOY_BRANCHES", "ensure_repo", "repo_path"]
 import shlex
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from kiln import names
@@ -25,7 +26,14 @@ def repo_path(home: Path, app: str) -> Path:
 def ensure_repo(home: Path, app: str, max_input_bytes: int | None = None) -> Path:
     """The app's bare repository, created on first use (idempotent); git itself refuses a
     push's pack past ``max_input_bytes`` (the upload limit)."""
-    path = repo_path(home, app)
+    with _ensuring:  # pushes at once: git refuses two writers of one config ("could not lock")
+        return _ensure(repo_path(home, app), max_input_bytes)
+
+
+_ensuring = threading.Lock()
+
+
+def _ensure(path: Path, max_input_bytes: int | None) -> Path:
     if not (path / "HEAD").exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
@@ -38,7 +46,11 @@ def ensure_repo(home: Path, app: str, max_input_bytes: int | None = None) -> Pat
             ("core.sharedRepository", "false"),
         ):
             subprocess.run(["git", "-C", str(path), "config", key, value], check=True)
-    if max_input_bytes is not None:
+    current = subprocess.run(
+        ["git", "-C", str(path), "config", "--get", "receive.maxInputSize"],
+        capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    if max_input_bytes is not None and current != str(max_input_bytes):
         subprocess.run(
             ["git", "-C", str(path), "config", "receive.maxInputSize", str(max_input_bytes)],
             check=True,
