@@ -1,13 +1,14 @@
 """Processes, as every stage runs them: a command's output line by line (with a time limit and,
 for an app's code, the app's uid), the host environment a process on the host gets, whether a
-PID still runs, and a log's last lines.
+PID still runs, a log's last lines, and a job the control plane repeats on a thread of its own.
 """
 
 from __future__ import annotations
 
-__all__ = ["alive", "host_environment", "log_tail", "run_streaming"]
+__all__ = ["Every", "alive", "host_environment", "log_tail", "run_streaming", "running_pid"]
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -81,8 +82,48 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def running_pid(pid_file: Path) -> int | None:
+    """The PID a pid file names, if that process is alive; None otherwise."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
 def log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+class Every:
+    """``job`` every ``interval_s`` on a daemon thread named ``name``, until ``stop``; a job
+    that raises is logged (``failure``) and the next one runs anyway."""
+
+    def __init__(
+        self, name: str, interval_s: float, job: Callable[[], object], failure: str
+    ) -> None:
+        self.name = name
+        self.interval_s = interval_s
+        self.job = job
+        self.failure = failure
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.job()
+            except Exception:
+                logging.getLogger(__name__).exception(self.failure)

@@ -236,6 +236,8 @@ def test_a_drained_node_and_a_lost_one_take_no_app_down(cluster: Cluster, tmp_pa
     loss_figures = (sum(load.results.values()), load.failures)
     print(f"drain of {drained}: {drain_figures}; loss of {lost}: {loss_figures}")
     assert drain_figures[0] > 0 and loss_figures[0] > 0
+    for sent, failed in (drain_figures, loss_figures):  # 0 in every run seen; a bound, not a wish
+        assert sum(failed.values()) <= sent * 0.1, (drain_figures, loss_figures)
     assert load.results[200] > 0  # it answered again after the loss
     assert cluster.nodes_status()[lost]["state"] == "DEAD"
 

@@ -95,19 +95,25 @@ def test_a_dyno_dies_with_its_supervisor(tmp_path: Path) -> None:
         time.sleep(0.05)
 
 
+def echo_image(engine: DockerEngine, store: Store, settings: Settings, archive_of: Any) -> str:
+    """examples/echo built into an image on ``engine``; its tag."""
+    store.create_app("echo", actor="test")
+    builder = deployer(store, settings, ImageBuilder(engine, settings))
+    build = builder.deploy("echo", archive_of(EXAMPLES / "echo"), actor="test")
+    assert build.artifact is not None
+    return build.artifact.reference
+
+
 @pytest.mark.integration
 def test_a_container_dyno_serves_on_loopback_and_is_removed_when_stopped(
     engine: DockerEngine, sqlite_store: Store, build_settings: Settings, archive_of: Any
 ) -> None:
     # On each engine: dockerd, and a podman that may lack an init binary (then none is used).
-    sqlite_store.create_app("echo", actor="test")
-    builder = deployer(sqlite_store, build_settings, ImageBuilder(engine, build_settings))
-    build = builder.deploy("echo", archive_of(EXAMPLES / "echo"), actor="test")
-    assert build.artifact is not None
+    image = echo_image(engine, sqlite_store, build_settings, archive_of)
     name = f"kiln-test-{uuid.uuid4().hex[:8]}"
     lines: list[str] = []
     dyno = ContainerDyno(
-        engine.client, engine.url, build.artifact.reference, {"GREETING": "dyno"}, lines.append,
+        engine.client, engine.url, image, {"GREETING": "dyno"}, lines.append,
         name=name, labels={"kiln.app": "echo"}, gpu_ids=[],
     )  # fmt: skip
     dyno.start()
@@ -126,10 +132,7 @@ def test_a_container_dyno_in_kilns_sandbox_has_no_port_its_own_network_and_limit
     engine: DockerEngine, sqlite_store: Store, build_settings: Settings, archive_of: Any,
     tmp_path: Path,
 ) -> None:  # fmt: skip
-    sqlite_store.create_app("echo", actor="test")
-    builder = deployer(sqlite_store, build_settings, ImageBuilder(engine, build_settings))
-    build = builder.deploy("echo", archive_of(EXAMPLES / "echo"), actor="test")
-    assert build.artifact is not None
+    image = echo_image(engine, sqlite_store, build_settings, archive_of)
     name = f"kiln-test-{uuid.uuid4().hex[:8]}"
     network = f"kiln-app-test-{uuid.uuid4().hex[:6]}"
     sockets = Path(tempfile.mkdtemp(prefix="kiln-mount-", dir="/tmp"))
@@ -137,7 +140,7 @@ def test_a_container_dyno_in_kilns_sandbox_has_no_port_its_own_network_and_limit
                              socket_dir=sockets / "dyno")  # fmt: skip
     lines: list[str] = []
     dyno = ContainerDyno(
-        engine.client, engine.url, build.artifact.reference, {"GREETING": "boxed"}, lines.append,
+        engine.client, engine.url, image, {"GREETING": "boxed"}, lines.append,
         name=name, labels={"kiln.app": "echo"}, gpu_ids=[], limits=limits,
     )  # fmt: skip
     dyno.start()
@@ -192,13 +195,10 @@ def test_a_container_dyno_that_reserved_a_gpu_and_sees_none_stops_saying_so(
     engine: DockerEngine, sqlite_store: Store, build_settings: Settings, archive_of: Any
 ) -> None:
     # What a node whose engine cannot hand GPUs over gives the dyno: the GPU numbered, no device.
-    sqlite_store.create_app("echo", actor="test")
-    builder = deployer(sqlite_store, build_settings, ImageBuilder(engine, build_settings))
-    build = builder.deploy("echo", archive_of(EXAMPLES / "echo"), actor="test")
-    assert build.artifact is not None
+    image = echo_image(engine, sqlite_store, build_settings, archive_of)
     lines: list[str] = []
     dyno = ContainerDyno(
-        engine.client, engine.url, build.artifact.reference,
+        engine.client, engine.url, image,
         gpu_environment(["1"], ArtifactKind.IMAGE), lines.append,
         name=f"kiln-test-{uuid.uuid4().hex[:8]}", labels={"kiln.app": "echo"}, gpu_ids=[],
     )  # fmt: skip

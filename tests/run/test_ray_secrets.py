@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kiln.errors import KilnError
-from kiln.run.cluster import _temp_dir, ray_environment, ray_headers, ray_token
+from kiln.run.cluster import ray_environment, ray_headers, ray_temp_dir, ray_token
 from kiln.settings import Settings
 
 
@@ -47,13 +47,13 @@ def test_token_auth_can_be_turned_off_explicitly(
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs another uid to plant the directory")
 def test_a_temp_dir_someone_else_made_first_is_refused(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    planted = _temp_dir(home).parent
+    planted = ray_temp_dir(home).parent
     os.chown(planted, 4242, 4242)
     try:
         with pytest.raises(KilnError, match="is not a directory owned by this platform's user"):
-            _temp_dir(home)
+            ray_temp_dir(home)
     finally:
         planted.rmdir()
-    made = _temp_dir(home).parent
+    made = ray_temp_dir(home).parent
     assert stat.S_IMODE(made.stat().st_mode) == 0o700
     made.rmdir()

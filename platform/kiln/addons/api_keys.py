@@ -9,19 +9,16 @@ from __future__ import annotations
 __all__ = ["ApiKeysProvider", "UsageLedger"]
 
 import json
-import logging
-import threading
 import time
 from typing import Any
 
 from kiln.addons.base import Provisioned
 from kiln.manifest import AddonKind
 from kiln.models import LogSource
+from kiln.proc import Every
 from kiln.run.logs import records_since
 from kiln.settings import Settings
 from kiln.store import Store
-
-logger = logging.getLogger(__name__)
 
 
 class ApiKeysProvider:
@@ -52,24 +49,15 @@ class UsageLedger:
         self.settings = settings
         self.interval_s = interval_s
         self.settle_s = settle_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._every = Every(
+            "kiln-key-usage", interval_s, self.ingest, "counting API keys' use failed"
+        )
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="kiln-key-usage", daemon=True)
-        self._thread.start()
+        self._every.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.ingest()
-            except Exception:
-                logger.exception("counting API keys' use failed")
+        self._every.stop()
 
     def ingest(self, now: float | None = None) -> None:
         upto = (time.time() if now is None else now) - self.settle_s

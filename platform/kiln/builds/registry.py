@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from kiln.errors import Unavailable
-from kiln.proc import alive, log_tail
+from kiln.proc import alive, log_tail, running_pid
 from kiln.settings import Settings
 
 USERNAME = "kiln"
@@ -101,11 +101,7 @@ class EmbeddedRegistry:
         return shutil.which(self.BINARY) is not None
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if alive(pid) else None
+        return running_pid(self.pid_file)
 
     def answers(self) -> bool:
         try:  # 401 without credentials: it runs, and asks for them

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from kiln.errors import Conflict, KilnError, NotFound
-from kiln.proc import alive, log_tail
+from kiln.proc import alive, log_tail, running_pid
 from kiln.settings import Settings
 
 
@@ -35,11 +35,8 @@ class PidFile:
         self.path = home / "run" / "kiln.pid"
 
     def read(self) -> int | None:
-        try:
-            pid = int(self.path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if alive(pid) and _is_kiln(pid) else None
+        pid = running_pid(self.path)
+        return pid if pid is not None and _is_kiln(pid) else None
 
     def claim(self) -> None:
         running = self.read()

@@ -15,10 +15,8 @@ from __future__ import annotations
 __all__ = ["CanaryWatcher", "Decision", "Figures", "canary_info", "figures", "judge"]
 
 import enum
-import logging
 import math
 import re
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from typing import TYPE_CHECKING
 from kiln.errors import NotFound
 from kiln.manifest import Manifest, Rollout
 from kiln.models import CanaryFigures, CanaryInfo, CanaryPart, LogRecord, LogSource
+from kiln.proc import Every
 from kiln.run.logs import records_since
 from kiln.settings import Settings
 from kiln.store import Store
@@ -34,7 +33,6 @@ from kiln.store import Store
 if TYPE_CHECKING:
     from kiln.release.releaser import Releaser
 
-logger = logging.getLogger(__name__)
 
 _P95_SLACK_MS = 50.0
 # The supervisor's router line: "GET /path 200 12.3ms", maybe followed by " (why it ended)".
@@ -151,24 +149,13 @@ class CanaryWatcher:
         self.releaser = releaser
         self.settings = settings
         self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._every = Every("kiln-canaries", interval_s, self.check, "judging canaries failed")
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="kiln-canaries", daemon=True)
-        self._thread.start()
+        self._every.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.check()
-            except Exception:
-                logger.exception("judging canaries failed")
+        self._every.stop()
 
     def check(self) -> None:
         for item in self.releaser.store.deployables():

@@ -6,7 +6,10 @@ The cluster outlives the control plane, so apps keep serving while the control p
 
 from __future__ import annotations
 
-__all__ = ["LocalRay", "node_name", "ray_environment", "ray_headers", "ray_token"]
+__all__ = [
+    "LocalRay", "node_name", "ray_environment", "ray_headers", "ray_temp_dir", "ray_token",
+    "ray_token_path",
+]  # fmt: skip
 
 import contextlib
 import hashlib
@@ -22,13 +25,13 @@ from pathlib import Path
 import httpx
 
 from kiln.errors import KilnError
-from kiln.proc import alive, log_tail
+from kiln.proc import alive, log_tail, running_pid
 from kiln.sandbox import check_owned
 from kiln.settings import Settings
 from kiln.vault import load_vault
 
 
-def _token_path(settings: Settings) -> Path:
+def ray_token_path(settings: Settings) -> Path:
     return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or settings.home / "ray" / "auth_token")
 
 
@@ -42,7 +45,7 @@ def ray_token(settings: Settings) -> str | None:
         return None
     if os.environ.get("RAY_AUTH_TOKEN"):
         return os.environ["RAY_AUTH_TOKEN"].strip()
-    path = _token_path(settings)
+    path = ray_token_path(settings)
     if not path.exists():
         if settings.ray_address:
             raise KilnError(
@@ -70,7 +73,7 @@ def ray_environment(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     if ray_token(settings) is not None and not env.get("RAY_AUTH_TOKEN"):
         env["RAY_AUTH_MODE"] = "token"
-        env["RAY_AUTH_TOKEN_PATH"] = str(_token_path(settings))
+        env["RAY_AUTH_TOKEN_PATH"] = str(ray_token_path(settings))
     env.update(
         RAY_AUTH_MODE=env.get("RAY_AUTH_MODE", "token"),
         RAY_USAGE_STATS_ENABLED="0",
@@ -110,7 +113,7 @@ def ray_environment(settings: Settings) -> dict[str, str]:
     # HAProxy's config, admin socket and state: in the platform's private directory, not the
     # shared /tmp/haproxy-serve where another local user could plant them first.
     # (Serve adds the node's 56-character id; HAProxy takes socket paths up to 97 bytes.)
-    private = _temp_dir(settings.home).parent / "h"
+    private = ray_temp_dir(settings.home).parent / "h"
     private.mkdir(mode=0o700, exist_ok=True)
     env.update(
         RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(private / "haproxy.cfg"),
@@ -144,7 +147,7 @@ def node_name() -> str:
     return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
 
 
-def _temp_dir(home: Path) -> Path:
+def ray_temp_dir(home: Path) -> Path:
     """Ray's temp dir: short (unix socket paths stay under ~107 bytes), one per home, and inside
     a directory only the platform's user may enter: Ray makes its own temp dir world-writable,
     and its sockets and logs must stay out of apps' reach."""
@@ -170,11 +173,7 @@ class LocalRay:
         self.log = settings.home / "logs" / "ray.log"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if alive(pid) else None
+        return running_pid(self.pid_file)
 
     def answers(self) -> bool:
         try:
@@ -217,7 +216,7 @@ class LocalRay:
             "--node-ip-address", settings.cluster_address or "127.0.0.1",
             "--node-name", os.environ.get("KILN_NODE_NAME", "head"),
             "--port", str(settings.ray_port),
-            "--temp-dir", str(_temp_dir(settings.home)),
+            "--temp-dir", str(ray_temp_dir(settings.home)),
             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
             "--dashboard-port", str(settings.ray_dashboard_port),
             "--dashboard-agent-listen-port", str(settings.ray_agent_port),

@@ -84,17 +84,22 @@ def last_records(
     """The app's last ``count`` records that ``keep`` accepts, oldest first, read backwards
     from the end (through rotated files when needed): the work is what is shown."""
     found: list[LogRecord] = []
+    for record in _records_backwards(directory, app, block):
+        if keep(record):
+            found.append(record)
+            if len(found) >= count:
+                break
+    return sorted(found, key=lambda r: r.ts)
+
+
+def _records_backwards(directory: Path, app: str, block: int) -> Iterator[LogRecord]:
+    """The app's records, last first, through its rotated files; a line cut short is skipped."""
     for path in log_files(directory, app):
         for raw in _backwards(path, block):
             try:
-                record = LogRecord.model_validate_json(raw)
+                yield LogRecord.model_validate_json(raw)
             except ValueError:
                 continue
-            if keep(record):
-                found.append(record)
-                if len(found) >= count:
-                    return sorted(found, key=lambda r: r.ts)
-    return sorted(found, key=lambda r: r.ts)
 
 
 def _backwards(path: Path, block: int) -> Iterator[bytes]:
@@ -136,16 +141,11 @@ def records_since(
     the work is the window's, not the whole log's. Replicas ship lines in batches, so the
     file is in time order only within ``slack_s``."""
     found: list[LogRecord] = []
-    for path in log_files(directory, app):
-        for raw in _backwards(path, block):
-            try:
-                record = LogRecord.model_validate_json(raw)
-            except ValueError:
-                continue
-            if record.ts < since - slack_s:
-                return sorted(found, key=lambda r: r.ts)
-            if record.ts >= since:
-                found.append(record)
+    for record in _records_backwards(directory, app, block):
+        if record.ts < since - slack_s:
+            break
+        if record.ts >= since:
+            found.append(record)
     return sorted(found, key=lambda r: r.ts)
 
 

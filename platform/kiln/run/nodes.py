@@ -30,7 +30,7 @@ from kiln.builds.registry import RegistryAccess, registry_access, trust
 from kiln.errors import InvalidInput, KilnError, NotFound, Unavailable
 from kiln.models import NodeStatus
 from kiln.proc import alive, log_tail
-from kiln.run.cluster import LocalRay, _temp_dir, _token_path, ray_environment, ray_token
+from kiln.run.cluster import LocalRay, ray_environment, ray_temp_dir, ray_token, ray_token_path
 from kiln.run.serve_api import AppState
 from kiln.settings import Settings
 from kiln.vault import KEY_FILE, load_vault
@@ -124,7 +124,7 @@ class WorkerNode(LocalRay):
         command = [
             str(ray), "start", "--address", gcs, "--block", "--disable-usage-stats",
             "--node-ip-address", address, "--node-name", name,
-            "--temp-dir", str(_temp_dir(self.settings.home)),
+            "--temp-dir", str(ray_temp_dir(self.settings.home)),
             "--num-cpus", f"{num_cpus if num_cpus is not None else os.cpu_count() or 1:g}",
         ]  # fmt: skip
         if num_gpus is not None:  # else Ray counts the node's GPUs itself
@@ -159,7 +159,7 @@ class WorkerNode(LocalRay):
 
     def _keep(self, token: JoinToken) -> None:
         """The head's Ray token and secret key, where this node's Ray processes read them."""
-        for path, value in ((_token_path(self.settings), token.ray_token),
+        for path, value in ((ray_token_path(self.settings), token.ray_token),
                             (self.settings.home / KEY_FILE, token.secret_key)):  # fmt: skip
             if value is None:
                 continue
