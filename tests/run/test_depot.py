@@ -3,6 +3,7 @@ same tree (owners, modes, hard and symbolic links), all or nothing, fetched once
 
 import asyncio
 import os
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,38 @@ def test_a_slug_arrives_as_it_was_made(tmp_path: Path) -> None:
     if os.geteuid() == 0:
         assert (app / "main.py").stat().st_gid == APP_UID
     assert [p.name for p in target.parent.iterdir()] == ["abc123"]  # no staging left
+
+
+class SlowToExit(subprocess.Popen[bytes]):
+    """tar as a loaded machine sees it: its output has ended, the process has not yet."""
+
+    def __init__(self, args: list[str], **kwargs: Any) -> None:
+        script = '"$@"; code=$?; exec >&-; sleep 0.5; exit $code'
+        super().__init__(["sh", "-c", script, "sh", *args], **kwargs)
+
+
+def test_a_tar_still_exiting_after_its_last_chunk_is_a_sound_transfer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    head = tmp_path / "head"
+    monkeypatch.setattr("kiln.run.depot.subprocess.Popen", SlowToExit)
+    chunks = list(pack(slug_like(head), [head]))
+    assert isinstance(chunks[-1], dict) and chunks[-1]["bytes"] > 9 * 2**20
+
+
+def test_a_reader_that_stops_early_leaves_no_tar_behind(tmp_path: Path) -> None:
+    head = tmp_path / "head"
+    chunks = pack(slug_like(head), [head])
+    next(chunks)
+    chunks.close()  # the node went away mid-transfer
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _tar_of(p, head)]
+
+
+def _tar_of(proc: Path, head: Path) -> bool:
+    try:
+        return str(head) in (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("damage", ["flipped", "cut", "lied"])

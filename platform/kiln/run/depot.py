@@ -68,16 +68,23 @@ def pack(path: Path, roots: list[Path]) -> Iterator[bytes | dict[str, Any]]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert process.stdout is not None and process.stderr is not None
-    digest, size = hashlib.sha256(), 0
+    digest, size, finished = hashlib.sha256(), 0, False
     try:
         while chunk := process.stdout.read(CHUNK):
             digest.update(chunk)
             size += len(chunk)
             yield chunk
+        finished = True
     finally:
-        if process.poll() is None:
+        # At the end of its output tar may not have exited yet: wait for it then (killing it
+        # there would fail a sound transfer); kill it only when the reader stopped early.
+        if not finished:
             process.kill()
-        code = process.wait()
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            code = process.wait()
     if code != 0:
         raise TransferFailed(f"tar could not read {path}: {process.stderr.read().decode()[-500:]}")
     yield {"sha256": digest.hexdigest(), "bytes": size}
