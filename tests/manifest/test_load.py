@@ -214,3 +214,36 @@ def test_json_schema_describes_every_field() -> None:
                 walk(value)
 
     walk(schema)
+
+
+def test_the_llm_section_reads_engine_adapters_and_engine_args() -> None:
+    manifest = parse_manifest(
+        'runtime = "llm"\nmodel = "org/base@main"\n[llm]\nengine = "vllm"\nmax_model_len = 8192\n'
+        'adapters = { sql = "org/sql-lora@v2" }\nengine_args = { enable_prefix_caching = true }\n'
+    )
+    assert manifest.llm.engine == "vllm" and manifest.llm.max_model_len == 8192
+    assert str(manifest.llm.adapters["sql"]) == "org/sql-lora@v2"
+    assert manifest.llm.engine_args == {"enable_prefix_caching": True}
+    assert parse_manifest('runtime = "llm"\nmodel = "org/base"\n').llm.engine == "auto"
+
+
+@pytest.mark.parametrize(
+    ("section", "wanted"),
+    [
+        ('engine = "tgi"', "engine"),
+        ('adapters = { "no way" = "org/a" }', "adapter name 'no way'"),
+        ('adapters = { sql = "not a repo" }', "Hugging Face repo id"),
+        ("engine_args = { port = 9000 }", "'port' is set by Kiln"),
+        ("engine_args = { tensor_parallel_size = 8 }", "set by Kiln"),
+        ('engine_args = { "--x;rm" = 1 }', "not an engine argument's name"),
+        ('engine = "transformers"\nadapters = { sql = "org/a" }', 'need engine = "vllm"'),
+    ],
+)
+def test_a_wrong_llm_section_says_what_and_where(section: str, wanted: str) -> None:
+    errors = errors_of(f'runtime = "llm"\nmodel = "org/base"\n[llm]\n{section}\n')
+    assert any(wanted in e for e in errors), errors
+
+
+def test_an_llm_section_on_another_runtime_is_refused() -> None:
+    [error] = errors_of('runtime = "python"\n[llm]\nengine = "vllm"\n')
+    assert '[llm] is for runtime = "llm"' in error

@@ -21,8 +21,11 @@ CORPUS = [
 ] * 50
 
 
-def build(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
-    """Save the model to OUT; ``hidden`` and ``layers`` make it bigger (e.g. for a GPU)."""
+def build(
+    out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, heads: int | None = None
+) -> Path:
+    """Save the model to OUT; ``hidden`` and ``layers`` make it bigger (e.g. for a GPU);
+    ``heads`` sets the attention heads (vLLM on CPU wants ``hidden / heads`` of 64 or more)."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -54,7 +57,7 @@ def build(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
     tokenizer.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(
         vocab_size=tokenizer.vocab_size + 8, hidden_size=hidden, intermediate_size=hidden * 2,
-        num_hidden_layers=layers, num_attention_heads=max(4, hidden // 64), num_key_value_heads=2, max_position_embeddings=512,
+        num_hidden_layers=layers, num_attention_heads=heads or max(4, hidden // 64), num_key_value_heads=2, max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
@@ -62,6 +65,25 @@ def build(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    return out
+
+
+def build_adapter(base: Path, out: Path, seed: int = 1, rank: int = 8) -> Path:
+    """A LoRA adapter for the model in ``base`` (peft's layout: adapter_config.json and
+    adapter_model.safetensors), its weights random so that it changes what the model says."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(
+        LlamaForCausalLM.from_pretrained(base),
+        LoraConfig(r=rank, lora_alpha=rank * 2, target_modules=["q_proj", "v_proj"],
+                   init_lora_weights=False),
+    )  # fmt: skip
+    model.save_pretrained(str(out))
+    config = out / "adapter_config.json"  # the hub name, not this machine's folder
+    config.write_text(config.read_text().replace(str(base), "kiln-test/base"))
     return out
 
 

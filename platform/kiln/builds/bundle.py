@@ -14,6 +14,7 @@ from pathlib import Path
 import kiln_runtime
 
 REQUIREMENTS_FILE = "runtime-requirements.txt"
+EXCLUDES_FILE = "excludes.txt"  # packages kept out though a dependency asks for them
 
 
 @dataclass(frozen=True)

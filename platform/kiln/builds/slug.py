@@ -30,7 +30,7 @@ from pathlib import Path
 from uv import find_uv_bin
 
 from kiln.builds.artifacts import BuildJob
-from kiln.builds.bundle import runtime_bundle
+from kiln.builds.bundle import EXCLUDES_FILE, runtime_bundle
 from kiln.builds.log import BuildFailed, BuildLog
 from kiln.errors import InvalidInput
 from kiln.models import Artifact, ArtifactKind
@@ -148,7 +148,7 @@ class SlugBuilder:
         deps = job.plan.dependencies
         return hashlib.sha256(
             f"{deps.sha256 if deps else '-'}\n{runtime_bundle().digest}\n{self.python}\n"
-            f"{sys.version}\n{job.plan.extra_requirements}".encode()
+            f"{sys.version}\n{job.plan.extra_requirements}\n{job.plan.excluded_requirements}".encode()
         ).hexdigest()[:32]
 
     def _venv(self, job: BuildJob, box: Sandbox, key: str, slug: Path, log: BuildLog) -> Path:
@@ -167,6 +167,8 @@ class SlugBuilder:
                        *bundle.requirements, *job.plan.extra_requirements]  # fmt: skip
             if deps is not None:  # read from the slug, which the app's uid may read
                 command += ["-r", str(slug / "app" / deps.path)]
+            if job.plan.excluded_requirements:
+                command += ["--excludes", str(slug / EXCLUDES_FILE)]
             if self.index_url:
                 command += ["--default-index", self.index_url]
             for directory in self.find_links:
@@ -217,6 +219,10 @@ class SlugBuilder:
                 "venv": str(box.venvs / key), "runtime": job.plan.runtime,
                 "plan": job.plan.model_dump(mode="json"),
             }, indent=2))  # fmt: skip
+            if job.plan.excluded_requirements:
+                (scratch / EXCLUDES_FILE).write_text(
+                    "\n".join(job.plan.excluded_requirements) + "\n"
+                )
             (scratch / _COMPLETE).touch()
             box.share(scratch)
             try:

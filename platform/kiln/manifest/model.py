@@ -8,7 +8,7 @@ The JSON Schema that ``kiln manifest:schema`` prints comes from these models, an
 
 from __future__ import annotations
 
-__all__ = ["AddonKind", "Health", "Manifest", "Resources", "Runtime", "Scaling"]
+__all__ = ["AddonKind", "Health", "Llm", "LlmEngine", "Manifest", "Resources", "Runtime", "Scaling"]
 
 import enum
 import re
@@ -24,6 +24,7 @@ from pydantic import (
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from kiln import names
@@ -282,6 +283,71 @@ class Rollout(_Section):
     )
 
 
+class LlmEngine(enum.StrEnum):
+    """What generates tokens in an llm app's dyno."""
+
+    AUTO = "auto"
+    VLLM = "vllm"
+    TRANSFORMERS = "transformers"
+
+
+_SERVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Flags Kiln sets itself from kiln.toml and the dyno's place; engine_args may not set them.
+KILN_ENGINE_ARGS = frozenset({
+    "model", "served_model_name", "host", "port", "uds", "api_key", "lora_modules",
+    "enable_lora", "max_model_len", "tensor_parallel_size", "middleware", "revision",
+    "download_dir", "ssl_keyfile", "ssl_certfile", "root_path",
+})  # fmt: skip
+
+
+class Llm(_Section):
+    """How an ``llm`` app serves its model."""
+
+    engine: LlmEngine = Field(
+        LlmEngine.AUTO,
+        description='"vllm" (vLLM\'s OpenAI server: paged KV cache, prefix caching, LoRA '
+        'adapters), "transformers" (Kiln\'s small engine, few dependencies) or "auto": vLLM '
+        "where the app's environment has it, else transformers.",
+    )
+    max_model_len: int | None = Field(
+        None, ge=16, le=1 << 21, description="Longest prompt plus answer, in tokens (vLLM)."
+    )
+    adapters: dict[str, ModelField] = Field(
+        default_factory=dict,
+        description='LoRA adapters by the model name requests use: { sql = "org/sql-lora@main" }; '
+        "fetched in the release phase like the model (vLLM).",
+    )
+    engine_args: dict[str, str | int | float | bool | list[str]] = Field(
+        default_factory=dict,
+        description="More of vLLM's engine arguments, by name: { enable_prefix_caching = true }.",
+    )
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapter_names(cls, value: dict[str, ModelRef]) -> dict[str, ModelRef]:
+        for name in value:
+            if not _SERVED_NAME.fullmatch(name):
+                raise ValueError(
+                    f"adapter name {name!r} must be 1-64 letters, digits, '.', '_' or '-' (it is "
+                    "the model name requests use)"
+                )
+        return value
+
+    @field_validator("engine_args")
+    @classmethod
+    def _engine_args(cls, value: dict[str, object]) -> dict[str, object]:
+        for key in value:
+            name = key.replace("-", "_")
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"{key!r} is not an engine argument's name (like max_num_seqs)")
+            if name in KILN_ENGINE_ARGS:
+                raise ValueError(
+                    f"{key!r} is set by Kiln (from model, [llm] and [resources]); remove it "
+                    "from engine_args"
+                )
+        return value
+
+
 class Manifest(_Section):
     """An app's ``kiln.toml``: what it is, how to build it, what it needs, how it scales."""
 
@@ -322,6 +388,7 @@ class Manifest(_Section):
     health: Health = Field(default_factory=Health, description="Readiness and liveness checks.")
     rollout: Rollout = Field(default_factory=Rollout, description="How new releases take over.")
     http: Http = Field(default_factory=Http, description="Time limits of requests.")
+    llm: Llm = Field(default_factory=Llm, description="How an llm app serves its model.")
     env: dict[EnvKey, str] = Field(
         default_factory=dict,
         description="Non-secret environment defaults; config vars (kiln config:set) override them.",
@@ -356,6 +423,20 @@ class Manifest(_Section):
         if seen:
             raise ValueError(f"lists {seen[0].value} twice; each add-on attaches once")
         return value
+
+    @model_validator(mode="after")
+    def _llm_fits(self) -> Manifest:
+        llm = self.llm
+        if llm == Llm():
+            return self
+        if self.runtime is not None and self.runtime is not Runtime.LLM:
+            raise ValueError(
+                f'[llm] is for runtime = "llm"; this app\'s runtime is "{self.runtime}"'
+            )
+        if llm.engine is LlmEngine.TRANSFORMERS and (llm.adapters or llm.engine_args):
+            what = "adapters" if llm.adapters else "engine_args"
+            raise ValueError(f'[llm] {what} need engine = "vllm" (or "auto"), not "transformers"')
+        return self
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The manifest as plain TOML-ready data, without unset optional values."""

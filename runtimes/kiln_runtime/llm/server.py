@@ -284,6 +284,14 @@ async def _respond(
 
 
 def main() -> None:
+    """vLLM's server where kiln.toml asks for it (or, with engine "auto", where the dyno's
+    environment has it); else Kiln's transformers engine."""
+    from kiln_runtime.llm import vllm_server
+
+    engine = os.environ.get("KILN_LLM_ENGINE", "auto")
+    if engine == "vllm" or (engine == "auto" and vllm_server.available()):
+        vllm_server.main()
+        return
     serve(
         build_app(
             os.environ.get("KILN_MODEL", ""),

