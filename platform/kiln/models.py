@@ -151,6 +151,23 @@ class ReplicaGpu(_Record):
     )
 
 
+class LlmFigures(_Record):
+    """What one dyno's engine is doing, from its last two reports."""
+
+    at: float = Field(description="Unix time of the latest report.")
+    running: int = Field(description="Requests being generated.")
+    waiting: int = Field(description="Requests queued in the engine.")
+    kv_cache_percent: float = Field(description="KV cache in use, percent.")
+    tokens_per_s: float | None = Field(
+        None, description="Tokens generated per second between the last two reports."
+    )
+    ttft_ms: float | None = Field(
+        None, description="Mean time to first token between the last two reports (or overall)."
+    )
+    requests: int = Field(description="Requests finished since the dyno started.")
+    raw: dict[str, float] = Field(default_factory=dict, description="The latest report.")
+
+
 class ReplicaInfo(_Record):
     replica: str = Field(description="The replica's id (its dyno is dyno.<first 6 chars>).")
     state: str = Field(description="STARTING, RUNNING, STOPPING, ... as Ray Serve reports it.")
@@ -159,6 +176,9 @@ class ReplicaInfo(_Record):
     uptime_s: float | None = Field(None, description="Seconds since the replica started.")
     gpus: list[ReplicaGpu] = Field(
         default_factory=list, description="The GPUs its dyno uses (apps that reserve GPUs)."
+    )
+    engine: LlmFigures | None = Field(
+        None, description="Its LLM engine's figures (vLLM dynos), from the last minute."
     )
 
 
@@ -358,13 +378,14 @@ class LogSource(enum.StrEnum):
     DYNO = "dyno"
     ROUTER = "router"
     USAGE = "usage"  # API-key use counts, shipped by supervisors
+    METRICS = "metrics"  # an LLM engine's figures, shipped by supervisors (not shown by default)
 
 
 class LogRecord(BaseModel):
     """One line of an app's log, as ``kiln logs`` reads it."""
 
     ts: float = Field(description="Unix time of the line.")
-    source: LogSource = Field(description="build, release, dyno, router or usage.")
+    source: LogSource = Field(description="build, release, dyno, router, usage or metrics.")
     process: str = Field(description="Which replica (or build) wrote it.")
     line: str
     release: int | None = Field(None, description="The release the replica ran (router lines).")

@@ -106,7 +106,8 @@ def test_models_a_kept_release_or_a_deploy_needs_are_never_pruned(
 ) -> None:
     store = Store.open(build_settings)
     cache = build_settings.home / "models"
-    for folder in ("models--org--old", "models--org--kept", "models--org--fetching"):
+    for folder in ("models--org--old", "models--org--kept", "models--org--fetching",
+                   "models--org--kept-lora"):  # fmt: skip
         (cache / folder / "blobs").mkdir(parents=True)
         (cache / folder / "blobs" / "w").write_bytes(b"\0" * 1000)
     store.create_app("chat", actor="t")
@@ -114,15 +115,16 @@ def test_models_a_kept_release_or_a_deploy_needs_are_never_pruned(
 
     artifact = Artifact(kind=ArtifactKind.SLUG, reference="/s", digest="d", runtime="llm",
                         command=["python"])  # fmt: skip
+    adapters = '"runtime": "llm", "llm": {"adapters": {"sql": "org/kept-lora@v1"}}'
     for model in ("org/kept", "org/newer"):  # v2 kept (a rollback target), v3 runs now
         build = store.builds.start("chat", actor="t")
         store.release_build("chat", build_id=build.id, artifact=artifact, description="d",
-                            actor="t", manifest=f'{{"model": "{model}"}}')  # fmt: skip
+                            actor="t", manifest=f'{{"model": "{model}", {adapters}}}')  # fmt: skip
     plan = collect(store, build_settings, None, fetching={"org/fetching"}, now=time.time() + LATER)
     assert [Path(i.ref).name for i in plan.items if i.kind is GarbageKind.MODEL] == [
         "models--org--old"
     ]
-    assert plan.kept_models == {"org/kept": ["chat v2"],
+    assert plan.kept_models == {"org/kept": ["chat v2"], "org/kept-lora": ["chat v2", "chat v3"],
                                 "org/fetching": ["a deploy in progress needs it"]}  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""``kiln logs [--tail] [-n N] [--source build|release|dyno|router|usage]``."""
+"""``kiln logs [--tail] [-n N] [--source build|release|dyno|router|usage|metrics]``."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from kiln.cli.options import app_option, json_option, resolve_app
 from kiln.cli.output import console, emit_json, print_table, success
 from kiln.client import ApiClient, app_path
 from kiln.errors import InvalidInput
-from kiln.models import Formation, ProcessList, ReplicaGpu
+from kiln.models import Formation, LlmFigures, ProcessList, ReplicaGpu
 
 
 def _describe(formation: Formation) -> str:
@@ -36,6 +36,19 @@ def _gpus(gpus: list[ReplicaGpu]) -> str:
     )
 
 
+def _engine(figures: LlmFigures | None) -> str:
+    """e.g. "2 running, 0 queued, KV 12%, 140 tok/s, TTFT 35 ms"."""
+    if figures is None:
+        return "-"
+    parts = [f"{figures.running} running", f"{figures.waiting} queued",
+             f"KV {figures.kv_cache_percent:g}%"]  # fmt: skip
+    if figures.tokens_per_s is not None:
+        parts.append(f"{figures.tokens_per_s:g} tok/s")
+    if figures.ttft_ms is not None:
+        parts.append(f"TTFT {figures.ttft_ms:g} ms")
+    return ", ".join(parts)
+
+
 @click.command("ps")
 @app_option
 @json_option
@@ -53,13 +66,16 @@ def ps(app: str | None, as_json: bool) -> None:
     )
     out.print(f"URL: {listing.url}", highlight=False)
     with_gpus = any(r.gpus for r in listing.replicas)
+    with_engine = any(r.engine for r in listing.replicas)
     rows: list[tuple[object, ...]] = [
         (f"dyno.{r.replica[:6]}", r.state, r.node or "-", r.pid or "-",
          f"{r.uptime_s:.0f}s" if r.uptime_s is not None else "-",
-         *((_gpus(r.gpus),) if with_gpus else ()))
+         *((_gpus(r.gpus),) if with_gpus else ()),
+         *((_engine(r.engine),) if with_engine else ()))
         for r in listing.replicas
     ]  # fmt: skip
-    headers = ("DYNO", "STATE", "NODE", "PID", "UP", *(("GPU",) if with_gpus else ()))
+    headers = ("DYNO", "STATE", "NODE", "PID", "UP", *(("GPU",) if with_gpus else ()),
+               *(("ENGINE",) if with_engine else ()))  # fmt: skip
     print_table(headers, rows, "No replicas run now (scaled to zero, or not deployed).")
     if listing.message:
         out.print(

@@ -438,6 +438,10 @@ class Manifest(_Section):
             raise ValueError(f'[llm] {what} need engine = "vllm" (or "auto"), not "transformers"')
         return self
 
+    def models(self) -> list[ModelRef]:
+        """What the release phase fetches into the model cache: the model, then its adapters."""
+        return [self.model, *self.llm.adapters.values()] if self.model is not None else []
+
     def to_toml_dict(self) -> dict[str, Any]:
         """The manifest as plain TOML-ready data, without unset optional values."""
         return self.model_dump(mode="json", exclude_none=True)

@@ -168,10 +168,10 @@ def _models(
         if not release.manifest:
             continue
         try:
-            model = Manifest.model_validate_json(release.manifest).model
+            models = Manifest.model_validate_json(release.manifest).models()
         except ValueError:
             continue
-        if model is not None:
+        for model in models:
             wanted.setdefault(model.cache_folder, []).append(f"{release.app} v{release.version}")
     found = []
     for folder in sorted(cache.glob("models--*")):

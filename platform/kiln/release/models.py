@@ -16,8 +16,7 @@ def _in_use(store: Store) -> dict[str, list[str]]:
     users: dict[str, list[str]] = {}
     for item in store.deployables():
         if item.manifest:
-            model = Manifest.model_validate_json(item.manifest).model
-            if model is not None:
+            for model in Manifest.model_validate_json(item.manifest).models():
                 users.setdefault(model.repo_id, []).append(item.app)
     return users
 

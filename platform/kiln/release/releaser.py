@@ -108,9 +108,8 @@ class Releaser:
                 f"Canary: this release runs on {share}% of the replicas first (kiln canary -a {app})"
             )
         kinds = [k.value for k in manifest.addons] if manifest is not None else []
-        model = manifest.model.repo_id if manifest is not None and manifest.model else None
-        if model is not None:  # until its release is recorded, no prune may take its weights
-            self.fetching.add(model)
+        models = [m.repo_id for m in manifest.models()] if manifest is not None else []
+        self.fetching.update(models)  # until its release is recorded, no prune may take them
         have = {record.kind for record in self.store.addons.all(app)}
         made: list[tuple[AddonProvider, AddonAttachment]] = []
         try:
@@ -138,8 +137,7 @@ class Releaser:
                 self._undo(app, made)
             raise
         finally:
-            if model is not None:
-                self.fetching.discard(model)
+            self.fetching.difference_update(models)
         self.checkpoint("recorded")
         self.notify()
         return release
@@ -193,7 +191,8 @@ class Releaser:
         config = {**self.store.get_config(app), **injected}
         try:
             if manifest.model is not None:
-                prefetch(manifest.model, self.settings, config.get("HF_TOKEN"), step, info)
+                for model in manifest.models():
+                    prefetch(model, self.settings, config.get("HF_TOKEN"), step, info)
             if manifest.release:
                 step(f"Release phase: running `{manifest.release}`")
                 env = {"PYTHONUNBUFFERED": "1", **manifest.env, **config, "KILN_APP": app,

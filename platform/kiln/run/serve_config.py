@@ -29,7 +29,7 @@ from typing import Any
 
 from kiln.manifest import Accelerator, GpuSpec, Manifest
 from kiln.models import Artifact, ArtifactKind, Formation, KeyRule
-from kiln.run.spec import DynoSpec
+from kiln.run.spec import CachedModel, DynoSpec
 from kiln.sandbox import Sandbox
 
 IMPORT_PATH = "kiln.run.supervisor:build"
@@ -137,8 +137,9 @@ def dyno_spec(
         else None,
         log_dir=log_dir,
         model_cache=model_cache if manifest.model is not None else None,
-        model_folder=manifest.model.cache_folder if manifest.model is not None else None,
-        model_revision=manifest.model.revision if manifest.model is not None else None,
+        models=tuple(
+            CachedModel(folder=ref.cache_folder, revision=ref.revision) for ref in manifest.models()
+        ),
         sandbox=item.sandbox,
         memory_bytes=manifest.resources.memory.bytes if manifest.resources.memory else None,
     )

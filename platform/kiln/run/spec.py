@@ -6,12 +6,21 @@ Fernet-sealed, so neither Serve's stored config nor its logs hold a secret in pl
 
 from __future__ import annotations
 
-__all__ = ["DynoSpec"]
+__all__ = ["CachedModel", "DynoSpec"]
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kiln.models import Artifact
 from kiln.sandbox import Sandbox
+
+
+class CachedModel(BaseModel):
+    """A model (or LoRA adapter) in the platform's model cache, as a dyno needs it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    folder: str = Field(description="Its folder in the cache (models--org--name).")
+    revision: str | None = Field(None, description="Branch, tag or commit; None: main.")
 
 
 class DynoSpec(BaseModel):
@@ -37,12 +46,10 @@ class DynoSpec(BaseModel):
     model_cache: str | None = Field(
         None, description="The platform's model cache (Hugging Face layout), read-only for dynos."
     )
-    model_folder: str | None = Field(
-        None,
-        description="The app's model in that cache (models--org--name): all a dyno sees of it.",
-    )
-    model_revision: str | None = Field(
-        None, description="The model's revision (branch, tag or commit); None: main."
+    models: tuple[CachedModel, ...] = Field(
+        (),
+        description="The app's model, then its LoRA adapters, in that cache: all a dyno sees "
+        "of it.",
     )
     sandbox: Sandbox | None = Field(
         None, description="Where and as whom the app's code runs; None: as the supervisor does."

@@ -31,12 +31,16 @@ from kiln.route.proxy import Forwarder
 from kiln.run.cluster import node_name
 from kiln.run.depot import TransferFailed, complete, fetch
 from kiln.run.dyno import ContainerDyno, ContainerLimits, Dyno, ProcessDyno, gpu_environment
+from kiln.run.engine_metrics import summarize
 from kiln.run.keeper import DynoFailed, DynoKeeper
 from kiln.run.logs import LogShipper
 from kiln.run.serve_config import canary_period
 from kiln.run.sockets import PinnedSocket
 from kiln.run.spec import DynoSpec
 from kiln.vault import Vault
+
+ENGINE_METRICS_S = float(os.environ.get("KILN_ENGINE_METRICS_S", "10"))
+ENGINE_METRICS_MAX_BYTES = 4 << 20  # a dyno's /metrics past this is cut (it is the app's answer)
 
 
 def build(args: dict[str, Any]) -> Application:
@@ -73,6 +77,7 @@ class DynoSupervisor:
         await self.keeper.start()
         self._watchdog = asyncio.get_running_loop().create_task(self.keeper.watch())
         self._usage = asyncio.get_running_loop().create_task(self._report_usage())
+        self._engine = asyncio.get_running_loop().create_task(self._report_engine())
 
     def __serve_build_asgi_app__(self) -> Forwarder:
         return self.forwarder
@@ -114,13 +119,12 @@ class DynoSupervisor:
         import docker
 
         url = _engine_url(spec)
-        folder = spec.model_folder
         limits = ContainerLimits(
             network=app_network(spec.app),
             memory_bytes=spec.memory_bytes,
             pids=spec.pids_limit,
-            models=((f"{spec.model_cache}/{folder}", f"/models/{folder}"),)
-            if spec.model_cache and folder else (),
+            models=tuple((f"{spec.model_cache}/{m.folder}", f"/models/{m.folder}")
+                         for m in spec.models) if spec.model_cache else (),
             socket_dir=self.sandbox.mounts / self.replica if self.sandbox is not None else None,
         )  # fmt: skip
         return ContainerDyno(
@@ -143,10 +147,10 @@ class DynoSupervisor:
             spec.config_sealed
         )
         models = {}
-        if spec.model_cache and spec.model_folder:
+        if spec.model_cache and spec.models:
             # The weights are in the model cache already (the release phase put them there):
-            # a cold start never downloads. A container mounts only the app's own model; a
-            # slug dyno sees it linked into its sandbox, the rest of the cache closed to it.
+            # a cold start never downloads. A container mounts only the app's own models; a
+            # slug dyno sees them linked into its sandbox, the rest of the cache closed to it.
             cache = spec.model_cache
             if self.sandbox is not None and spec.artifact.kind is ArtifactKind.SLUG:
                 cache = str(self.sandbox.models)  # prepare() links the model in
@@ -187,20 +191,22 @@ class DynoSupervisor:
                     await self._bring(runtime, roots, complete, say)
             if spec.artifact.kind is ArtifactKind.IMAGE and spec.image_source:
                 await asyncio.to_thread(self._pull, spec, say)
-            if spec.model_cache and spec.model_folder and not self._on_head:
-                folder = Path(spec.model_cache) / spec.model_folder
-                await self._bring(folder, roots, _has_revision(spec.model_revision), say)
+            if spec.model_cache and not self._on_head:
+                for model in spec.models:
+                    folder = Path(spec.model_cache) / model.folder
+                    await self._bring(folder, roots, _has_revision(model.revision), say)
         except (TransferFailed, EngineError, OSError, ray.exceptions.RayError) as exc:
             raise DynoFailed(
                 f"could not bring v{spec.release}'s artifact or model to node {node_name()}: "
                 f"{_reason(exc)}"
             ) from None
-        if spec.model_cache and spec.model_folder and self.sandbox is not None and (
+        if spec.model_cache and self.sandbox is not None and (
             spec.artifact.kind is ArtifactKind.SLUG
         ):  # fmt: skip
-            await asyncio.to_thread(
-                self.sandbox.link_model, Path(spec.model_cache), spec.model_folder
-            )
+            for model in spec.models:
+                await asyncio.to_thread(
+                    self.sandbox.link_model, Path(spec.model_cache), model.folder
+                )
 
     def _pull(self, spec: DynoSpec, say: Callable[[str], None]) -> None:
         """The image from the cluster's registry, unless this node's engine has it already."""
@@ -290,6 +296,30 @@ class DynoSupervisor:
             await asyncio.sleep(2)
             self._ship_usage()
 
+    async def _report_engine(self) -> None:
+        """An llm dyno's engine figures (vLLM's /metrics), every ENGINE_METRICS_S, to the app's
+        log, where kiln ps and the platform's /metrics read them."""
+        while True:
+            await asyncio.sleep(ENGINE_METRICS_S)
+            keeper = self.keeper
+            if keeper.spec.artifact.env.get("KILN_RUNTIME") != "llm" or not keeper.ready.is_set():
+                continue
+            pinned = self.pinned
+            if pinned is not None and pinned.connect_path is None and pinned.pin() is None:
+                continue
+            try:
+                async with self.forwarder.session().get(
+                    f"{keeper.dyno.url}/metrics", timeout=aiohttp.ClientTimeout(total=5)
+                ) as response:
+                    if response.status != 200:
+                        continue
+                    body = await response.content.read(ENGINE_METRICS_MAX_BYTES)
+            except (TimeoutError, aiohttp.ClientError):
+                continue
+            summary = summarize(body.decode(errors="replace"))
+            if summary is not None:
+                self.logs.line("metrics", json.dumps(summary))
+
     async def check_health(self) -> None:
         keeper = self.keeper
         if keeper.failed:
@@ -300,6 +330,7 @@ class DynoSupervisor:
     async def __del__(self) -> None:
         self._watchdog.cancel()
         self._usage.cancel()
+        self._engine.cancel()
         self._ship_usage()
         self.logs.line("release", f"stopping the dyno of v{self.keeper.spec.release}")
         await self.keeper.stop()

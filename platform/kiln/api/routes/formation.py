@@ -12,6 +12,7 @@ from kiln.gpu.cluster import GpuCluster
 from kiln.gpu.inventory import gpus_by_dyno
 from kiln.manifest import Manifest
 from kiln.models import Formation, ProcessList, ReplicaGpu, ReplicaInfo
+from kiln.run.engine_metrics import latest, llm_apps
 from kiln.run.reconciler import Reconciler
 
 router = APIRouter(prefix="/apps/{app}", tags=["formation"])
@@ -67,6 +68,7 @@ def process_list(
         )  # fmt: skip
     now = time.time()
     used = _gpu_use(gpus, reconciler, app)
+    engines = latest(settings.log_dir, app, now) if app in llm_apps(store.deployables()) else {}
     replicas = [
         ReplicaInfo(
             replica=r.replica_id,
@@ -75,6 +77,7 @@ def process_list(
             pid=r.pid,
             uptime_s=round(now - r.start_time_s, 1) if r.start_time_s else None,
             gpus=used.get(f"dyno.{r.replica_id[:6]}", []),
+            engine=engines.get(f"dyno.{r.replica_id[:6]}"),
         )
         for r in state.replicas
     ]

@@ -18,6 +18,12 @@ from kiln.store import Store
 router = APIRouter(prefix="/apps/{app}/logs", tags=["logs"])
 
 
+def _shown(line: LogSource, asked: LogSource | None) -> bool:
+    """Lines of the source asked for; with none asked, all but the engines' metric reports
+    (machine-read, every few seconds: ``kiln logs --source metrics`` shows them)."""
+    return line is not LogSource.METRICS if asked is None else line == asked
+
+
 def _build_records(store: Store, app: str) -> list[LogRecord]:
     records = []
     for build in store.builds.list(app, limit=5):
@@ -40,7 +46,7 @@ def _records(
     """The last ``n`` lines, reading only as far back as they go."""
     records = [] if source not in (None, LogSource.BUILD) else _build_records(store, app)
     if source is not LogSource.BUILD:
-        records += last_records(log_dir, app, n, lambda r: source is None or r.source == source)
+        records += last_records(log_dir, app, n, lambda r: _shown(r.source, source))
     return sorted(records, key=lambda r: r.ts)[-n:]
 
 
@@ -84,7 +90,7 @@ async def logs(
                     record = LogRecord.model_validate_json(line)
                 except ValueError:
                     continue
-                if source is None or record.source == source:
+                if _shown(record.source, source):
                     yield line + b"\n"
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")
