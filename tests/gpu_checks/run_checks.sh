@@ -8,8 +8,9 @@
 #
 #   tests/gpu_checks/run_checks.sh OUT_DIR      (device run: carry .whl)
 #
-# Writes nvml.txt, engine_tests.txt, bench_wide.txt (with a profile of the engine thread) and
-# bench.txt to OUT_DIR. Each step has its own time limit: one that hangs leaves the others.
+# Writes nvml.txt, engine_tests.txt, bench_wide.txt (with a profile of the engine thread),
+# bench.txt and vllm.txt (the vLLM engine, or a plain line saying the machine has no vLLM) to
+# OUT_DIR. Each step has its own time limit: one that hangs leaves the others.
 set -u
 out=${1:?usage: tests/gpu_checks/run_checks.sh OUT_DIR}
 mkdir -p "$out"
@@ -35,4 +36,5 @@ step engine_tests 150 python3 -m pytest -q -p no:cacheprovider --noconftest \
 step bench_wide 150 python3 -m kiln.bench.gpu_llm --requests 32 --concurrency 32 --max-tokens 64 \
   --profile
 step bench 200 python3 -m kiln.bench.gpu_llm
+step vllm 480 python3 tests/gpu_checks/check_vllm.py
 tail -n 12 "$out"/*.txt

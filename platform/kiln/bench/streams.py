@@ -46,7 +46,7 @@ async def engine_run(
 
 
 async def http_run(
-    url: str, requests: int, concurrency: int, max_tokens: int
+    url: str, requests: int, concurrency: int, max_tokens: int, extra: dict[str, Any] | None = None
 ) -> tuple[float, float]:
     ttfts: list[float] = []
     tokens = 0
@@ -58,7 +58,7 @@ async def http_run(
         async def one(i: int) -> None:
             nonlocal tokens
             body = {"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens, "temperature": 0,
-                    "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+                    "stream": True, "stream_options": {"include_usage": True}, **(extra or {})}  # fmt: skip
             sent = time.perf_counter()
             first = None
             async with client.stream("POST", f"{url}/v1/completions", json=body) as response:

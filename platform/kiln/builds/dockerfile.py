@@ -60,6 +60,7 @@ def render_dockerfile(plan: BuildPlan, options: DockerfileOptions) -> str:
         f"RUN mkdir -p /home/kiln /app && chown {DYNO_UID}:{DYNO_UID} /home/kiln /app",
         "WORKDIR /app",
         "ENV " + " \\\n    ".join(f"{key}={json.dumps(value)}" for key, value in env.items()),
+        *([f"RUN {json.dumps(list(plan.check))}"] if plan.check else []),
         f"USER {DYNO_UID}:{DYNO_UID}",
         f"EXPOSE {PORT}",
         "STOPSIGNAL SIGTERM",

@@ -115,6 +115,8 @@ class SlugBuilder:
         else:
             self._assemble(job, box, key, slug, log)
         venv = self._venv(job, box, key, slug, log)
+        if job.plan.check:
+            self._check(job, box, venv, slug, log)
         return Artifact(
             kind=ArtifactKind.SLUG,
             reference=str(slug),
@@ -275,6 +277,22 @@ class SlugBuilder:
         if code != 0:
             detail = "\n".join(line for line in lines[-8:] if line.strip())
             raise BuildFailed(f"{failure}:\n{detail}", code="dependencies_failed")
+
+    def _check(self, job: BuildJob, box: Sandbox, venv: Path, slug: Path, log: BuildLog) -> None:
+        """The plan's check, in the built environment, as the app's uid, with the plan's env."""
+        log.step(f"Checking the {job.plan.runtime} runtime's settings")
+        command = [str(venv / "bin" / "python"), *job.plan.check[1:]]
+        env = {**host_environment(), **box.environment(), **job.plan.env, "PYTHONUNBUFFERED": "1"}
+        code, lines = run_streaming(command, log.info, env=env, cwd=slug / "app", as_sandbox=box,
+                                    timeout_s=300)  # fmt: skip
+        if code != 0:
+            said = [line for line in lines if line.startswith(("kiln:", "vllm: error"))]
+            detail = "\n".join(said or [line for line in lines[-8:] if line.strip()])
+            raise BuildFailed(
+                f"kiln.toml asks the {job.plan.runtime} runtime for what it refuses:\n{detail}\n"
+                "Fix kiln.toml and deploy again",
+                code="runtime_settings_refused",
+            )
 
     def _remove(self, box: Sandbox, path: Path) -> None:
         """Remove what the app's uid made, as that uid (a tree it owns may hold its links)."""

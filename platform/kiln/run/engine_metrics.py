@@ -9,8 +9,18 @@ platform's ``/metrics`` read the latest ones back.
 
 from __future__ import annotations
 
-__all__ = ["COUNTERS", "GAUGES", "HISTOGRAMS", "figures", "latest", "llm_apps", "summarize"]
+__all__ = [
+    "COUNTERS",
+    "GAUGES",
+    "HISTOGRAMS",
+    "figures",
+    "latest",
+    "llm_apps",
+    "scrape",
+    "summarize",
+]
 
+import asyncio
 import json
 import math
 import time
@@ -18,6 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from kiln.manifest import Manifest, Runtime
@@ -43,6 +54,7 @@ HISTOGRAMS = {
     "vllm:inter_token_latency_seconds": "Time between two tokens of a stream.",
 }
 FRESH_S = 60.0  # older records belong to a dyno that stopped reporting
+MAX_BYTES = 4 << 20  # a /metrics answer past this is not read (it is the app's answer)
 
 
 def summarize(text: str) -> dict[str, float] | None:
@@ -96,6 +108,26 @@ def figures(reports: list[tuple[float, dict[str, float]]]) -> LlmFigures | None:
         requests=int(now.get("vllm:request_success_total", 0)),
         raw=now,
     )
+
+
+async def scrape(
+    session: aiohttp.ClientSession, url: str, timeout_s: float = 5.0
+) -> dict[str, float] | None:
+    """``summarize`` of the dyno's ``/metrics`` at ``url``; None when it does not answer, is
+    not vLLM, or says more than MAX_BYTES."""
+    body = bytearray()
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+            if response.status != 200:
+                return None
+            # read(n) gives what has come so far, up to n: gather to the end, within the bound
+            while chunk := await response.content.read(1 << 16):
+                body += chunk
+                if len(body) > MAX_BYTES:
+                    return None
+    except (TimeoutError, aiohttp.ClientError):
+        return None
+    return await asyncio.to_thread(summarize, body.decode(errors="replace"))
 
 
 class _Deployed(Protocol):

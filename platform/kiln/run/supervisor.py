@@ -31,7 +31,7 @@ from kiln.route.proxy import Forwarder
 from kiln.run.cluster import node_name
 from kiln.run.depot import TransferFailed, complete, fetch
 from kiln.run.dyno import ContainerDyno, ContainerLimits, Dyno, ProcessDyno, gpu_environment
-from kiln.run.engine_metrics import summarize
+from kiln.run.engine_metrics import scrape
 from kiln.run.keeper import DynoFailed, DynoKeeper
 from kiln.run.logs import LogShipper
 from kiln.run.serve_config import canary_period
@@ -40,7 +40,6 @@ from kiln.run.spec import DynoSpec
 from kiln.vault import Vault
 
 ENGINE_METRICS_S = float(os.environ.get("KILN_ENGINE_METRICS_S", "10"))
-ENGINE_METRICS_MAX_BYTES = 4 << 20  # a dyno's /metrics past this is cut (it is the app's answer)
 
 
 def build(args: dict[str, Any]) -> Application:
@@ -307,16 +306,7 @@ class DynoSupervisor:
             pinned = self.pinned
             if pinned is not None and pinned.connect_path is None and pinned.pin() is None:
                 continue
-            try:
-                async with self.forwarder.session().get(
-                    f"{keeper.dyno.url}/metrics", timeout=aiohttp.ClientTimeout(total=5)
-                ) as response:
-                    if response.status != 200:
-                        continue
-                    body = await response.content.read(ENGINE_METRICS_MAX_BYTES)
-            except (TimeoutError, aiohttp.ClientError):
-                continue
-            summary = summarize(body.decode(errors="replace"))
+            summary = await scrape(self.forwarder.session(), f"{keeper.dyno.url}/metrics")
             if summary is not None:
                 self.logs.line("metrics", json.dumps(summary))
 

@@ -85,4 +85,5 @@ def plan(source: Source, manifest: AppManifest | None) -> BuildPlan:
     return base.model_copy(update={
         "env": env,
         "excluded_requirements": () if gpu else ("torchvision", "torchaudio", "torchcodec"),
+        "check": ("python", "-m", "kiln_runtime.llm.vllm_server", "--check"),
     })  # fmt: skip

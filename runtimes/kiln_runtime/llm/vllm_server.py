@@ -11,7 +11,7 @@ The environment the buildpack and the platform set:
 
 from __future__ import annotations
 
-__all__ = ["KilnHealth", "adapter_rank", "available", "command", "main", "served_names"]
+__all__ = ["KilnHealth", "adapter_rank", "available", "check", "command", "main", "served_names"]
 
 import importlib.util
 import json
@@ -71,26 +71,28 @@ def _flag(name: str, value: Any) -> list[str]:
     return [flag, str(value)]
 
 
-def command(env: dict[str, str] | None = None) -> list[str]:
-    """vLLM's server command line for this dyno."""
+def command(env: dict[str, str] | None = None, *, resolve: bool = True) -> list[str]:
+    """vLLM's server command line for this dyno (``resolve``: the model and adapters as
+    folders of the model cache; else as kiln.toml names them, for ``check``)."""
     env = dict(os.environ if env is None else env)
     model_ref = env.get("KILN_MODEL", "")
+    where = model_path if resolve else (lambda ref: ref.split("@", 1)[0])
     args = [sys.executable, "-m", VLLM_SERVER,
-            "--model", model_path(model_ref), "--served-model-name", *served_names(model_ref),
+            "--model", where(model_ref), "--served-model-name", *served_names(model_ref),
             "--disable-access-log-for-endpoints", f"{VLLM_HEALTH},{env.get('KILN_HEALTH_PATH', '/healthz')},/metrics"]  # fmt: skip
     if env.get("KILN_SOCKET"):
         args += ["--uds", env["KILN_SOCKET"]]
     else:
         args += ["--host", env.get("HOST", "0.0.0.0"), "--port", env.get("PORT", "8080")]  # noqa: S104
     if env.get("KILN_HEALTH_PATH", "/healthz") != VLLM_HEALTH:
-        args += ["--middleware", f"{__name__}.KilnHealth"]
+        args += ["--middleware", "kiln_runtime.llm.vllm_server.KilnHealth"]
     if env.get("KILN_LLM_MAX_MODEL_LEN"):
         args += ["--max-model-len", env["KILN_LLM_MAX_MODEL_LEN"]]
     adapters: dict[str, str] = json.loads(env.get("KILN_LLM_ADAPTERS") or "{}")
     extra: dict[str, Any] = json.loads(env.get("KILN_LLM_ENGINE_ARGS") or "{}")
     extra = {key.replace("-", "_"): value for key, value in extra.items()}
     if adapters:
-        folders = {name: model_path(ref) for name, ref in adapters.items()}
+        folders = {name: where(ref) for name, ref in adapters.items()}
         args += ["--enable-lora", "--lora-modules",
                  *(f"{name}={folder}" for name, folder in folders.items())]  # fmt: skip
         extra.setdefault("max_lora_rank", max(adapter_rank(f) for f in folders.values()))
@@ -133,6 +135,37 @@ class KilnHealth:
         await self.app(scope, receive, send)
 
 
+def check() -> None:
+    """At build time, in the dyno's environment: vLLM's own parser reads the command line
+    kiln.toml makes, so an engine argument vLLM lacks (or a value it refuses) fails the build,
+    in vLLM's words, before a release waits for a dyno that cannot start."""
+    try:
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    except ImportError:  # vLLM releases before 0.30 kept them here
+        try:
+            from vllm.entrypoints.openai.cli_args import (  # type: ignore[no-redef,unused-ignore]
+                make_arg_parser,
+                validate_parsed_serve_args,
+            )
+        except ImportError:
+            print("kiln_runtime: this vLLM's argument parser was not found; not checked")
+            return
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = make_arg_parser(FlexibleArgumentParser(prog="vllm"))
+    argv = command(resolve=False)[3:]
+    try:
+        args = parser.parse_args(argv)
+        validate_parsed_serve_args(args)
+    except SystemExit as exc:  # argparse said why on stderr
+        raise SystemExit(
+            f"kiln: vLLM refuses the engine arguments kiln.toml makes ([llm]): {' '.join(argv)}"
+        ) from exc
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"kiln: vLLM refuses kiln.toml's [llm] settings: {exc}") from None
+    print("kiln_runtime: vLLM accepts the engine arguments")
+
+
 def main() -> None:
     """Replace this process with vLLM's server (the supervisor's signals reach it directly)."""
     try:
@@ -151,3 +184,7 @@ def main() -> None:
         raise SystemExit(f"kiln: {exc}") from None
     print(f"kiln_runtime: starting vLLM: {' '.join(argv[1:])}", flush=True)
     os.execve(sys.executable, argv, environment())  # noqa: S606 - argv is a list, no shell
+
+
+if __name__ == "__main__":  # python -m kiln_runtime.llm.vllm_server --check (a build step)
+    check() if sys.argv[1:] == ["--check"] else main()

@@ -1,0 +1,101 @@
+"""Journey: an llm app on vLLM (its CPU build here), deployed through Kiln from the (fake) hub with
+a LoRA adapter, answers the openai client through Kiln's URL: chat, completion, streaming with
+usage, the adapter by name, bad requests, a client that hangs up mid-stream; its engine's figures
+reach kiln ps and the platform's /metrics."""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.platform import Platform, deploy
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
+
+MANIFEST = """\
+runtime = "llm"
+model = "kiln-test/tiny-vllama@main"
+[llm]
+engine = "vllm"
+max_model_len = 256
+adapters = { sql = "kiln-test/tiny-sql-lora@main" }
+engine_args = { enforce_eager = true, max_num_seqs = 8 }
+[scaling]
+min_replicas = 1
+max_replicas = 1
+"""
+
+
+def test_a_vllm_app_with_an_adapter_answers_the_openai_client_through_kiln(
+    platform: Platform, fresh_app: Callable[[Platform, str], str], tmp_path: Path
+) -> None:
+    import openai
+
+    app = fresh_app(platform, "vllm-chat")
+    source = tmp_path / app
+    source.mkdir()
+    (source / "kiln.toml").write_text(MANIFEST)
+    output = deploy(platform, source, app, "--artifact", "slug")
+    assert "fetching kiln-test/tiny-sql-lora@main into the model cache" in output
+    assert "-----> v2 is live" in output
+    client = openai.OpenAI(
+        base_url=f"{platform.app_url(app)}/v1", api_key="public-app", max_retries=0
+    )
+    assert {m.id for m in client.models.list()} >= {"kiln-test/tiny-vllama", "sql"}
+    reply = client.chat.completions.create(
+        model="tiny-vllama", messages=[{"role": "user", "content": "hello"}], max_tokens=8
+    )
+    assert reply.choices[0].message.content is not None
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+    adapted = client.completions.create(model="sql", prompt="select", max_tokens=6)
+    assert adapted.model == "sql" and adapted.choices[0].text
+    stream = client.chat.completions.create(
+        model="kiln-test/tiny-vllama", messages=[{"role": "user", "content": "ray"}],
+        max_tokens=12, stream=True, stream_options={"include_usage": True}, temperature=0,
+    )  # fmt: skip
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    with pytest.raises(openai.BadRequestError):  # past max_model_len
+        client.completions.create(model="sql", prompt="hello", max_tokens=5000)
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="no-such-model", prompt="hello", max_tokens=5)
+
+    # A client that hangs up mid-stream: the engine hears of it and aborts the request.
+    body = {"model": "sql", "prompt": "hello kiln", "max_tokens": 240, "stream": True,
+            "temperature": 0, "ignore_eos": True}  # fmt: skip
+    with httpx.stream("POST", f"{platform.app_url(app)}/v1/completions", json=body,
+                      timeout=30) as response:  # fmt: skip
+        assert next(response.iter_lines()).startswith("data: ")
+
+    def engine() -> dict[str, object] | None:
+        figures = platform.ps(app)["replicas"][0].get("engine")
+        return figures if figures and figures.get("requests", 0) >= 3 else None
+
+    figures = platform.wait("the engine's figures in kiln ps", engine, timeout_s=60)
+    assert figures["running"] == 0 and figures["ttft_ms"] is not None
+    assert "ENGINE" in platform.kiln("ps", "-a", app).output
+    credentials = json.loads((platform.home / "credentials.json").read_text())
+    metrics = httpx.get(f"{credentials['api_url']}/metrics",
+                        headers={"Authorization": f"Bearer {credentials['token']}"}).text  # fmt: skip
+    assert any(line.startswith("vllm:generation_tokens_total{") and f'app="{app}"' in line
+               for line in metrics.splitlines())  # fmt: skip
+    dyno_log = platform.kiln("logs", "-a", app, "--source", "dyno", "-n", "2000").output
+    assert "starting vLLM" in dyno_log and "--lora-modules sql=" in dyno_log
+
+
+def test_engine_args_vllm_refuses_fail_the_build_in_vllms_words(
+    platform: Platform, fresh_app: Callable[[Platform, str], str], tmp_path: Path
+) -> None:
+    app = fresh_app(platform, "vllm-bad")
+    source = tmp_path / app
+    source.mkdir()
+    (source / "kiln.toml").write_text(
+        MANIFEST.replace("max_num_seqs = 8", "max_num_seqs = 8, no_such_flag = 3")
+    )
+    output = deploy(platform, source, app, "--artifact", "slug", ok=False)
+    assert "kiln.toml asks the llm runtime for what it refuses" in output
+    assert "unrecognized arguments: --no-such-flag" in output
+    assert "Release phase" not in output  # refused before any weights were fetched
