@@ -81,6 +81,7 @@ def cluster(
         kiln.down()
         bridge.remove()
         shutil.rmtree(sandboxes, ignore_errors=True)
+        shutil.rmtree(f"{sandboxes}-pg", ignore_errors=True)  # the embedded PostgreSQL's
 
 
 @pytest.fixture(autouse=True)

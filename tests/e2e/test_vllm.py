@@ -21,7 +21,7 @@ model = "kiln-test/tiny-vllama@main"
 engine = "vllm"
 max_model_len = 256
 adapters = { sql = "kiln-test/tiny-sql-lora@main" }
-engine_args = { enforce_eager = true, max_num_seqs = 8 }
+engine_args = { enforce_eager = true, max_num_seqs = 8, enable_log_requests = true }
 [scaling]
 min_replicas = 1
 max_replicas = 1
@@ -69,6 +69,14 @@ def test_a_vllm_app_with_an_adapter_answers_the_openai_client_through_kiln(
     with httpx.stream("POST", f"{platform.app_url(app)}/v1/completions", json=body,
                       timeout=30) as response:  # fmt: skip
         assert next(response.iter_lines()).startswith("data: ")
+
+    platform.wait(
+        "vLLM to abort the request of the client that left",
+        lambda: (
+            " aborted." in platform.kiln("logs", "-a", app, "--source", "dyno", "-n", "300").output
+        ),
+        timeout_s=30,
+    )
 
     def engine() -> dict[str, object] | None:
         figures = platform.ps(app)["replicas"][0].get("engine")

@@ -37,22 +37,26 @@ from kiln.builds.slug import SlugBuilder
 from kiln.builds.source import tree_digest
 from kiln.manifest import parse_manifest
 from kiln.models import Artifact
-from kiln.proc import host_environment
 from kiln.run.cluster import LocalRay, ray_headers
 from kiln.run.dyno import ProcessDyno, free_port
+from kiln.run.logs import last_records
 from kiln.run.serve_api import ServeRest
 from kiln.run.serve_config import Deployable, application_config, thread_caps
+from kiln.sandbox import Sandbox, sandbox_for
 from kiln.settings import Settings
 from kiln.vault import load_vault
 from kiln_runtime.plan import DirectorySource
 
 
-def build_llm_slug(settings: Settings, model: Path, work: Path, llm: str = "") -> Artifact:
+def build_llm_slug(
+    settings: Settings, model: Path, work: Path, llm: str = "", box: Sandbox | None = None
+) -> Artifact:
     source = work / f"app{abs(hash(llm))}"
     source.mkdir()
     manifest = parse_manifest(f'runtime = "llm"\nmodel = "bench/tiny"\n{llm}')
     plan = plan_build(DirectorySource(source), manifest)
-    job = BuildJob("llm", 0, source, tree_digest(source), plan, manifest, work)
+    job = BuildJob("llm", 0, source, tree_digest(source), plan, manifest, work,
+                   sandbox=box or sandbox_for(settings, "bench-llm", 1))  # fmt: skip
     artifact = SlugBuilder(settings).build(job, BuildLog(lambda line: print(f"  {line}")))
     return artifact.model_copy(
         update={"env": {**artifact.env, "KILN_MODEL": str(model)}}
@@ -183,43 +187,53 @@ STREAMS = (1, 8, 32)
 
 
 def vllm_main(max_tokens: int, rounds: int) -> None:
-    """Kiln's URL to vLLM vs vLLM direct vs Kiln's URL to the transformers engine."""
+    """Kiln's URL to vLLM vs the same vLLM server called directly on its dyno's socket (one
+    server: no second one competing for the cores) vs Kiln's URL to the transformers engine."""
     from kiln.bench.tiny_model import build
 
     work = Path(tempfile.mkdtemp(prefix="kiln-bench-vllm-"))
+    work.chmod(0o755)  # the dynos run as their apps' uids and read the model here
     settings = Settings(home=work / "home", http_port=free_port(), ray_port=free_port(),
                         ray_dashboard_port=free_port(), ray_agent_port=free_port())  # fmt: skip
     ray = LocalRay(settings)
-    direct: ProcessDyno | None = None
+    boxes = {"vllm": sandbox_for(settings, "bench-vllm", 1),
+             "plain": sandbox_for(settings, "bench-plain", 2)}  # fmt: skip
     try:
         model = build(work / "model", hidden=128, heads=2)  # vLLM's CPU backend: heads of 64
         print("building the llm slugs (vLLM, transformers) ...", flush=True)
-        vllm = build_llm_slug(settings, model, work, VLLM_LLM)
-        plain = build_llm_slug(settings, model, work, '[llm]\nengine = "transformers"\n')
+        llms = {"vllm": VLLM_LLM, "plain": '[llm]\nengine = "transformers"\n'}
+        artifacts = {name: build_llm_slug(settings, model, work, llm, boxes[name])
+                     for name, llm in llms.items()}  # fmt: skip
+        # As a release phase leaves it: in the model cache, which sandboxed dynos see their
+        # model of (their /tmp is their own).
+        cache = settings.home / "models"
+        snapshot = cache / "models--bench--tiny" / "snapshots" / ("0" * 40)
+        shutil.copytree(model, snapshot)
+        (cache / "models--bench--tiny" / "refs").mkdir()
+        (cache / "models--bench--tiny" / "refs" / "main").write_text("0" * 40)
+        artifacts = {name: a.model_copy(update={"env": {**a.env, "KILN_MODEL": "bench/tiny"}})
+                     for name, a in artifacts.items()}  # fmt: skip
         ray.ensure()
         serve = ServeRest(settings.dashboard_url, headers=ray_headers(settings))
         sealed = load_vault(settings).seal({})
         apps = [
             application_config(
-                Deployable(name, 1, artifact, sealed, parse_manifest(
+                Deployable(name, 1, artifacts[name], sealed, parse_manifest(
                     f'runtime = "llm"\nmodel = "bench/tiny"\n{llm}[scaling]\nmax_ongoing_requests = 64\n'
-                    "[health]\nstartup_timeout_s = 900\n")),
-                log_dir=str(settings.log_dir), docker_host=None,
+                    "[health]\nstartup_timeout_s = 900\n"), sandbox=boxes[name]),
+                log_dir=str(settings.log_dir), docker_host=None, model_cache=str(cache),
             )
-            for name, artifact, llm in (("vllm", vllm, VLLM_LLM), ("plain", plain, ""))
+            for name, llm in llms.items()
         ]  # fmt: skip
         serve.apply({"proxy_location": "HeadOnly",
                      "http_options": {"host": settings.http_host, "port": settings.http_port},
                      "applications": apps})  # fmt: skip
         base = f"http://{settings.http_host}:{settings.http_port}"
-        direct = ProcessDyno(vllm.command, Path(vllm.reference) / "app",
-                             {**host_environment(), **vllm.env, **thread_caps(1.0)},
-                             lambda _line: None)  # fmt: skip
-        direct.start()
-        for what, url in (("vLLM through Kiln", f"{base}/vllm/healthz"),
-                          ("the transformers app", f"{base}/plain/healthz"),
-                          ("vLLM direct", f"{direct.url}/health")):  # fmt: skip
-            wait(what, lambda url=url: answers(url), timeout_s=900, every_s=1)
+        for name in llms:
+            wait(
+                name, lambda name=name: answers(f"{base}/{name}/healthz"), timeout_s=900, every_s=1
+            )
+        [socket] = boxes["vllm"].sockets.glob("*.sock")  # the dyno's own: vLLM, Kiln not in front
         greedy = {"ignore_eos": True}  # vLLM: every stream makes max_tokens tokens
         rows: list[tuple[int, str, float, float]] = []
         for streams in STREAMS:
@@ -227,7 +241,11 @@ def vllm_main(max_tokens: int, rounds: int) -> None:
             requests = max(streams * 2, 8)
             for _round in range(rounds):  # interleaved, so all see the same machine
                 runs["direct"].append(
-                    asyncio.run(http_run(direct.url, requests, streams, max_tokens, greedy))
+                    asyncio.run(
+                        http_run(
+                            "http://dyno", requests, streams, max_tokens, greedy, uds=str(socket)
+                        )
+                    )
                 )
                 runs["kiln"].append(
                     asyncio.run(http_run(f"{base}/vllm", requests, streams, max_tokens, greedy))
@@ -248,10 +266,16 @@ def vllm_main(max_tokens: int, rounds: int) -> None:
                 note = (f"   {tps / ref[2]:.2f}x tokens/s (target >= 0.95x), "
                         f"TTFT {1000 * (ttft - ref[3]):+.1f} ms (target <= +5 ms at 1)")  # fmt: skip
             print(f"  {streams:>7}  {label:<26}{tps:>10.0f}{ttft * 1000:>14.1f}{note}")
+    except Exception:
+        for app in ("vllm", "plain"):  # what the dynos said, to see why
+            print(f"\nthe last lines of {app}'s log:")
+            for record in last_records(settings.log_dir, app, 40):
+                print(f"  {record.source}[{record.process}]: {record.line[:300]}")
+        raise
     finally:
-        if direct is not None:
-            direct.stop(10)
         ray.stop()
+        for box in boxes.values():  # a vLLM virtualenv is gigabytes
+            shutil.rmtree(box.root, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
 
 

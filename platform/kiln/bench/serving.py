@@ -40,6 +40,7 @@ from kiln.run.dyno import ProcessDyno, free_port
 from kiln.run.logs import read_records
 from kiln.run.serve_api import ServeRest
 from kiln.run.serve_config import Deployable, application_config
+from kiln.sandbox import sandbox_for
 from kiln.settings import Settings
 from kiln.vault import load_vault
 from kiln_runtime.plan import DirectorySource
@@ -57,7 +58,8 @@ def build_slug(settings: Settings) -> Artifact:
     source = app_dir()
     plan = plan_build(DirectorySource(source), None)
     with tempfile.TemporaryDirectory() as work:
-        job = BuildJob("echo", 0, source, tree_digest(source), plan, None, Path(work))
+        job = BuildJob("echo", 0, source, tree_digest(source), plan, None, Path(work),
+                       sandbox=sandbox_for(settings, "bench-echo", 1))  # fmt: skip
         return SlugBuilder(settings).build(job, BuildLog())
 
 

@@ -46,13 +46,16 @@ async def engine_run(
 
 
 async def http_run(
-    url: str, requests: int, concurrency: int, max_tokens: int, extra: dict[str, Any] | None = None
-) -> tuple[float, float]:
+    url: str, requests: int, concurrency: int, max_tokens: int,
+    extra: dict[str, Any] | None = None, uds: str | None = None,
+) -> tuple[float, float]:  # fmt: skip
+    """As ``engine_run``, over HTTP at ``url`` (through the unix socket ``uds`` when given)."""
     ttfts: list[float] = []
     tokens = 0
 
+    limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(
-        timeout=600, limits=httpx.Limits(max_connections=concurrency)
+        timeout=600, limits=limits, transport=httpx.AsyncHTTPTransport(uds=uds, limits=limits)
     ) as client:
 
         async def one(i: int) -> None:
