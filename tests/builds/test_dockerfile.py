@@ -25,6 +25,14 @@ MODEL_PLAN = BuildPlan(
     env={"KILN_RUNTIME": "model", "KILN_ENTRYPOINT": "model:Model", "KILN_HEALTH_PATH": "/ready"},
     gpu=True,
 )
+VLLM_PLAN = BuildPlan(
+    runtime="llm",
+    entrypoint="org/m",
+    dependencies=None,
+    env={"KILN_RUNTIME": "llm", "KILN_LLM_ENGINE_ARGS": '{"chat_template": "$KILN_INDEX_URL"}'},
+    excluded_requirements=("torchvision",),
+    check=("python", "-m", "kiln_runtime.llm.vllm_server", "--check"),
+)
 CASES = {
     "python_app": (PYTHON_PLAN, DockerfileOptions(base_image="python:3.11-slim")),
     "python_app_behind_proxy": (
@@ -34,6 +42,10 @@ CASES = {
     "model_gpu_no_dependencies": (
         MODEL_PLAN,
         DockerfileOptions(base_image="nvidia/cuda:12.4.1-runtime-ubuntu22.04"),
+    ),
+    "llm_vllm_checked": (
+        VLLM_PLAN,
+        DockerfileOptions(base_image="kiln/base:bookworm", index_url=True),
     ),
 }
 
@@ -58,3 +70,15 @@ def test_dependencies_come_before_the_code_so_code_changes_reuse_their_layer() -
 def test_the_dyno_runs_as_a_non_root_user() -> None:
     dockerfile = render_dockerfile(PYTHON_PLAN, DockerfileOptions(base_image="b"))
     assert "USER 10001:10001" in dockerfile and 'CMD ["python", "-m", "kiln_runtime"]' in dockerfile
+
+
+def test_a_dollar_in_the_apps_settings_stays_a_dollar_and_the_check_runs_as_the_dyno() -> None:
+    """Docker expands $NAME in ENV: unescaped, a build ARG (the index URL, credentials and
+    all) would end up in the app's image."""
+    text = render_dockerfile(*CASES["llm_vllm_checked"])
+    assert '\\"\\$KILN_INDEX_URL\\"' in text and '"$KILN_INDEX_URL' not in text.split("ARG")[-1]
+    lines = text.splitlines()
+    user = next(i for i, line in enumerate(lines) if line.startswith("USER "))
+    check = next(i for i, line in enumerate(lines) if "--check" in line)
+    assert user < check  # as the dyno's uid, not root
+    assert "--excludes /opt/kiln/deps/excludes.txt" in text

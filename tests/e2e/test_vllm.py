@@ -105,5 +105,5 @@ def test_engine_args_vllm_refuses_fail_the_build_in_vllms_words(
     )
     output = deploy(platform, source, app, "--artifact", "slug", ok=False)
     assert "kiln.toml asks the llm runtime for what it refuses" in output
-    assert "unrecognized arguments: --no-such-flag" in output
+    assert "vLLM has no engine argument 'no_such_flag'" in output
     assert "Release phase" not in output  # refused before any weights were fetched

@@ -237,6 +237,10 @@ def test_the_llm_section_reads_engine_adapters_and_engine_args() -> None:
         ("engine_args = { tensor_parallel_size = 8 }", "set by Kiln"),
         ('engine_args = { "--x;rm" = 1 }', "not an engine argument's name"),
         ('engine = "transformers"\nadapters = { sql = "org/a" }', 'need engine = "vllm"'),
+        ('engine_args = { tokenizer = "--uds=/x" }', "may not start with '-'"),
+        ('engine_args = { hf_overrides = ["a", "-b"] }', "may not start with '-'"),
+        ('engine_args = { config = "/x.yaml" }', "set by Kiln"),
+        ('adapters = { base = "org/a" }', "the model's own name"),
     ],
 )
 def test_a_wrong_llm_section_says_what_and_where(section: str, wanted: str) -> None:

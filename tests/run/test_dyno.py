@@ -190,6 +190,12 @@ def test_gpus_are_numbered_as_the_dyno_sees_them(
     }  # fmt: skip
 
 
+def test_a_share_of_one_gpu_is_said_and_a_whole_one_is_not() -> None:
+    """Where Ray placed the replica (any:0.5 on one GPU), not what the manifest listed first."""
+    assert gpu_environment(["0"], ArtifactKind.SLUG, 0.5)["KILN_GPU_SHARE"] == "0.5"
+    assert "KILN_GPU_SHARE" not in gpu_environment(["0"], ArtifactKind.SLUG, 1.0)
+
+
 @pytest.mark.integration
 def test_a_container_dyno_that_reserved_a_gpu_and_sees_none_stops_saying_so(
     engine: DockerEngine, sqlite_store: Store, build_settings: Settings, archive_of: Any

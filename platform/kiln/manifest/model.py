@@ -296,7 +296,8 @@ _SERVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 KILN_ENGINE_ARGS = frozenset({
     "model", "served_model_name", "host", "port", "uds", "api_key", "lora_modules",
     "enable_lora", "max_model_len", "tensor_parallel_size", "middleware", "revision",
-    "download_dir", "ssl_keyfile", "ssl_certfile", "root_path",
+    "download_dir", "ssl_keyfile", "ssl_certfile", "root_path", "config", "headless", "grpc",
+    "api_server_count",
 })  # fmt: skip
 
 
@@ -345,6 +346,13 @@ class Llm(_Section):
                     f"{key!r} is set by Kiln (from model, [llm] and [resources]); remove it "
                     "from engine_args"
                 )
+            item = value[key]
+            for part in item if isinstance(item, list) else [item]:
+                if isinstance(part, str) and part.startswith("-"):
+                    raise ValueError(
+                        f"{key} = {part!r}: a value may not start with '-' (it would be read "
+                        "as another argument)"
+                    )
         return value
 
 
@@ -433,6 +441,14 @@ class Manifest(_Section):
             raise ValueError(
                 f'[llm] is for runtime = "llm"; this app\'s runtime is "{self.runtime}"'
             )
+        if self.model is not None:
+            repo = self.model.repo_id
+            taken = [n for n in llm.adapters if n in (repo, repo.rsplit("/", 1)[-1])]
+            if taken:
+                raise ValueError(
+                    f"[llm] adapter name {taken[0]!r} is the model's own name; requests could "
+                    "not tell them apart: name the adapter otherwise"
+                )
         if llm.engine is LlmEngine.TRANSFORMERS and (llm.adapters or llm.engine_args):
             what = "adapters" if llm.adapters else "engine_args"
             raise ValueError(f'[llm] {what} need engine = "vllm" (or "auto"), not "transformers"')

@@ -46,16 +46,22 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def gpu_environment(host_ids: Sequence[str], kind: ArtifactKind) -> dict[str, str]:
+def gpu_environment(
+    host_ids: Sequence[str], kind: ArtifactKind, share: float | None = None
+) -> dict[str, str]:
     """The GPUs a dyno was given (Ray's ids: the host's indices), numbered as the dyno sees
     them. A process sees the host's devices, so the host's indices; a container is handed only
     its own devices, which CUDA numbers from 0 inside, so 0..n-1 (the host's index k > 0 there
     would name a device it does not have). ``KILN_GPUS`` says how many were reserved, so a
-    runtime that sees fewer fails instead of falling back to the CPU."""
+    runtime that sees fewer fails instead of falling back to the CPU; ``KILN_GPU_SHARE``, the
+    fraction of one GPU Ray placed it on (``any:0.5``), so an engine leaves its neighbours theirs."""
     visible = (
         list(host_ids) if kind is ArtifactKind.SLUG else [str(i) for i in range(len(host_ids))]
     )
-    return {"CUDA_VISIBLE_DEVICES": ",".join(visible), "KILN_GPUS": str(len(host_ids))}
+    env = {"CUDA_VISIBLE_DEVICES": ",".join(visible), "KILN_GPUS": str(len(host_ids))}
+    if share is not None and 0 < share < 1:
+        env["KILN_GPU_SHARE"] = f"{share:g}"
+    return env
 
 
 class Dyno(Protocol):

@@ -54,6 +54,7 @@ HISTOGRAMS = {
     "vllm:inter_token_latency_seconds": "Time between two tokens of a stream.",
 }
 FRESH_S = 60.0  # older records belong to a dyno that stopped reporting
+_MAX_FIGURE = 1e15  # past any real count of tokens or seconds
 MAX_BYTES = 4 << 20  # a /metrics answer past this is not read (it is the app's answer)
 
 
@@ -73,7 +74,11 @@ def summarize(text: str) -> dict[str, float] | None:
                     found[sample.name] = found.get(sample.name, 0.0) + sample.value
     except ValueError:  # not Prometheus text at all
         return None
-    return found if seen_vllm else None
+    if not seen_vllm:
+        return None
+    # The dyno is the app's: figures it makes up must not break what reads them (a sum of
+    # huge values is no longer finite, and int() of that raises).
+    return {k: v for k, v in found.items() if math.isfinite(v) and abs(v) < _MAX_FIGURE}
 
 
 def _mean_ms(now: dict[str, float], before: dict[str, float] | None, name: str) -> float | None:
@@ -141,8 +146,11 @@ def llm_apps(deployed: Iterable[_Deployed]) -> set[str]:
     """The apps whose release is an llm app: the only ones whose dynos report figures."""
     found = set()
     for item in deployed:
-        if item.manifest and Manifest.model_validate_json(item.manifest).runtime is Runtime.LLM:
-            found.add(item.app)
+        try:
+            if item.manifest and Manifest.model_validate_json(item.manifest).runtime is Runtime.LLM:
+                found.add(item.app)
+        except ValueError:  # a manifest an older Kiln stored, no longer valid: no figures
+            continue
     return found
 
 
@@ -154,7 +162,10 @@ def _by_dyno(records: Iterable[LogRecord]) -> dict[str, list[tuple[float, dict[s
         except ValueError:
             continue
         if isinstance(summary, dict):
-            reports.setdefault(record.process, []).append((record.ts, summary))
+            clean = {str(k): float(v) for k, v in summary.items()
+                     if isinstance(v, (int, float)) and math.isfinite(v) and abs(v) < _MAX_FIGURE}  # fmt: skip
+            if clean:
+                reports.setdefault(record.process, []).append((record.ts, clean))
     return reports
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 __all__ = ["CachedModel", "DynoSpec"]
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kiln.models import Artifact
 from kiln.sandbox import Sandbox
@@ -25,6 +27,15 @@ class CachedModel(BaseModel):
 
 class DynoSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_model_before(cls, data: Any) -> Any:
+        """A spec an older Kiln wrote (in Serve's stored config) named one model folder."""
+        if isinstance(data, dict) and data.get("model_folder") and "models" not in data:
+            data = {**data, "models": [{"folder": data["model_folder"],
+                                        "revision": data.get("model_revision")}]}  # fmt: skip
+        return data
 
     app: str = Field(description="The app's name.")
     release: int = Field(description="The release version these dynos run.")

