@@ -94,6 +94,17 @@ def test_an_adapter_config_that_lies_does_not_crash_the_dyno(tmp_path: Path) -> 
         vllm_server.adapter_rank(str(tmp_path))
 
 
+def test_a_vllm_that_has_it_streams_a_few_tokens_per_event(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"KILN_MODEL": str(cache / "base")}
+    assert "--stream-interval" not in vllm_server.command(env)  # no vLLM here: not assumed
+    monkeypatch.setattr(vllm_server, "supports", lambda flag: flag == "stream-interval")
+    assert "--stream-interval 4" in " ".join(vllm_server.command(env))
+    mine = {**env, "KILN_LLM_ENGINE_ARGS": json.dumps({"stream_interval": 1})}
+    assert "--stream-interval 1" in " ".join(vllm_server.command(mine))
+
+
 def test_gpus_set_tensor_parallelism_or_a_memory_share(cache: Path) -> None:
     two = " ".join(vllm_server.command({"KILN_MODEL": str(cache / "base"), "KILN_GPUS": "2"}))
     assert "--tensor-parallel-size 2" in two and "--dtype" not in two

