@@ -3,6 +3,7 @@ a LoRA adapter, answers the openai client through Kiln's URL: chat, completion, 
 usage, the adapter by name, bad requests, a client that hangs up mid-stream; its engine's figures
 reach kiln ps and the platform's /metrics."""
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ runtime = "llm"
 model = "kiln-test/tiny-vllama@main"
 [llm]
 engine = "vllm"
-max_model_len = 256
+max_model_len = 512
 adapters = { sql = "kiln-test/tiny-sql-lora@main" }
 engine_args = { enforce_eager = true, max_num_seqs = 8, enable_log_requests = true }
 [scaling]
@@ -63,12 +64,15 @@ def test_a_vllm_app_with_an_adapter_answers_the_openai_client_through_kiln(
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="no-such-model", prompt="hello", max_tokens=5)
 
-    # A client that hangs up mid-stream: the engine hears of it and aborts the request.
-    body = {"model": "sql", "prompt": "hello kiln", "max_tokens": 240, "stream": True,
+    # Clients that hang up mid-stream: the engine hears of it and aborts their requests. Four
+    # at once share the engine, so each is still generating when its client leaves.
+    body = {"model": "sql", "prompt": "hello kiln", "max_tokens": 500, "stream": True,
             "temperature": 0, "ignore_eos": True}  # fmt: skip
-    with httpx.stream("POST", f"{platform.app_url(app)}/v1/completions", json=body,
-                      timeout=30) as response:  # fmt: skip
-        assert next(response.iter_lines()).startswith("data: ")
+    with contextlib.ExitStack() as streams:
+        for _ in range(4):
+            response = streams.enter_context(httpx.stream(
+                "POST", f"{platform.app_url(app)}/v1/completions", json=body, timeout=30))  # fmt: skip
+            assert next(response.iter_lines()).startswith("data: ")
 
     platform.wait(
         "vLLM to abort the request of the client that left",
@@ -80,10 +84,11 @@ def test_a_vllm_app_with_an_adapter_answers_the_openai_client_through_kiln(
 
     def engine() -> dict[str, object] | None:
         figures = platform.ps(app)["replicas"][0].get("engine")
-        return figures if figures and figures.get("requests", 0) >= 3 else None
+        settled = figures and figures.get("requests", 0) >= 3 and figures.get("running") == 0
+        return figures if settled else None
 
     figures = platform.wait("the engine's figures in kiln ps", engine, timeout_s=60)
-    assert figures["running"] == 0 and figures["ttft_ms"] is not None
+    assert figures["ttft_ms"] is not None and figures["kv_cache_percent"] >= 0
     assert "ENGINE" in platform.kiln("ps", "-a", app).output
     credentials = json.loads((platform.home / "credentials.json").read_text())
     metrics = httpx.get(f"{credentials['api_url']}/metrics",
