@@ -8,8 +8,6 @@ from kiln.models import LogRecord, LogSource
 from kiln.run.engine_metrics import figures, latest, summarize
 from kiln.run.logs import append_records
 from kiln.settings import Settings
-from kiln.store import Store
-from tests.support.fakes import FakeServe
 
 # As vLLM 0.32's server writes it (trimmed): two models (base and an adapter) per family.
 VLLM_TEXT = """\
@@ -90,24 +88,11 @@ def test_ps_and_metrics_show_each_vllm_dynos_figures(settings: Settings) -> None
 
     from kiln.api import create_app
     from kiln.control.platform import Platform
-    from kiln.manifest import parse_manifest
-    from kiln.run.reconciler import Reconciler
-    from kiln.run.serve_api import ReplicaState
-    from tests.run.test_reconciler import ARTIFACT, sorted_labels
+    from tests.run.test_reconciler import running_apps, sorted_labels
 
-    store = Store.open(settings)
-    serve = FakeServe()
-    reconciler = Reconciler(store, serve, settings)
-    for app, manifest in (("chat", 'runtime = "llm"\nmodel = "org/m"\n'), ("web", "")):
-        store.create_app(app, actor="t")
-        build = store.builds.start(app, actor="t")
-        store.release_build(app, build_id=build.id, artifact=ARTIFACT, description="d", actor="t",
-                            manifest=parse_manifest(manifest).model_dump_json())  # fmt: skip
-    reconciler.reconcile()
-    for app in ("chat", "web"):
-        serve.apps[app] = serve.apps[app].model_copy(update={"status": "RUNNING", "replicas": [
-            ReplicaState(replica_id="abc123xyz", state="RUNNING", node_ip="10.0.0.5")]})  # fmt: skip
-    reconciler.reconcile()
+    store, reconciler = running_apps(
+        settings, {"chat": 'runtime = "llm"\nmodel = "org/m"\n', "web": ""}
+    )
     summary = summarize(VLLM_TEXT)
     now = time.time()
     stale = LogRecord(ts=now - 600, source=LogSource.METRICS, process="dyno.old999",

@@ -307,24 +307,12 @@ def test_ps_shows_the_gpus_each_dyno_of_a_gpu_app_uses(settings: Settings) -> No
 
     from kiln.api import create_app
     from kiln.gpu.capacity import NodeResources
-    from kiln.manifest import parse_manifest
     from kiln.models import GpuInfo, GpuProcess, NodeInventory
-    from kiln.run.serve_api import ReplicaState
 
-    store = Store.open(settings)
-    serve = FakeServe()
     nodes = [NodeResources("gpu-1", 1, "H100", node_id="g1")]
-    reconciler = Reconciler(store, serve, settings, nodes=lambda: nodes)
-    for app, manifest in (("llm", '[resources]\ngpu = "H100"\n'), ("web", "")):
-        store.create_app(app, actor="t")
-        build = store.builds.start(app, actor="t")
-        store.release_build(app, build_id=build.id, artifact=ARTIFACT, description="d", actor="t",
-                            manifest=parse_manifest(manifest).model_dump_json())  # fmt: skip
-    reconciler.reconcile()
-    for app in ("llm", "web"):
-        serve.apps[app] = serve.apps[app].model_copy(update={"status": "RUNNING", "replicas": [
-            ReplicaState(replica_id="abc123xyz", state="RUNNING", node_ip="10.0.0.5")]})  # fmt: skip
-    reconciler.reconcile()
+    store, reconciler = running_apps(
+        settings, {"llm": '[resources]\ngpu = "H100"\n', "web": ""}, nodes=lambda: nodes
+    )
 
     class Gpus:
         asked = 0
@@ -358,6 +346,30 @@ def test_ps_shows_the_gpus_each_dyno_of_a_gpu_app_uses(settings: Settings) -> No
             "1.2884901888e+10") in [" ".join(sorted_labels(line)) for line in lines]  # fmt: skip
     assert any(line.startswith("kiln_gpu_utilization_percent{") and 'app="llm"' in line
                and line.endswith(" 45.0") for line in lines)  # fmt: skip
+
+
+def running_apps(
+    settings: Settings, manifests: dict[str, str], **options: Any
+) -> tuple[Store, Reconciler]:
+    """Apps released with these kiln.toml texts, each with one RUNNING replica (dyno.abc123)
+    as a fake Serve reports it, the reconciler having read that."""
+    from kiln.manifest import parse_manifest
+    from kiln.run.serve_api import ReplicaState
+
+    store = Store.open(settings)
+    serve = FakeServe()
+    reconciler = Reconciler(store, serve, settings, **options)
+    for app, manifest in manifests.items():
+        store.create_app(app, actor="t")
+        build = store.builds.start(app, actor="t")
+        store.release_build(app, build_id=build.id, artifact=ARTIFACT, description="d", actor="t",
+                            manifest=parse_manifest(manifest).model_dump_json())  # fmt: skip
+    reconciler.reconcile()
+    for app in manifests:
+        serve.apps[app] = serve.apps[app].model_copy(update={"status": "RUNNING", "replicas": [
+            ReplicaState(replica_id="abc123xyz", state="RUNNING", node_ip="10.0.0.5")]})  # fmt: skip
+    reconciler.reconcile()
+    return store, reconciler
 
 
 def sorted_labels(line: str) -> list[str]:
