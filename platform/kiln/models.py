@@ -168,6 +168,32 @@ class LlmFigures(_Record):
     raw: dict[str, float] = Field(default_factory=dict, description="The latest report.")
 
 
+class RequestFigures(_Record):
+    """Requests an app answered in a window: how many, their status classes and latency."""
+
+    release: int | None = Field(None, description="The release that answered; None: all.")
+    requests: int = Field(description="Answers in the window.")
+    per_s: float = Field(description="Requests per second over the window.")
+    status: dict[str, int] = Field(
+        default_factory=dict, description='Answers by status class: {"2xx": 10, "5xx": 1}.'
+    )
+    p50_ms: float | None = Field(None, description="Median latency to the whole answer.")
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+
+
+class RequestSummary(_Record):
+    """``kiln metrics``: an app's requests over a window, from its routers' lines."""
+
+    app: str
+    since_s: float = Field(description="The window: this many seconds up to now.")
+    total: RequestFigures
+    releases: list[RequestFigures] = Field(
+        default_factory=list, description="The same, per release that answered, newest first."
+    )
+    replicas: int = Field(0, description="Replicas running now.")
+
+
 class ReplicaInfo(_Record):
     replica: str = Field(description="The replica's id (its dyno is dyno.<first 6 chars>).")
     state: str = Field(description="STARTING, RUNNING, STOPPING, ... as Ray Serve reports it.")

@@ -33,6 +33,7 @@ from kiln.api.routes import (
     releases,
     system,
     tokens,
+    traffic,
 )
 from kiln.control.platform import Platform
 from kiln.errors import KilnError, RateLimited
@@ -94,6 +95,6 @@ def create_app(platform: Platform) -> FastAPI:
     api.include_router(system.public)
     api.include_router(git_http.router)  # its own auth: HTTP Basic, for git's credential helpers
     for module in (addons, apps, builds, canary, config, formation, gc, logs, metrics, models,
-                   nodes, releases, system, tokens):  # fmt: skip
+                   nodes, releases, system, tokens, traffic):  # fmt: skip
         api.include_router(module.router, dependencies=[Depends(authorize)])
     return api

@@ -34,6 +34,7 @@ from kiln.cli import (
     releases,
     system,
     tokens,
+    traffic,
 )
 from kiln.cli.output import err_console
 from kiln.errors import KilnError
@@ -79,7 +80,7 @@ def cli(debug: bool) -> None:
 
 for _module in (
     system, apps, deploy, canary, git, builds, ps, logs, config, releases, addons, tokens, gpus, nodes,
-    models, images, manifest, gc,
+    models, images, manifest, gc, traffic,
 ):  # fmt: skip
     for _command in _module.COMMANDS:
         cli.add_command(_command)

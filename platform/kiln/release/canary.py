@@ -15,8 +15,6 @@ from __future__ import annotations
 __all__ = ["CanaryWatcher", "Decision", "Figures", "canary_info", "figures", "judge"]
 
 import enum
-import math
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from kiln.errors import NotFound
 from kiln.manifest import Manifest, Rollout
 from kiln.models import CanaryFigures, CanaryInfo, CanaryPart, LogRecord, LogSource
 from kiln.proc import Every
+from kiln.route.figures import parse, percentile
 from kiln.run.logs import records_since
 from kiln.settings import Settings
 from kiln.store import Store
@@ -35,8 +34,6 @@ if TYPE_CHECKING:
 
 
 _P95_SLACK_MS = 50.0
-# The supervisor's router line: "GET /path 200 12.3ms", maybe followed by " (why it ended)".
-_ROUTER_LINE = re.compile(r"^\S+ \S+ (\d{3}) ([\d.]+)ms(?: \(.*\))?$")
 
 
 @dataclass(frozen=True)
@@ -74,19 +71,13 @@ def figures(records: Iterable[LogRecord], release: int) -> Figures:
     latencies: list[float] = []
     errors = 0
     for record in records:
-        if record.source is not LogSource.ROUTER or record.release != release:
-            continue
-        match = _ROUTER_LINE.match(record.line)
-        if match is None:
-            continue
-        status, ms = int(match.group(1)), float(match.group(2))
-        latencies.append(ms)
-        errors += status >= 500
+        answer = parse(record) if record.release == release else None
+        if answer is not None:
+            latencies.append(answer[1])
+            errors += answer[0] >= 500
     if not latencies:
         return Figures()
-    latencies.sort()
-    p95 = latencies[min(len(latencies) - 1, math.ceil(0.95 * len(latencies)) - 1)]
-    return Figures(len(latencies), errors, p95)
+    return Figures(len(latencies), errors, percentile(sorted(latencies), 95))
 
 
 def judge(
