@@ -4,6 +4,8 @@ kiln ps's ENGINE column and the platform's /metrics with app and dyno labels."""
 import json
 import time
 
+import pytest
+
 from kiln.models import LogRecord, LogSource
 from kiln.run.engine_metrics import figures, latest, summarize
 from kiln.run.logs import append_records
@@ -152,10 +154,14 @@ def test_a_scrape_reads_a_body_that_comes_in_many_chunks_and_refuses_a_flood() -
             await response.write(b"#" * (1 << 20))
         return response
 
-    async def run() -> tuple[object, object, object]:
+    async def plain(request: web.Request) -> web.Response:
+        return web.Response(text="python_gc_objects_collected_total 1.0\n")
+
+    async def run() -> tuple[object, object]:
         app = web.Application()
         app.router.add_get("/metrics", metrics)
         app.router.add_get("/flood", flood)
+        app.router.add_get("/plain", plain)
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -164,12 +170,15 @@ def test_a_scrape_reads_a_body_that_comes_in_many_chunks_and_refuses_a_flood() -
         try:
             async with aiohttp.ClientSession() as session:
                 base = f"http://127.0.0.1:{port}"
-                return (await engine_metrics.scrape(session, f"{base}/metrics"),
-                        await engine_metrics.scrape(session, f"{base}/flood"),
-                        await engine_metrics.scrape(session, f"{base}/none"))  # fmt: skip
+                found = (await engine_metrics.scrape(session, f"{base}/metrics"),
+                         await engine_metrics.scrape(session, f"{base}/flood"))  # fmt: skip
+                for not_vllm in ("/none", "/plain"):  # no /metrics; another app's metrics
+                    with pytest.raises(engine_metrics.NotAnEngine):
+                        await engine_metrics.scrape(session, f"{base}{not_vllm}")
+                return found
         finally:
             await runner.cleanup()
 
-    whole, flooded, missing = asyncio.run(run())
+    whole, flooded = asyncio.run(run())
     assert whole == summarize(VLLM_TEXT)
-    assert flooded is None and missing is None
+    assert flooded is None

@@ -24,7 +24,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -76,9 +76,15 @@ def summarize(text: str) -> dict[str, float] | None:
         return None
     if not seen_vllm:
         return None
-    # The dyno is the app's: figures it makes up must not break what reads them (a sum of
-    # huge values is no longer finite, and int() of that raises).
-    return {k: v for k, v in found.items() if math.isfinite(v) and abs(v) < _MAX_FIGURE}
+    return _plausible(found)
+
+
+def _plausible(figures: Mapping[str, object]) -> dict[str, float]:
+    """The figures that are finite numbers of a sane size: the dyno is the app's, and figures it
+    makes up must not break what reads them (a sum of huge values is no longer finite, and
+    int() of that raises)."""
+    return {str(k): float(v) for k, v in figures.items()
+            if isinstance(v, (int, float)) and math.isfinite(v) and abs(v) < _MAX_FIGURE}  # fmt: skip
 
 
 def _mean_ms(now: dict[str, float], before: dict[str, float] | None, name: str) -> float | None:
@@ -115,14 +121,21 @@ def figures(reports: list[tuple[float, dict[str, float]]]) -> LlmFigures | None:
     )
 
 
+class NotAnEngine(Exception):
+    """The dyno answered, and has no engine figures (no /metrics, or not vLLM's): asking it
+    again is noise in its log."""
+
+
 async def scrape(
     session: aiohttp.ClientSession, url: str, timeout_s: float = 5.0
 ) -> dict[str, float] | None:
-    """``summarize`` of the dyno's ``/metrics`` at ``url``; None when it does not answer, is
-    not vLLM, or says more than MAX_BYTES."""
+    """``summarize`` of the dyno's ``/metrics`` at ``url``; None when it does not answer now
+    (busy, failing) or says more than MAX_BYTES; NotAnEngine when it is not vLLM."""
     body = bytearray()
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+            if 400 <= response.status < 500:
+                raise NotAnEngine(f"{url} answered {response.status}")
             if response.status != 200:
                 return None
             # read(n) gives what has come so far, up to n: gather to the end, within the bound
@@ -132,7 +145,10 @@ async def scrape(
                     return None
     except (TimeoutError, aiohttp.ClientError):
         return None
-    return await asyncio.to_thread(summarize, body.decode(errors="replace"))
+    summary = await asyncio.to_thread(summarize, body.decode(errors="replace"))
+    if summary is None:
+        raise NotAnEngine(f"{url} has no vLLM figures")
+    return summary
 
 
 class _Deployed(Protocol):
@@ -162,8 +178,7 @@ def _by_dyno(records: Iterable[LogRecord]) -> dict[str, list[tuple[float, dict[s
         except ValueError:
             continue
         if isinstance(summary, dict):
-            clean = {str(k): float(v) for k, v in summary.items()
-                     if isinstance(v, (int, float)) and math.isfinite(v) and abs(v) < _MAX_FIGURE}  # fmt: skip
+            clean = _plausible(summary)
             if clean:
                 reports.setdefault(record.process, []).append((record.ts, clean))
     return reports

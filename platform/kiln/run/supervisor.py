@@ -32,7 +32,7 @@ from kiln.route.proxy import Forwarder
 from kiln.run.cluster import node_name
 from kiln.run.depot import TransferFailed, complete, fetch
 from kiln.run.dyno import ContainerDyno, ContainerLimits, Dyno, ProcessDyno, gpu_environment
-from kiln.run.engine_metrics import scrape
+from kiln.run.engine_metrics import NotAnEngine, scrape
 from kiln.run.keeper import DynoFailed, DynoKeeper
 from kiln.run.logs import LogShipper
 from kiln.run.serve_config import canary_period
@@ -306,10 +306,13 @@ class DynoSupervisor:
         """An llm dyno's engine figures (vLLM's /metrics), every ``every_s``, to the app's log,
         where kiln ps and the platform's /metrics read them. Nothing the dyno answers stops it."""
         failed = False
+        quiet = -1  # the dyno (its generation) that said it has no engine figures
         while True:
             await asyncio.sleep(every_s)
             keeper = self.keeper
-            if keeper.spec.artifact.env.get("KILN_RUNTIME") != "llm" or not keeper.ready.is_set():
+            env = keeper.spec.artifact.env
+            if (env.get("KILN_RUNTIME") != "llm" or env.get("KILN_LLM_ENGINE") == "transformers"
+                    or not keeper.ready.is_set() or keeper.generation == quiet):  # fmt: skip
                 continue
             try:
                 if not self._reachable():
@@ -317,6 +320,8 @@ class DynoSupervisor:
                 summary = await scrape(self.forwarder.session(), f"{keeper.dyno.url}/metrics")
                 if summary is not None:
                     self.logs.line("metrics", json.dumps(summary))
+            except NotAnEngine:  # the transformers engine ("auto" without vLLM): ask no more
+                quiet = keeper.generation
             except Exception:
                 if not failed:  # once: the next rounds try again
                     logger.exception("reading the engine figures of %s failed", self.replica)
