@@ -9,6 +9,7 @@ __all__ = ["GpusMissing", "check_gpus", "reserved_gpus", "torch_device"]
 
 import importlib.util
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -16,10 +17,11 @@ class GpusMissing(RuntimeError):
     pass
 
 
-def reserved_gpus() -> int:
-    """How many GPUs the release reserved for this dyno (0 when none, or outside Kiln)."""
+def reserved_gpus(env: Mapping[str, str] | None = None) -> int:
+    """How many GPUs the release reserved for this dyno (0 when none, or outside Kiln), from
+    ``env`` (default: this process's environment)."""
     try:
-        return max(int(os.environ.get("KILN_GPUS", "0") or 0), 0)
+        return max(int((os.environ if env is None else env).get("KILN_GPUS", "0") or 0), 0)
     except ValueError:
         return 0
 

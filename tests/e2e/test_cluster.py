@@ -19,7 +19,7 @@ import pytest
 
 from kiln.bench.hub import FakeHub
 from kiln.bench.netns import Bridge, Node, can_make_nodes
-from tests.support.apps import EXAMPLES
+from tests.support.apps import EXAMPLES, write_app
 from tests.support.platform import Load, Platform, deploy
 
 pytestmark = [
@@ -161,21 +161,18 @@ def test_apps_run_on_the_nodes_with_their_slug_and_weights_brought_there(
 
     # A model app: its weights reach the node's own cache before its dyno starts.
     cluster.create("weights")
-    source = tmp_path / "weights"
-    source.mkdir()
-    (source / "kiln.toml").write_text(
-        'name = "weights"\nruntime = "python"\nmodel = "kiln-test/tiny-llama@main"\n'
-        "[scaling]\nmin_replicas = 1\nmax_replicas = 1\n"
-    )
-    (source / "requirements.txt").write_text("fastapi\n")
-    (source / "main.py").write_text(  # the model's config, from the dyno's view of the cache
+    source = write_app(tmp_path, "weights", {
+        "kiln.toml": 'name = "weights"\nruntime = "python"\nmodel = "kiln-test/tiny-llama@main"\n'
+                     "[scaling]\nmin_replicas = 1\nmax_replicas = 1\n",
+        "requirements.txt": "fastapi\n",
+        "main.py":  # the model's config, from the dyno's view of the cache
         "import json, os\nfrom pathlib import Path\nfrom fastapi import FastAPI\napp = FastAPI()\n\n"
         "@app.get('/')\ndef kind() -> str:\n"
         "    folder = Path(os.environ['HF_HUB_CACHE']) / 'models--kiln-test--tiny-llama'\n"
         "    commit = (folder / 'refs' / 'main').read_text().strip()\n"
         "    config = folder / 'snapshots' / commit / 'config.json'\n"
-        "    return json.loads(config.read_text())['model_type']\n"
-    )
+        "    return json.loads(config.read_text())['model_type']\n",
+    })  # fmt: skip
     assert "v2 is live" in deploy(kiln, source, "weights", "--artifact", "slug")
     kind = answer(f"{kiln.app_url('weights')}/")
     time.sleep(1)
@@ -250,21 +247,17 @@ def test_a_dyno_on_a_node_reaches_its_vector_store_on_the_head(
     # own role and password (scram) let it in from another machine.
     kiln = cluster.kiln
     cluster.create("vectors")
-    source = tmp_path / "vectors"
-    source.mkdir()
-    (source / "kiln.toml").write_text(
-        'name = "vectors"\nruntime = "python"\naddons = ["vector-store"]\n'
-        "[scaling]\nmin_replicas = 1\nmax_replicas = 1\n"
-    )
-    (source / "requirements.txt").write_text("psycopg[binary]\n")
-    (source / "main.py").write_text(
-        "import json, os\nimport psycopg\n\n"
+    source = write_app(tmp_path, "vectors", {
+        "kiln.toml": 'name = "vectors"\nruntime = "python"\naddons = ["vector-store"]\n'
+                     "[scaling]\nmin_replicas = 1\nmax_replicas = 1\n",
+        "requirements.txt": "psycopg[binary]\n",
+        "main.py": "import json, os\nimport psycopg\n\n"
         "def app(environ, start_response):\n"
         "    with psycopg.connect(os.environ['KILN_VECTOR_URL'], connect_timeout=10) as db:\n"
         "        row = db.execute('select current_user, host(inet_server_addr())').fetchone()\n"
         "    start_response('200 OK', [('Content-Type', 'application/json')])\n"
-        "    return [json.dumps(list(row)).encode()]\n"
-    )
+        "    return [json.dumps(list(row)).encode()]\n",
+    })  # fmt: skip
     output = deploy(kiln, source, "vectors", "--artifact", "slug")
     assert "v2 is live" in output
     placed = where(cluster, "vectors")

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.apps import write_app
 from tests.support.platform import Platform, deploy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
@@ -35,9 +36,7 @@ def test_a_vllm_app_with_an_adapter_answers_the_openai_client_through_kiln(
     import openai
 
     app = fresh_app(platform, "vllm-chat")
-    source = tmp_path / app
-    source.mkdir()
-    (source / "kiln.toml").write_text(MANIFEST)
+    source = write_app(tmp_path, app, {"kiln.toml": MANIFEST})
     output = deploy(platform, source, app, "--artifact", "slug")
     assert "fetching kiln-test/tiny-sql-lora@main into the model cache" in output
     assert "-----> v2 is live" in output
@@ -103,11 +102,8 @@ def test_engine_args_vllm_refuses_fail_the_build_in_vllms_words(
     platform: Platform, fresh_app: Callable[[Platform, str], str], tmp_path: Path
 ) -> None:
     app = fresh_app(platform, "vllm-bad")
-    source = tmp_path / app
-    source.mkdir()
-    (source / "kiln.toml").write_text(
-        MANIFEST.replace("max_num_seqs = 8", "max_num_seqs = 8, no_such_flag = 3")
-    )
+    bad = MANIFEST.replace("max_num_seqs = 8", "max_num_seqs = 8, no_such_flag = 3")
+    source = write_app(tmp_path, app, {"kiln.toml": bad})
     output = deploy(platform, source, app, "--artifact", "slug", ok=False)
     assert "kiln.toml asks the llm runtime for what it refuses" in output
     assert "vLLM has no engine argument 'no_such_flag'" in output

@@ -21,3 +21,12 @@ def echo_with_release(where: Path, command: str) -> Path:
         )
     )
     return app
+
+
+def write_app(where: Path, name: str, files: dict[str, str]) -> Path:
+    """An app's source as a new directory ``where/name`` holding ``files`` (path -> text)."""
+    app = where / name
+    app.mkdir()
+    for path, text in files.items():
+        (app / path).write_text(text)
+    return app

