@@ -180,6 +180,12 @@ class RequestFigures(_Record):
     p50_ms: float | None = Field(None, description="Median latency to the whole answer.")
     p95_ms: float | None = None
     p99_ms: float | None = None
+    first_chunk_p50_ms: float | None = Field(
+        None,
+        description="Median time to the first event of streamed answers (an LLM's first token).",
+    )
+    held: int = Field(0, description="Requests that waited in a replica for its dyno to serve.")
+    cold_starts: int = Field(0, description="Replicas that started in the window.")
 
 
 class RequestSummary(_Record):

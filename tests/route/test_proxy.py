@@ -13,6 +13,8 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 
+from kiln.models import LogRecord
+from kiln.route.figures import Answer, parse, router_line
 from kiln.route.proxy import Forwarder, _app_path
 from tests.conftest import free_port
 
@@ -284,8 +286,8 @@ def test_the_apps_timeout_bounds_the_wait_for_an_answer_and_for_each_chunk(
 
     seen: list[tuple[int, str]] = []
     port = free_port()
-    forwarder = Forwarder(lambda: upstream_url, ready, lambda _m, _p, status, _s, note:
-                          seen.append((status, note)), timeout_s=0.6)  # fmt: skip
+    forwarder = Forwarder(lambda: upstream_url, ready, lambda _m, _p, answer:
+                          seen.append((answer.status, answer.note)), timeout_s=0.6)  # fmt: skip
     server = serve_in_thread(forwarder, port)
     url = f"http://127.0.0.1:{port}"
     slow = httpx.get(f"{url}/slow", timeout=10)
@@ -297,3 +299,37 @@ def test_the_apps_timeout_bounds_the_wait_for_an_answer_and_for_each_chunk(
         httpx.get(f"{url}/pausing", timeout=10).read()
     server.should_exit = True
     assert (504, "timed out after 0.6s") in seen and (200, "cut: no chunk for 0.6s") in seen
+
+
+def test_the_routers_answer_tells_first_byte_events_held_time_and_the_path_as_sent(
+    upstream_url: str,
+) -> None:
+    starting = {"left": 2}
+
+    async def ready() -> bool:  # a dyno that is starting: the first request waits for it
+        while starting["left"]:
+            starting["left"] -= 1
+            await asyncio.sleep(0.2)
+        return True
+
+    seen: list[tuple[str, Answer]] = []
+    port = free_port()
+    server = serve_in_thread(
+        Forwarder(
+            lambda: upstream_url, ready, lambda _m, path, answer: seen.append((path, answer))
+        ),
+        port,
+    )
+    url = f"http://127.0.0.1:{port}"
+    httpx.get(f"{url}/events", timeout=10)
+    httpx.get(f"{url}/a%20b%0a 200 1.0ms?x=1", timeout=10)  # a path that tries to forge a line
+    server.should_exit = True
+    (events_path, events), (forged_path, plain) = seen
+    assert events_path == "/events" and events.chunks == 4
+    assert events.held_ms >= 300  # waited for the starting dyno, which the client waited too
+    assert events.first_ms is not None and events.held_ms < events.first_ms < events.held_ms + 300
+    assert events.ms > events.first_ms + 800  # 4 events 0.3 s apart
+    assert " " not in forged_path and plain.chunks == 0 and plain.held_ms == 0
+    told = parse(LogRecord(ts=0, source="router", process="d",
+                           line=router_line("GET", forged_path, plain)))  # fmt: skip
+    assert told is not None and (told.status, told.ms) == (plain.status, round(plain.ms, 1))

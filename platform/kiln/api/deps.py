@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "DeployerDep",
     "GpusDep",
+    "MeterDep",
     "PlatformDep",
     "ReconcilerDep",
     "ReleaserDep",
@@ -27,6 +28,7 @@ from kiln.deploy import Deployer
 from kiln.errors import Unavailable
 from kiln.gpu.cluster import GpuCluster
 from kiln.release.releaser import Releaser
+from kiln.route.meter import RequestMeter
 from kiln.run.reconciler import Reconciler
 from kiln.settings import Settings
 from kiln.store import Store
@@ -68,6 +70,10 @@ def get_deployer(request: Request) -> Deployer:
     return get_platform(request).deployer
 
 
+def get_meter(request: Request) -> RequestMeter:
+    return get_platform(request).meter
+
+
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -75,3 +81,4 @@ ReleaserDep = Annotated[Releaser, Depends(get_releaser)]
 ReconcilerDep = Annotated[Reconciler, Depends(get_reconciler)]
 GpusDep = Annotated[GpuCluster, Depends(get_gpus)]
 DeployerDep = Annotated[Deployer, Depends(get_deployer)]
+MeterDep = Annotated[RequestMeter, Depends(get_meter)]

@@ -20,7 +20,8 @@ def _row(label: str, figures: RequestFigures) -> tuple[object, ...]:
     status = figures.status
     return (label, figures.requests, f"{figures.per_s:.2f}",
             *(status.get(k, 0) for k in ("2xx", "4xx", "5xx")),
-            _ms(figures.p50_ms), _ms(figures.p95_ms), _ms(figures.p99_ms))  # fmt: skip
+            _ms(figures.p50_ms), _ms(figures.p95_ms), _ms(figures.p99_ms),
+            _ms(figures.first_chunk_p50_ms), figures.held, figures.cold_starts)  # fmt: skip
 
 
 @click.command("metrics")
@@ -28,7 +29,9 @@ def _row(label: str, figures: RequestFigures) -> tuple[object, ...]:
 @click.option("--since", default="1h", show_default=True, help="The window: 90s, 10m, 1h, 7d.")
 @json_option
 def metrics(app: str | None, since: str, as_json: bool) -> None:
-    """Show an app's requests: req/s, 2xx/4xx/5xx, p50/p95/p99 latency, per release."""
+    """Show an app's requests: req/s, 2xx/4xx/5xx, p50/p95/p99 latency, the median time to a
+    stream's first event (an LLM's first token), requests held for a starting dyno, and replica
+    (cold) starts, per release."""
     name = resolve_app(app)
     window = parse_duration(since, "--since")
     summary = ApiClient.from_environment().get(
@@ -42,8 +45,10 @@ def metrics(app: str | None, since: str, as_json: bool) -> None:
     rows = [_row("all", summary.total)] + [
         _row(f"v{f.release}" if f.release is not None else "-", f) for f in summary.releases
     ]
-    print_table(("RELEASE", "REQUESTS", "REQ/S", "2XX", "4XX", "5XX", "P50", "P95", "P99"),
-                rows if summary.total.requests else [], f"No requests in the last {since}.")  # fmt: skip
+    heads = ("RELEASE", "REQUESTS", "REQ/S", "2XX", "4XX", "5XX", "P50", "P95", "P99",
+             "FIRST EVENT", "HELD", "COLD STARTS")  # fmt: skip
+    active = summary.total.requests or summary.total.cold_starts
+    print_table(heads, rows if active else [], f"No requests in the last {since}.")
 
 
 COMMANDS = [metrics]

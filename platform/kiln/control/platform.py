@@ -24,6 +24,7 @@ from kiln.deploy import Deployer
 from kiln.gpu.cluster import GpuCluster
 from kiln.release.canary import CanaryWatcher
 from kiln.release.releaser import Releaser
+from kiln.route.meter import RequestMeter
 from kiln.run.reconciler import Reconciler
 from kiln.settings import Settings
 from kiln.store import Store
@@ -50,6 +51,7 @@ class Platform:
         self.canaries = CanaryWatcher(self.releaser, settings) if reconciler is not None else None
         self.usage = UsageLedger(self.store, settings) if reconciler is not None else None
         self.auth_throttle = AuthThrottle()
+        self.meter = RequestMeter(settings.log_dir)
         self.push_locks: dict[str, asyncio.Lock] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # deploys that go on when a client leaves
         self._started = False

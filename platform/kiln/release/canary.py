@@ -73,8 +73,8 @@ def figures(records: Iterable[LogRecord], release: int) -> Figures:
     for record in records:
         answer = parse(record) if record.release == release else None
         if answer is not None:
-            latencies.append(answer[1])
-            errors += answer[0] >= 500
+            latencies.append(answer.ms)
+            errors += answer.status >= 500
     if not latencies:
         return Figures()
     return Figures(len(latencies), errors, percentile(sorted(latencies), 95))

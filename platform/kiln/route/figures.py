@@ -1,31 +1,106 @@
-"""What the router's lines say of an app's requests: counts by status class and latency
-percentiles, per release, over a window (``kiln metrics``; the canary's judgement reads the
-same lines). Each replica's supervisor logs one line a request: ``GET /path 200 12.3ms``, maybe
-followed by `` (why it ended)``, with the release its dyno runs.
+"""What the router's lines say of an app's requests, and the one place their format is written
+and read. Each replica's supervisor logs one line a request, with the release its dyno runs::
 
->>> parse(LogRecord(ts=0, source="router", process="dyno.a", line="GET / 503 4.0ms (held)"))
-(503, 4.0)
+    GET /v1/chat 200 812.0ms first=95.1ms held=0.0ms chunks=41 (why it ended)
+
+``first``: until the answer's first body byte (for a stream of server-sent events, its first
+token); ``held``: waiting inside the replica for its dyno to serve (starting, restarting in
+place); ``chunks``: server-sent events in a streamed answer. Each is written only when it says
+something. A replica also logs how long it took to start (``replica_line``). ``kiln metrics``,
+``/metrics`` and the canary's judgement all read these lines.
+
+>>> parse(LogRecord(ts=0, source="router", process="dyno.a", line="GET / 503 4.0ms (held)")).status
+503
 """
 
 from __future__ import annotations
 
-__all__ = ["parse", "percentile", "summarize"]
+__all__ = ["Answer", "ReplicaStart", "parse", "parse_start", "percentile", "router_line",
+           "start_line", "summarize"]  # fmt: skip
 
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from kiln.models import LogRecord, LogSource, RequestFigures
 
-_ROUTER_LINE = re.compile(r"^\S+ \S+ (\d{3}) ([\d.]+)ms(?: \(.*\))?$")
+_ROUTER_LINE = re.compile(
+    r"^\S+ \S+ (?P<status>\d{3}) (?P<ms>[\d.]+)ms(?: first=(?P<first>[\d.]+)ms)?"
+    r"(?: held=(?P<held>[\d.]+)ms)?(?: chunks=(?P<chunks>\d+))?(?: \((?P<note>.*)\))?$"
+)
+_START_LINE = re.compile(
+    r"^replica started in (?P<total>[\d.]+)s: worker (?P<worker>[\d.]+)s, "
+    r"artifact (?P<prepare>[\d.]+)s, dyno (?P<dyno>[\d.]+)s$"
+)
 
 
-def parse(record: LogRecord) -> tuple[int, float] | None:
-    """``(status, milliseconds)`` of a router line; None for any other line."""
+@dataclass(frozen=True)
+class Answer:
+    """One request as its router saw it."""
+
+    status: int
+    ms: float
+    first_ms: float | None = None
+    held_ms: float = 0.0
+    chunks: int = 0
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ReplicaStart:
+    """How long a replica took to serve, split: its worker process (Ray starting it), bringing
+    the artifact and weights to the node, and the dyno until its health check answered."""
+
+    worker_s: float
+    prepare_s: float
+    dyno_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.worker_s + self.prepare_s + self.dyno_s
+
+
+def router_line(method: str, path: str, answer: Answer) -> str:
+    parts = [f"{method} {path} {answer.status} {answer.ms:.1f}ms"]
+    if answer.first_ms is not None:
+        parts.append(f"first={answer.first_ms:.1f}ms")
+    if answer.held_ms >= 0.1:
+        parts.append(f"held={answer.held_ms:.1f}ms")
+    if answer.chunks:
+        parts.append(f"chunks={answer.chunks}")
+    if answer.note:
+        parts.append(f"({answer.note})")
+    return " ".join(parts)
+
+
+def parse(record: LogRecord) -> Answer | None:
+    """The answer a router line tells of; None for any other line."""
     if record.source is not LogSource.ROUTER:
         return None
     match = _ROUTER_LINE.match(record.line)
-    return None if match is None else (int(match.group(1)), float(match.group(2)))
+    if match is None:
+        return None
+    first, held, chunks = match.group("first", "held", "chunks")
+    return Answer(
+        int(match.group("status")), float(match.group("ms")),
+        first_ms=float(first) if first else None, held_ms=float(held) if held else 0.0,
+        chunks=int(chunks) if chunks else 0, note=match.group("note") or "",
+    )  # fmt: skip
+
+
+def start_line(start: ReplicaStart) -> str:
+    return (f"replica started in {start.total_s:.2f}s: worker {start.worker_s:.2f}s, "
+            f"artifact {start.prepare_s:.2f}s, dyno {start.dyno_s:.2f}s")  # fmt: skip
+
+
+def parse_start(record: LogRecord) -> ReplicaStart | None:
+    if record.source is not LogSource.RELEASE:
+        return None
+    match = _START_LINE.match(record.line)
+    if match is None:
+        return None
+    return ReplicaStart(*(float(match.group(k)) for k in ("worker", "prepare", "dyno")))
 
 
 def percentile(ordered: list[float], q: float) -> float | None:
@@ -36,18 +111,20 @@ def percentile(ordered: list[float], q: float) -> float | None:
 
 
 def _figures(
-    release: int | None, answers: list[tuple[int, float]], window_s: float
+    release: int | None, answers: list[Answer], starts: int, window_s: float
 ) -> RequestFigures:
-    latencies = sorted(ms for _status, ms in answers)
+    latencies = sorted(a.ms for a in answers)
+    firsts = sorted(a.first_ms for a in answers if a.chunks and a.first_ms is not None)
     classes: dict[str, int] = {}
-    for status, _ms in answers:
-        key = f"{status // 100}xx"
+    for answer in answers:
+        key = f"{answer.status // 100}xx"
         classes[key] = classes.get(key, 0) + 1
     return RequestFigures(
         release=release, requests=len(answers),
         per_s=round(len(answers) / window_s, 3) if window_s > 0 else 0.0, status=classes,
         p50_ms=percentile(latencies, 50), p95_ms=percentile(latencies, 95),
-        p99_ms=percentile(latencies, 99),
+        p99_ms=percentile(latencies, 99), first_chunk_p50_ms=percentile(firsts, 50),
+        held=sum(a.held_ms > 0 for a in answers), cold_starts=starts,
     )  # fmt: skip
 
 
@@ -55,13 +132,17 @@ def summarize(
     records: Iterable[LogRecord], window_s: float
 ) -> tuple[RequestFigures, list[RequestFigures]]:
     """All requests' figures over ``window_s`` seconds, and each release's, newest first."""
-    everything: list[tuple[int, float]] = []
-    by_release: dict[int | None, list[tuple[int, float]]] = {}
+    everything: list[Answer] = []
+    by_release: dict[int | None, list[Answer]] = {}
+    starts: dict[int | None, int] = {}
     for record in records:
         answer = parse(record)
         if answer is not None:
             everything.append(answer)
             by_release.setdefault(record.release, []).append(answer)
+        elif parse_start(record) is not None:
+            starts[record.release] = starts.get(record.release, 0) + 1
+            by_release.setdefault(record.release, [])
     releases = sorted(by_release, key=lambda r: -1 if r is None else r, reverse=True)
-    return (_figures(None, everything, window_s),
-            [_figures(r, by_release[r], window_s) for r in releases])  # fmt: skip
+    return (_figures(None, everything, sum(starts.values()), window_s),
+            [_figures(r, by_release[r], starts.get(r, 0), window_s) for r in releases])  # fmt: skip

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from kiln.route.figures import Answer
 from kiln.route.keys import KeyGuard, Verdict, retry_after
 
 Scope = MutableMapping[str, Any]
@@ -41,7 +42,7 @@ class Forwarder:
         self,
         target: Callable[[], str],
         ready: Callable[[], Awaitable[bool]],
-        on_request: Callable[[str, str, int, float, str], None] | None = None,
+        on_request: Callable[[str, str, Answer], None] | None = None,
         recover: Callable[[], Awaitable[bool]] | None = None,
         guard: KeyGuard | None = None,
         unix_socket: Callable[[], str | None] | None = None,
@@ -49,7 +50,8 @@ class Forwarder:
     ) -> None:
         self._target = target
         self._ready = ready
-        self._on_request = on_request
+        self._on_request = on_request  # (method, path as sent, answer): the router's line
+        self.in_flight = 0
         # Called when the dyno cannot be reached; True once it serves again (restarted in place).
         self._recover = recover or ready
         self._guard = guard
@@ -100,14 +102,14 @@ class Forwarder:
             await send({"type": "websocket.close", "code": 1003})
             return
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        outcome = _Outcome()
+        outcome = _Outcome(loop.time())
+        self.in_flight += 1
         try:
             await self._forward(scope, receive, send, outcome)
         finally:
+            self.in_flight -= 1
             if self._on_request is not None:
-                self._on_request(scope["method"], scope["path"], outcome.status,
-                                 loop.time() - started, outcome.note)  # fmt: skip
+                self._on_request(scope["method"], _sent_path(scope), outcome.answer(loop.time()))
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, outcome: _Outcome) -> int:
         outcome.status = await self._relay(scope, receive, send, outcome)
@@ -121,7 +123,7 @@ class Forwarder:
             if verdict.status != 200:
                 return await _refuse(send, verdict)
             key_id = verdict.key_id
-        if not await self._ready():
+        if not await outcome.waiting(self._ready()):
             return await _error(send, 503, "the app's dyno is not ready; try again shortly")
         path = _app_path(scope)
         query = scope.get("query_string", b"")
@@ -156,7 +158,12 @@ class Forwarder:
                     outcome.status = upstream.status
                     await send({"type": "http.response.start", "status": upstream.status,
                                 "headers": [(k, v) for k, v in upstream.raw_headers if k.lower() not in _HOP]})  # fmt: skip
+                    events = upstream.content_type == "text/event-stream"
                     async for chunk in upstream.content.iter_any():
+                        if outcome.first is None:
+                            outcome.first = asyncio.get_running_loop().time()
+                        if events:
+                            outcome.chunks += chunk.count(b"data:")
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     await send({"type": "http.response.body", "body": b""})
                     return upstream.status
@@ -178,7 +185,7 @@ class Forwarder:
                 # place and send it once more: the caller sees a delay, not a 502.
                 never_delivered = isinstance(exc, aiohttp.ClientConnectorError)
                 safe = never_delivered or scope["method"] in _IDEMPOTENT
-                if not (retryable and safe and await self._recover()):
+                if not (retryable and safe and await outcome.waiting(self._recover())):
                     return await _error(
                         send, 502, f"the app's dyno did not answer ({type(exc).__name__})"
                     )
@@ -186,13 +193,39 @@ class Forwarder:
 
 
 class _Outcome:
-    """One request's outcome, for the router's line: its status, and why it ended early."""
+    """One request's outcome, for the router's line: its status, when its first byte went out,
+    how long it waited for the dyno, its events, and why it ended early."""
 
-    __slots__ = ("note", "status")
+    __slots__ = ("chunks", "first", "held", "note", "started", "status")
 
-    def __init__(self) -> None:
+    def __init__(self, started: float) -> None:
+        self.started = started
         self.status = 0
         self.note = ""
+        self.first: float | None = None
+        self.held = 0.0
+        self.chunks = 0
+
+    async def waiting(self, until: Awaitable[bool]) -> bool:
+        """``until``'s answer, its wait counted as held time."""
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        try:
+            return await until
+        finally:
+            self.held += loop.time() - begun
+
+    def answer(self, now: float) -> Answer:
+        first = None if self.first is None else (self.first - self.started) * 1000
+        return Answer(self.status, (now - self.started) * 1000, first_ms=first,
+                      held_ms=self.held * 1000, chunks=self.chunks, note=self.note)  # fmt: skip
+
+
+def _sent_path(scope: Scope) -> str:
+    """The path as the client sent it, without its query: still percent-encoded, so it is one
+    word in the router's line whatever the client put in it."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    return raw.split(b"?", 1)[0].decode("latin-1")
 
 
 def _app_path(scope: Scope) -> str:

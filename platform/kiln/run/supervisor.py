@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import ray
 from ray import serve
 from ray.serve import Application
@@ -27,6 +28,7 @@ from ray.serve import Application
 from kiln.engine import EngineError, app_network, connect_engine
 from kiln.models import ArtifactKind
 from kiln.proc import host_environment
+from kiln.route.figures import Answer, ReplicaStart, router_line, start_line
 from kiln.route.keys import KeyGuard
 from kiln.route.proxy import Forwarder
 from kiln.run.cluster import node_name
@@ -54,6 +56,7 @@ def build(args: dict[str, Any]) -> Application:
 @serve.ingress()
 class DynoSupervisor:
     async def __init__(self, spec: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
+        begun = time.time()
         base = DynoSpec.model_validate(spec)
         context = serve.get_replica_context()
         self.replica = f"dyno.{context.replica_id.unique_id[:6]}"
@@ -74,7 +77,13 @@ class DynoSupervisor:
             unix_socket=lambda: self.pinned.connect_path if self.pinned is not None else None,
             timeout_s=base.request_timeout_s,
         )  # fmt: skip
+        self._prepare_s: float | None = None  # the first prepare's: part of this replica's start
         await self.keeper.start()
+        self.log("release", start_line(ReplicaStart(
+            worker_s=_worker_wait(begun),
+            prepare_s=self._prepare_s or 0.0,
+            dyno_s=max(0.0, time.time() - begun - (self._prepare_s or 0.0)),
+        )), base.release)  # fmt: skip
         self._watchdog = asyncio.get_running_loop().create_task(self.keeper.watch())
         self._usage = asyncio.get_running_loop().create_task(self._report_usage())
         every = float(os.environ.get("KILN_ENGINE_METRICS_S", "10"))
@@ -178,6 +187,7 @@ class DynoSupervisor:
         def say(line: str) -> None:
             self.log("release", line, spec.release)
 
+        begun = time.monotonic()
         try:
             if self._on_head is None:
                 self._on_head = await asyncio.to_thread(_on_head)
@@ -209,6 +219,8 @@ class DynoSupervisor:
                 await asyncio.to_thread(
                     self.sandbox.link_model, Path(spec.model_cache), model.folder
                 )
+        if self._prepare_s is None:
+            self._prepare_s = time.monotonic() - begun
 
     def _pull(self, spec: DynoSpec, say: Callable[[str], None]) -> None:
         """The image from the cluster's registry, unless this node's engine has it already."""
@@ -273,9 +285,8 @@ class DynoSupervisor:
         self.logs.release = release
         self.logs.line(source, line)
 
-    def _routed(self, method: str, path: str, status: int, seconds: float, note: str) -> None:
-        why = f" ({note})" if note else ""
-        self.logs.line("router", f"{method} {path} {status} {seconds * 1000:.1f}ms{why}")
+    def _routed(self, method: str, path: str, answer: Answer) -> None:
+        self.logs.line("router", router_line(method, path, answer))
 
     # -- Serve's hooks -----------------------------------------------------------------------
 
@@ -298,9 +309,16 @@ class DynoSupervisor:
             self.logs.line("usage", json.dumps({str(k): list(v) for k, v in usage.items()}))
 
     async def _report_usage(self) -> None:
+        """API keys' use, and requests in flight (while there are, and once when they end),
+        every 2 s to the app's log: the platform's /metrics sums the replicas' last reports."""
+        shipped = 0
         while True:
             await asyncio.sleep(2)
             self._ship_usage()
+            in_flight = self.forwarder.in_flight
+            if in_flight or shipped:
+                self.logs.line("metrics", json.dumps({"router": {"in_flight": in_flight}}))
+            shipped = in_flight
 
     async def _report_engine(self, every_s: float) -> None:
         """An llm dyno's engine figures (vLLM's /metrics), every ``every_s``, to the app's log,
@@ -345,6 +363,14 @@ class DynoSupervisor:
         if self.pinned is not None:
             self.pinned.close()
         self.logs.stop()
+
+
+def _worker_wait(begun: float) -> float:
+    """How long Ray took to start this replica's worker process, as far as the process can
+    tell: from its birth to the replica's constructor. A worker much older than that was started
+    ahead of need (Ray prestarts some) and cost the replica nothing."""
+    age = begun - psutil.Process().create_time()
+    return age if 0 <= age < 60 else 0.0
 
 
 def _engine_url(spec: DynoSpec) -> str:

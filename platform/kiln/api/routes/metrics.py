@@ -1,4 +1,6 @@
-"""``/metrics``: Prometheus text for what runs: replicas per app and state; for apps that
+"""``/metrics``: Prometheus text for what runs: each app's requests by release (counts by
+status code, latency and time-to-first-token histograms, requests in flight, replica starts and
+their split: ``kiln.route.meter``); replicas per app and state; for apps that
 reserve GPUs, each dyno's GPU memory and the GPUs' utilisation (NVML on every node); for vLLM
 dynos, the engine's own ``vllm:*`` figures with ``app`` and ``dyno`` labels.
 
@@ -19,9 +21,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from kiln.api.deps import GpusDep, ReconcilerDep, SettingsDep, StoreDep
+from kiln.api.deps import GpusDep, MeterDep, ReconcilerDep, SettingsDep, StoreDep
 from kiln.errors import KilnError
 from kiln.models import LlmFigures, NodeInventory
+from kiln.route.meter import RequestMeter
 from kiln.run.engine_metrics import COUNTERS, GAUGES, HISTOGRAMS, latest, llm_apps
 from kiln.run.reconciler import Reconciler
 
@@ -103,9 +106,22 @@ class _Snapshot:
         yield from (*gauges.values(), *counters.values(), *histograms.values())
 
 
+class _Requests:
+    def __init__(self, meter: RequestMeter, apps: list[str]) -> None:
+        self.meter = meter
+        self.apps = apps
+
+    def collect(self) -> Iterator[Metric]:
+        return self.meter.collect(self.apps)
+
+
 @router.get("/metrics", response_class=Response)
 def metrics(
-    reconciler: ReconcilerDep, gpus: GpusDep, store: StoreDep, settings: SettingsDep
+    reconciler: ReconcilerDep,
+    gpus: GpusDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    meter: MeterDep,
 ) -> Response:
     applied = (reconciler.applied or {}).get("applications", [])
     uses_gpus = any(
@@ -120,5 +136,6 @@ def metrics(
     running = set(reconciler.last_status) & llm_apps(store.deployables())
     engines = {app: latest(settings.log_dir, app) for app in running}
     registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Requests(meter, [app.name for app in store.list_apps()]))
     registry.register(_Snapshot(reconciler, inventory, engines))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
