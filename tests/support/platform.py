@@ -88,6 +88,12 @@ class Platform:
             assert result.exit_code == 0, result.output
         return result
 
+    def api(self) -> httpx.Client:
+        """A client of the control-plane API, with the token ``kiln up`` stored."""
+        credentials = json.loads((self.home / "credentials.json").read_text())
+        return httpx.Client(base_url=credentials["api_url"], timeout=30,
+                            headers={"Authorization": f"Bearer {credentials['token']}"})  # fmt: skip
+
     def app_url(self, app: str) -> str:
         return f"{self.url}/{app}"
 
