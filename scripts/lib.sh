@@ -129,3 +129,13 @@ sys.exit(0 if connect_engine(None).has_image('$base') else 1)"; then
         fi
     done
 }
+
+# ensure_browser: Debian's Chromium, for the dashboard's tests in a real browser (Playwright
+# drives it; it never downloads a browser of its own). Exports KILN_TEST_CHROMIUM when there.
+ensure_browser() {
+    _apt_install chromium:chromium || true
+    if command -v chromium >/dev/null; then
+        KILN_TEST_CHROMIUM="$(command -v chromium)"
+        export KILN_TEST_CHROMIUM
+    fi
+}

@@ -80,6 +80,8 @@ class Deployer:
         )
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        # The logs of builds in progress, by build id: the dashboard follows them as they grow.
+        self.building: dict[int, BuildLog] = {}
 
     def deploy(
         self,
@@ -117,11 +119,21 @@ class Deployer:
         kind: ArtifactKind | None, canary: int | None,
     ) -> BuildInfo:  # fmt: skip
         record = self.store.builds.start(app, actor=actor, commit=commit)
+        self.building[record.id] = log
+        try:
+            return self._build_and_release(app, record.id, archive, actor, log, kind, canary)
+        finally:
+            self.building.pop(record.id, None)
+
+    def _build_and_release(
+        self, app: str, build_id: int, archive: Path, actor: str, log: BuildLog,
+        kind: ArtifactKind | None, canary: int | None,
+    ) -> BuildInfo:  # fmt: skip
         started = time.monotonic()
         facts = BuildFacts()
         sandbox = sandbox_for(self.builder.settings, app, self.store.sandbox_id(app))
         try:
-            artifact = self.builder.build(app, record.id, archive, log, sandbox=sandbox,
+            artifact = self.builder.build(app, build_id, archive, log, sandbox=sandbox,
                                           facts=facts, kind=kind)  # fmt: skip
             self.releaser.checkpoint("built")
             manifest_json = facts.manifest.model_dump_json() if facts.manifest else None
@@ -133,20 +145,20 @@ class Deployer:
                 return log.text() + f"-----> {released[-1]}\n"
 
             self.releaser.release_build(
-                app, build_id=record.id, artifact=artifact, manifest=facts.manifest,
-                description=f"Deploy build {record.id} ({facts.runtime} {artifact.kind})",
+                app, build_id=build_id, artifact=artifact, manifest=facts.manifest,
+                description=f"Deploy build {build_id} ({facts.runtime} {artifact.kind})",
                 actor=actor, log=log, sandbox=sandbox, canary=canary,
                 outcome=BuildOutcome(facts.source_digest, facts.runtime, manifest_json, whole_log),
             )  # fmt: skip
             log.step(released[-1])
             self._collect(app)
-            return self.store.builds.get(app, record.id)
+            return self.store.builds.get(app, build_id)
         except KilnError as exc:
-            return self._fail(record.id, log, exc.message, facts)
+            return self._fail(build_id, log, exc.message, facts)
         except Exception as exc:  # a bug: fail the build, keep the platform up, keep the trace
-            logger.exception("build %s of %s crashed", record.id, app)
+            logger.exception("build %s of %s crashed", build_id, app)
             message = f"internal error: {type(exc).__name__}: {exc} (see the control plane's log)"
-            return self._fail(record.id, log, message, facts)
+            return self._fail(build_id, log, message, facts)
 
     def _collect(self, app: str) -> None:
         """After a deploy: the app's artifacts no kept release runs (KILN_KEEP_RELEASES)."""

@@ -13,9 +13,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from kiln import __version__
+from kiln import __version__, ui
 from kiln.api.auth import authorize
 from kiln.api.limits import BodyLimit
 from kiln.api.routes import (
@@ -54,8 +54,10 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers or None)
 
 
-async def _kiln_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _kiln_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KilnError)
+    if request.url.path.startswith("/ui/"):
+        return ui.error_page(request, exc)
     wait = exc.retry_after_s if isinstance(exc, RateLimited) else None
     return error_response(exc.status, exc.code, exc.message, wait)
 
@@ -93,6 +95,7 @@ def create_app(platform: Platform) -> FastAPI:
     api.add_exception_handler(KilnError, _kiln_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.include_router(system.public)
+    ui.mount(api)  # the dashboard: its own sign-in (a session cookie), pages under /ui
     api.include_router(git_http.router)  # its own auth: HTTP Basic, for git's credential helpers
     for module in (addons, apps, builds, canary, config, formation, gc, logs, metrics, models,
                    nodes, releases, system, tokens, traffic):  # fmt: skip

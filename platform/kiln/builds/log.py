@@ -40,6 +40,10 @@ class BuildLog:
         for line in text.splitlines() or [""]:
             self._emit(f" !     {line}".rstrip())
 
+    def lines(self) -> list[str]:
+        """The lines so far (a copy: the build goes on writing)."""
+        return list(self._lines)
+
     def text(self) -> str:
         return "\n".join(self._lines) + ("\n" if self._lines else "")
 

@@ -28,6 +28,7 @@ from kiln.route.meter import RequestMeter
 from kiln.run.reconciler import Reconciler
 from kiln.settings import Settings
 from kiln.store import Store
+from kiln.ui.session import Sessions
 
 
 class Platform:
@@ -52,6 +53,7 @@ class Platform:
         self.usage = UsageLedger(self.store, settings) if reconciler is not None else None
         self.auth_throttle = AuthThrottle()
         self.meter = RequestMeter(settings.log_dir)
+        self.ui_sessions = Sessions()  # the dashboard's signed-in browsers
         self.push_locks: dict[str, asyncio.Lock] = {}
         self.tasks: set[asyncio.Task[None]] = set()  # deploys that go on when a client leaves
         self._started = False

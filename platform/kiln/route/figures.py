@@ -15,8 +15,8 @@ something. A replica also logs how long it took to start (``replica_line``). ``k
 
 from __future__ import annotations
 
-__all__ = ["Answer", "ReplicaStart", "parse", "parse_start", "percentile", "router_line",
-           "start_line", "summarize"]  # fmt: skip
+__all__ = ["Answer", "Point", "ReplicaStart", "parse", "parse_start", "percentile",
+           "router_line", "start_line", "stop_line", "summarize", "timeline"]  # fmt: skip
 
 import math
 import re
@@ -101,6 +101,55 @@ def parse_start(record: LogRecord) -> ReplicaStart | None:
     if match is None:
         return None
     return ReplicaStart(*(float(match.group(k)) for k in ("worker", "prepare", "dyno")))
+
+
+def stop_line(release: int) -> str:
+    return f"stopping the dyno of v{release}"
+
+
+_STOP_LINE = re.compile(r"^stopping the dyno of v\d+$")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One step of an app's last hour, for the dashboard's charts."""
+
+    t: float  # the step's end, unix time
+    requests: int
+    errors: int  # 5xx
+    p95_ms: float | None
+    replicas: int
+
+
+def timeline(
+    records: Iterable[LogRecord], since: float, until: float, step_s: float, replicas_now: int
+) -> list[Point]:
+    """Requests, server errors, p95 latency and replicas per ``step_s`` from ``since`` to
+    ``until``. Replicas are counted back from ``replicas_now`` through the starts and stops the
+    replicas logged."""
+    steps = max(1, math.ceil((until - since) / step_s))
+    answers: list[list[Answer]] = [[] for _ in range(steps)]
+    changes: list[tuple[float, int]] = []
+    for record in records:
+        if record.ts <= since or record.ts > until:
+            continue
+        answer = parse(record)
+        if answer is not None:
+            answers[min(steps - 1, int((record.ts - since) // step_s))].append(answer)
+        elif parse_start(record) is not None:
+            changes.append((record.ts, 1))
+        elif record.source is LogSource.RELEASE and _STOP_LINE.match(record.line):
+            changes.append((record.ts, -1))
+    points = []
+    for index, bucket in enumerate(answers):
+        end = since + (index + 1) * step_s
+        later = sum(delta for ts, delta in changes if ts > end)
+        points.append(Point(
+            t=end, requests=len(bucket), errors=sum(a.status >= 500 for a in bucket),
+            p95_ms=percentile(sorted(a.ms for a in bucket), 95),
+            replicas=max(0, replicas_now - later),
+        ))  # fmt: skip
+    return points
 
 
 def percentile(ordered: list[float], q: float) -> float | None:

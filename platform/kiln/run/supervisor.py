@@ -28,7 +28,7 @@ from ray.serve import Application
 from kiln.engine import EngineError, app_network, connect_engine
 from kiln.models import ArtifactKind
 from kiln.proc import host_environment
-from kiln.route.figures import Answer, ReplicaStart, router_line, start_line
+from kiln.route.figures import Answer, ReplicaStart, router_line, start_line, stop_line
 from kiln.route.keys import KeyGuard
 from kiln.route.proxy import Forwarder
 from kiln.run.cluster import node_name
@@ -357,7 +357,7 @@ class DynoSupervisor:
         self._usage.cancel()
         self._engine.cancel()
         self._ship_usage()
-        self.logs.line("release", f"stopping the dyno of v{self.keeper.spec.release}")
+        self.logs.line("release", stop_line(self.keeper.spec.release))
         await self.keeper.stop()
         await self.forwarder.close()
         if self.pinned is not None:

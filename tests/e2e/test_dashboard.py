@@ -1,0 +1,142 @@
+"""Journey: the dashboard in a real browser (Debian's Chromium, driven by Playwright) against a
+running platform: sign in, watch a deploy go live without reloading, see requests in the
+chart, create and revoke a key, roll back from the page, sign out; a wrong token and a form
+without its CSRF token refused."""
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.apps import EXAMPLES
+from tests.support.platform import Platform
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = os.environ.get("KILN_TEST_CHROMIUM") or shutil.which("chromium")
+SCREENSHOT = os.environ.get("KILN_SCREENSHOT")  # where to save the app page (the README's)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM:
+        pytest.skip("no Chromium: apt-get install chromium (scripts/test does, as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def test_a_deploy_traffic_keys_and_a_rollback_seen_and_done_from_the_dashboard(
+    platform: Platform, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    credentials = json.loads((platform.home / "credentials.json").read_text())
+    base = credentials["api_url"]
+    app = "dash"
+    platform.kiln("apps:create", app)  # with the api-keys add-on: the page manages its keys
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30_000)
+    try:
+        # A wrong token is refused, with the reason
+        page.goto(f"{base}/ui/apps/{app}")
+        expect(page).to_have_url(f"{base}/ui/login")
+        page.fill("#token", "kiln_tok_not-a-token")
+        page.press("#token", "Enter")
+        expect(page.get_by_role("alert")).to_contain_text("invalid platform token")
+        page.fill("#token", credentials["token"])
+        page.click("button[type=submit]")
+        expect(page.get_by_role("heading", name="Apps")).to_be_visible()
+        assert "HttpOnly" in _cookie_flags(page)
+
+        # A deploy goes live on the app's page, without a reload
+        page.click(f"a[href='/ui/apps/{app}']")
+        expect(page.locator("#app-status")).to_have_text("STOPPED")
+        page.evaluate("window.kilnMarker = 'same page'")
+        deployed = _in_background(lambda: platform.shell(
+            "deploy", str(EXAMPLES / "echo"), "-a", app, "--artifact", "slug"))  # fmt: skip
+        expect(page.locator("#app-status")).to_have_text("RUNNING", timeout=180_000)
+        expect(page.locator("#app-release")).to_have_text("v1")
+        expect(page.locator("#log")).to_contain_text("replica started in")
+        assert page.evaluate("window.kilnMarker") == "same page"
+        assert deployed().returncode == 0
+        expect(page.locator(".builds")).to_contain_text("succeeded")
+
+        # A key made on the page lets requests in; they show in the chart
+        page.fill("#key-name", "browser")
+        page.click("text=Create key")
+        key = page.locator("#new-key").inner_text().strip()
+        url = f"{platform.app_url(app)}/"
+        auth = {"Authorization": f"Bearer {key}"}
+        platform.wait("the key to work", lambda: httpx.get(url, headers=auth).status_code == 200)
+        for _ in range(20):
+            assert httpx.get(url, headers=auth).status_code == 200
+        page.goto(f"{base}/ui/apps/{app}")
+        page.wait_for_function(
+            "Number(document.getElementById('charts').dataset.requests) >= 20", timeout=30_000
+        )
+        expect(page.locator("#chart-total")).to_contain_text("requests")
+        assert page.locator("#charts canvas").count() >= 3
+        if SCREENSHOT:
+            page.screenshot(path=SCREENSHOT, full_page=True)
+
+        # Revoked from the page: the app refuses the key within seconds
+        page.click("button[aria-label^='Revoke browser']")
+        expect(page.locator("table.keys")).to_contain_text("revoked")
+        platform.wait("the key refused", lambda: httpx.get(url, headers=auth).status_code == 401,
+                      timeout_s=15)  # fmt: skip
+
+        # A form without the session's CSRF token is refused, even with the session's cookie
+        forged = page.request.post(f"{base}/ui/apps/{app}/rollback", form={"version": "1"})
+        assert forged.status == 403 and "CSRF" in forged.text()
+
+        # Roll back from the page: v2 (a config change) back to v1's code and config
+        platform.kiln("config:set", "GREETING=v2", "-a", app)
+        page.goto(f"{base}/ui/apps/{app}")
+        expect(page.locator("#app-release")).to_have_text("v2", timeout=120_000)
+        page.click("button[aria-label='Roll back to v1']")
+        expect(page.locator("#app-release")).to_have_text("v3", timeout=120_000)
+        expect(page.locator("#release-v3")).to_contain_text("Rollback to v1")
+        again = _new_key(platform, app)
+        platform.wait("v1's config back", lambda: httpx.get(url, headers=again).json()
+                      .get("hello") == "world", timeout_s=120)  # fmt: skip
+
+        # Sign out: the session is over
+        page.click("text=Sign out")
+        expect(page).to_have_url(f"{base}/ui/login")
+        page.goto(f"{base}/ui/apps/{app}")
+        expect(page).to_have_url(f"{base}/ui/login")
+    finally:
+        page.close()
+        platform.kiln("apps:destroy", app, "--confirm", app, ok=False)
+
+
+def _cookie_flags(page: Any) -> str:
+    cookie = next(c for c in page.context.cookies() if c["name"] == "kiln_session")
+    return ("HttpOnly " if cookie["httpOnly"] else "") + cookie["sameSite"]
+
+
+def _new_key(platform: Platform, app: str) -> dict[str, str]:
+    key = json.loads(platform.kiln("keys:create", "-a", app, "--json").output)["key"]
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _in_background(run: Callable[[], Any]) -> Callable[[], Any]:
+    """Starts ``run`` in a thread; the function returned waits for its result."""
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(run()), daemon=True)
+    thread.start()
+
+    def wait() -> Any:
+        thread.join(timeout=300)
+        return result[0]
+
+    return wait
