@@ -2,6 +2,9 @@
 
 import json
 import time
+from pathlib import Path
+
+import pytest
 
 from kiln.run.logs import append_records
 from tests.cli.test_commands import Kiln
@@ -28,3 +31,17 @@ def test_kiln_metrics_prints_the_last_hour_of_an_apps_requests(
     assert json.loads(kiln("metrics", "-a", "chat", "--json").output)["total"]["requests"] == 11
     assert "No requests in the last 10s" in kiln("metrics", "-a", "chat", "--since", "10s").output
     assert "--since" in kiln("metrics", "-a", "chat", "--since", "soon", ok=False).output
+
+
+def test_kiln_open_dashboard_opens_the_apps_page_on_the_control_plane(
+    kiln: Kiln, live_api: LiveApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:  # fmt: skip
+    import webbrowser
+
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", opened.append)
+    monkeypatch.chdir(tmp_path)  # no kiln.toml here: -a names the app, or none
+    kiln("apps:create", "chat")
+    assert kiln("open", "-a", "chat", "--dashboard").output.strip().endswith("/ui/apps/chat")
+    assert kiln("open", "--dashboard").output.strip().endswith("/ui/")
+    assert opened[0].startswith("http://127.0.0.1:") and opened[0].endswith("/ui/apps/chat")

@@ -69,14 +69,23 @@ def apps_info(app: str | None, as_json: bool) -> None:
 
 @click.command("open")
 @app_option
-def open_app(app: str | None) -> None:
-    """Print the app's URL (and open it in a browser, where there is one)."""
+@click.option("--dashboard", is_flag=True, help="Open the app's page in the dashboard instead.")
+def open_app(app: str | None, dashboard: bool) -> None:
+    """Print the app's URL (and open it in a browser, where there is one). With --dashboard:
+    its page on the dashboard (sign in there with a platform token: kiln tokens:create)."""
     import webbrowser
 
-    info = ApiClient.from_environment().get(app_path(resolve_app(app)), AppInfo)
-    click.echo(info.url)
-    if info.url:
-        webbrowser.open(info.url)
+    client = ApiClient.from_environment()
+    if dashboard:
+        try:
+            url = f"{client.base_url}/ui/apps/{resolve_app(app)}"
+        except InvalidInput:  # no app here: the dashboard's list of apps
+            url = f"{client.base_url}/ui/"
+    else:
+        url = client.get(app_path(resolve_app(app)), AppInfo).url or ""
+    click.echo(url)
+    if url:
+        webbrowser.open(url)
 
 
 @click.command("apps:destroy")

@@ -3,8 +3,8 @@ and read. Each replica's supervisor logs one line a request, with the release it
 
     GET /v1/chat 200 812.0ms first=95.1ms held=0.0ms chunks=41 (why it ended)
 
-``first``: until the answer's first body byte (for a stream of server-sent events, its first
-token); ``held``: waiting inside the replica for its dyno to serve (starting, restarting in
+``first``: until a stream of server-sent events sent its first (an LLM's first token);
+``held``: waiting inside the replica for its dyno to serve (starting, restarting in
 place); ``chunks``: server-sent events in a streamed answer. Each is written only when it says
 something. A replica also logs how long it took to start (``replica_line``). ``kiln metrics``,
 ``/metrics`` and the canary's judgement all read these lines.
@@ -63,7 +63,7 @@ class ReplicaStart:
 
 def router_line(method: str, path: str, answer: Answer) -> str:
     parts = [f"{method} {path} {answer.status} {answer.ms:.1f}ms"]
-    if answer.first_ms is not None:
+    if answer.first_ms is not None and answer.chunks:  # a stream's: its first event
         parts.append(f"first={answer.first_ms:.1f}ms")
     if answer.held_ms >= 0.1:
         parts.append(f"held={answer.held_ms:.1f}ms")

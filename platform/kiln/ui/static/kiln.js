@@ -10,7 +10,7 @@
     if (kind === "traffic") {
       return [{}, { label: "req/s", stroke: "#b3471d", width: 2 }, { label: "5xx/s", stroke: "#b3261e", dash: [4, 3] }];
     }
-    if (kind === "latency") { return [{}, { label: "p95 ms", stroke: "#1a73e8", width: 2, spanGaps: true }]; }
+    if (kind === "latency") { return [{}, { label: "p95 ms", stroke: "#1a73e8", width: 2, spanGaps: true, points: { show: true, size: 5 } }]; }
     return [{}, { label: "replicas", stroke: "#1e7b34", width: 2, paths: uPlot.paths.stepped({ align: 1 }) }];
   }
 
