@@ -53,7 +53,8 @@ def test_a_deploy_traffic_keys_and_a_rollback_seen_and_done_from_the_dashboard(
         page.press("#token", "Enter")
         expect(page.get_by_role("alert")).to_contain_text("invalid platform token")
         page.fill("#token", credentials["token"])
-        page.click("button[type=submit]")
+        page.keyboard.press("Tab")  # from the keyboard: the field, then the button
+        page.keyboard.press("Enter")
         expect(page.get_by_role("heading", name="Apps")).to_be_visible()
         assert "HttpOnly" in _cookie_flags(page)
 
@@ -70,6 +71,10 @@ def test_a_deploy_traffic_keys_and_a_rollback_seen_and_done_from_the_dashboard(
         assert page.evaluate("window.kilnMarker") == "same page"
         assert deployed().returncode == 0
         expect(page.locator(".builds")).to_contain_text("succeeded")
+        page.click(f"a[href^='/ui/apps/{app}/builds/']")  # its log, whole once it is done
+        expect(page.locator("#build-log")).to_contain_text("-----> Released v")
+        expect(page.locator("#build-status")).to_have_text("succeeded")
+        page.go_back()
 
         # A key made on the page lets requests in; they show in the chart
         page.fill("#key-name", "browser")
@@ -87,6 +92,15 @@ def test_a_deploy_traffic_keys_and_a_rollback_seen_and_done_from_the_dashboard(
         assert page.locator("#charts canvas").count() >= 3
         if SCREENSHOT:
             page.screenshot(path=SCREENSHOT, full_page=True)
+
+        # On a phone: nothing wider than the screen but the tables, which scroll on their own
+        page.set_viewport_size({"width": 390, "height": 844})
+        wide = page.evaluate(
+            "Array.from(document.querySelectorAll('body *')).filter(e => !e.closest('.scroll')"
+            " && e.getBoundingClientRect().right > 391).map(e => e.tagName + '.' + e.className)"
+        )
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, wide
+        page.set_viewport_size({"width": 1280, "height": 900})
 
         # Revoked from the page: the app refuses the key within seconds
         page.click("button[aria-label^='Revoke browser']")

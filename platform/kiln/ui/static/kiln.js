@@ -57,7 +57,7 @@
   }
 
   function followLog(evt) {
-    var log = evt.detail && evt.detail.target;
+    var log = evt.detail && (evt.detail.target || evt.detail.elt);
     if (!log || !log.classList || !log.classList.contains("log")) { return; }
     while (log.children.length > LOG_KEEP) { log.removeChild(log.firstChild); }
     log.scrollTop = log.scrollHeight;
@@ -67,5 +67,6 @@
     document.querySelectorAll("[data-series]").forEach(charts);
     document.body.addEventListener("htmx:afterSwap", followLog);
     document.body.addEventListener("htmx:afterSettle", followLog);
+    document.body.addEventListener("htmx:sseMessage", followLog);
   });
 })();
