@@ -35,6 +35,7 @@ from kiln.builds.slug import SlugBuilder
 from kiln.builds.source import tree_digest
 from kiln.manifest import parse_manifest
 from kiln.models import Artifact
+from kiln.route.figures import parse_start
 from kiln.run.cluster import LocalRay, ray_headers
 from kiln.run.dyno import ProcessDyno, free_port
 from kiln.run.logs import read_records
@@ -153,7 +154,8 @@ def cold_start(settings: Settings, artifact: Artifact, serve: ServeRest) -> None
     started = time.perf_counter()
     response = httpx.get(url, timeout=300)
     kiln_s = time.perf_counter() - started
-    parts = cold_start_parts(settings, "cold", sent_at)
+    time.sleep(1.5)  # the replica's lines reach the log in batches
+    parts = cold_start_parts(settings, "cold", sent_at, sent_at + kiln_s)
     dyno = ProcessDyno(
         artifact.command, Path(artifact.reference) / "app", {**artifact.env}, lambda _l: None
     )
@@ -170,18 +172,20 @@ def cold_start(settings: Settings, artifact: Artifact, serve: ServeRest) -> None
         print(f"  Kiln's parts: {parts}")
 
 
-def cold_start_parts(settings: Settings, app: str, sent_at: float) -> str:
-    """When the supervisor of the replica that served the cold request started and when its
-    dyno answered, from the app's log: what Ray and Serve take versus what the dyno takes."""
-    marks: dict[str, float] = {}
+def cold_start_parts(settings: Settings, app: str, sent_at: float, answered_at: float) -> str:
+    """Where the cold request's time went, from the line the replica logs when its dyno is
+    ready (``replica started in ...``): Serve deciding to scale up and Ray asking for a worker
+    (until the worker process was born), the worker starting (Ray's imports, the replica's
+    class), bringing the artifact, the dyno until healthy, then the request's own answer."""
     for record in read_records(settings.log_dir, app):
-        if record.ts < sent_at or record.source != "release":
+        start = parse_start(record) if record.ts >= sent_at else None
+        if start is None:
             continue
-        if record.line.startswith("starting v"):
-            marks.setdefault("replica up (Serve scaled, Ray started the supervisor)", record.ts)
-        elif record.line.startswith("dyno ready"):
-            marks.setdefault("dyno ready", record.ts)
-    return ", ".join(f"{name} +{ts - sent_at:.2f}s" for name, ts in marks.items())
+        born = record.ts - start.total_s
+        return (f"Serve decision + Ray scheduling {born - sent_at:.2f}s, worker process "
+                f"{start.worker_s:.2f}s, artifact {start.prepare_s:.2f}s, dyno start "
+                f"{start.dyno_s:.2f}s, first byte {answered_at - record.ts:.2f}s")  # fmt: skip
+    return ""
 
 
 def autoscale(settings: Settings, serve: ServeRest, seconds: float) -> None:
