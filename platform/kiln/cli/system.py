@@ -56,7 +56,7 @@ def up(
 
         serve(settings)
         return
-    pid = process.start_detached(settings)
+    pid = process.start_detached(settings, say=click.echo)
     success(
         f"Kiln is up: API {settings.api_url}, apps at {settings.apps_url}/<app>/ "
         f"(pid {pid}; log: {process.log_path(settings.home)}).",

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -58,8 +59,11 @@ def log_path(home: Path) -> Path:
     return home / "logs" / "kiln.log"
 
 
-def start_detached(settings: Settings, timeout_s: float = 180.0) -> int:
-    """Start ``kiln up`` in the background and return its PID once its API answers."""
+def start_detached(
+    settings: Settings, timeout_s: float = 180.0, say: Callable[[str], None] | None = None
+) -> int:
+    """Start ``kiln up`` in the background and return its PID once its API answers; what it
+    does meanwhile (its log's new lines: starting Ray, ...) goes to ``say`` as it happens."""
     running = PidFile(settings.home).read()
     if running is not None:
         raise Conflict(
@@ -77,6 +81,7 @@ def start_detached(settings: Settings, timeout_s: float = 180.0) -> int:
         command += ["--ray-address", settings.ray_address]
     if settings.cluster_address:
         command += ["--cluster", settings.cluster_address]
+    seen = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
         child = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -84,6 +89,8 @@ def start_detached(settings: Settings, timeout_s: float = 180.0) -> int:
         )  # fmt: skip
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if say is not None:
+            seen = _follow(log, seen, say)
         if child.poll() is not None:
             raise KilnError(
                 f"kiln up exited with code {child.returncode} before answering; its log "
@@ -101,6 +108,18 @@ def start_detached(settings: Settings, timeout_s: float = 180.0) -> int:
         f"kiln up did not answer on {settings.api_url} within {timeout_s:.0f}s; see {log}",
         code="start_timeout",
     )
+
+
+def _follow(log: Path, offset: int, say: Callable[[str], None]) -> int:
+    """Say the log's whole lines after ``offset``; the offset after them."""
+    with log.open("rb") as file:
+        file.seek(offset)
+        chunk = file.read()
+    whole = chunk[: chunk.rfind(b"\n") + 1]
+    for line in whole.decode(errors="replace").splitlines():
+        if line.strip():
+            say(line)
+    return offset + len(whole)
 
 
 def stop(home: Path, timeout_s: float = 20.0) -> int:
