@@ -225,6 +225,11 @@ class ProcessList(_Record):
     replicas: list[ReplicaInfo] = Field(default_factory=list)
     url: str = Field(description="Where the app answers.")
 
+    @property
+    def running(self) -> int:
+        """Replicas that serve now."""
+        return sum(r.state == "RUNNING" for r in self.replicas)
+
 
 class AddonInfo(_Record):
     name: str = Field(description="The add-on's name on the app (its kind, or --as NAME).")

@@ -24,12 +24,8 @@ def key(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
 def scrape(
     meter: RequestMeter, apps: list[str]
 ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    class Collector:
-        def collect(self):  # type: ignore[no-untyped-def]
-            return meter.collect(apps)
-
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector())
+    registry.register(meter.collector(apps))
     text = generate_latest(registry).decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip

@@ -4,7 +4,7 @@ release, for ``/metrics``. Counting happens on the control plane when it is scra
 path pays nothing beyond the line it logs already.
 
 meter = RequestMeter(settings.log_dir)
-registry.register(meter.collector(["web", "chat"]))
+registry.register(meter.collector(["web", "chat"]))    # read when the registry is
 """
 
 from __future__ import annotations
@@ -127,6 +127,10 @@ class RequestMeter:
                     continue
         return sum(max(0, n) for n in last.values())
 
+    def collector(self, apps: Iterable[str]) -> _Collector:
+        """What a prometheus_client registry reads: ``collect`` for ``apps``."""
+        return _Collector(self, list(apps))
+
     def collect(self, apps: Iterable[str]) -> Iterator[Metric]:
         """The families for ``apps`` (read first), with ``app`` and ``release`` labels."""
         apps = sorted(set(apps))
@@ -182,3 +186,12 @@ class RequestMeter:
         for app in apps:
             in_flight.add_metric([app], self.in_flight(app))
         yield from (requests, duration, first, held, chunks, starts, in_flight)
+
+
+class _Collector:
+    def __init__(self, meter: RequestMeter, apps: list[str]) -> None:
+        self.meter = meter
+        self.apps = apps
+
+    def collect(self) -> Iterator[Metric]:
+        return self.meter.collect(self.apps)

@@ -18,11 +18,11 @@ from markupsafe import escape
 
 from kiln.api.deps import PlatformDep
 from kiln.control.platform import Platform
-from kiln.models import BuildStatus, LogSource
+from kiln.models import BuildInfo, BuildStatus, LogSource
 from kiln.route.figures import timeline
 from kiln.run.logs import records_since
 from kiln.ui.auth import ViewerDep
-from kiln.ui.pages import app_state
+from kiln.ui.pages import app_state, process
 from kiln.ui.session import COOKIE
 from kiln.ui.templates import SECURITY_HEADERS, render
 
@@ -101,16 +101,20 @@ def build_events(
     request: Request, app: str, build_id: int, platform: PlatformDep, who: ViewerDep
 ) -> StreamingResponse:
     who.require("GET", "/apps/{app}/builds/{build_id}", app)
+    store = platform.store
+
+    def read() -> tuple[BuildInfo, list[str]]:
+        """The build and its lines so far: from its log while it builds, else the stored one."""
+        build = store.builds.get(app, build_id)
+        running = platform.deployer.building.get(build_id)
+        if build.status is BuildStatus.BUILDING and running is not None:
+            return build, running.lines()
+        return build, store.builds.log(app, build_id).splitlines()
 
     async def body() -> AsyncIterator[bytes]:
         sent = 0
         while True:
-            build = platform.store.builds.get(app, build_id)
-            running = platform.deployer.building.get(build_id)
-            if build.status is BuildStatus.BUILDING and running is not None:
-                lines = running.lines()
-            else:
-                lines = platform.store.builds.log(app, build_id).splitlines()
+            build, lines = await asyncio.to_thread(read)
             if len(lines) > sent:
                 yield event("log", "".join(f"<li>{escape(line)}</li>" for line in lines[sent:]))
                 sent = len(lines)
@@ -131,8 +135,8 @@ def series(app: str, platform: PlatformDep, who: ViewerDep, minutes: int = 60) -
     step = 30.0 if minutes <= 60 else 60.0 * (minutes // 60)
     now = time.time()
     since = now - minutes * 60
-    ps = app_state(platform, who, app)["ps"]
-    running = sum(r.state == "RUNNING" for r in ps.replicas) if ps else 0
+    ps = process(platform, app)
+    running = ps.running if ps else 0
     records = records_since(platform.settings.log_dir, app, since)
     points = timeline(records, since, now, step, running)
     return {

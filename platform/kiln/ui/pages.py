@@ -69,7 +69,7 @@ def apps(request: Request, platform: PlatformDep, who: ViewerDep) -> Response:
         rows.append({
             "name": info.name, "release": info.release,
             "status": ps.status if ps else "-",
-            "running": sum(r.state == "RUNNING" for r in ps.replicas) if ps else 0,
+            "running": ps.running if ps else 0,
             "figures": figures(platform, info.name, OVERVIEW_S),
             "url": f"{platform.settings.apps_url}/{info.name}/",
         })  # fmt: skip

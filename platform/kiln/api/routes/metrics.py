@@ -24,7 +24,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from kiln.api.deps import GpusDep, MeterDep, ReconcilerDep, SettingsDep, StoreDep
 from kiln.errors import KilnError
 from kiln.models import LlmFigures, NodeInventory
-from kiln.route.meter import RequestMeter
 from kiln.run.engine_metrics import COUNTERS, GAUGES, HISTOGRAMS, latest, llm_apps
 from kiln.run.reconciler import Reconciler
 
@@ -106,15 +105,6 @@ class _Snapshot:
         yield from (*gauges.values(), *counters.values(), *histograms.values())
 
 
-class _Requests:
-    def __init__(self, meter: RequestMeter, apps: list[str]) -> None:
-        self.meter = meter
-        self.apps = apps
-
-    def collect(self) -> Iterator[Metric]:
-        return self.meter.collect(self.apps)
-
-
 @router.get("/metrics", response_class=Response)
 def metrics(
     reconciler: ReconcilerDep,
@@ -136,6 +126,6 @@ def metrics(
     running = set(reconciler.last_status) & llm_apps(store.deployables())
     engines = {app: latest(settings.log_dir, app) for app in running}
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Requests(meter, [app.name for app in store.list_apps()]))
+    registry.register(meter.collector(app.name for app in store.list_apps()))
     registry.register(_Snapshot(reconciler, inventory, engines))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
