@@ -3,8 +3,8 @@ a LoRA adapter, answers the openai client through Kiln's URL: chat, completion, 
 usage, the adapter by name, bad requests, a client that hangs up mid-stream; its engine's figures
 reach kiln ps and the platform's /metrics."""
 
-import contextlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +21,7 @@ runtime = "llm"
 model = "kiln-test/tiny-vllama@main"
 [llm]
 engine = "vllm"
-max_model_len = 512
+max_model_len = 8192
 adapters = { sql = "kiln-test/tiny-sql-lora@main" }
 engine_args = { enforce_eager = true, max_num_seqs = 8, enable_log_requests = true }
 [scaling]
@@ -59,27 +59,32 @@ def test_a_vllm_app_with_an_adapter_answers_the_openai_client_through_kiln(
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     with pytest.raises(openai.BadRequestError):  # past max_model_len
-        client.completions.create(model="sql", prompt="hello", max_tokens=5000)
+        client.completions.create(model="sql", prompt="hello", max_tokens=9000)
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="no-such-model", prompt="hello", max_tokens=5)
 
-    # Clients that hang up mid-stream: the engine hears of it and aborts their requests. Four
-    # at once share the engine, so each is still generating when its client leaves.
-    body = {"model": "sql", "prompt": "hello kiln", "max_tokens": 500, "stream": True,
+    # A client that hangs up mid-stream: Serve cancels its request, the router closes the dyno's
+    # connection, and the engine aborts the generation (8000 tokens: far from done when it leaves).
+    body = {"model": "sql", "prompt": "hello kiln", "max_tokens": 8000, "stream": True,
             "temperature": 0, "ignore_eos": True}  # fmt: skip
-    with contextlib.ExitStack() as streams:
-        for _ in range(4):
-            response = streams.enter_context(httpx.stream(
-                "POST", f"{platform.app_url(app)}/v1/completions", json=body, timeout=30))  # fmt: skip
-            assert next(response.iter_lines()).startswith("data: ")
+    with httpx.stream("POST", f"{platform.app_url(app)}/v1/completions", json=body,
+                      timeout=30) as response:  # fmt: skip
+        assert next(response.iter_lines()).startswith("data: ")
 
-    platform.wait(
-        "vLLM to abort the request of the client that left",
-        lambda: (
-            " aborted." in platform.kiln("logs", "-a", app, "--source", "dyno", "-n", "300").output
-        ),
-        timeout_s=30,
-    )
+    def told() -> tuple[str, str]:
+        dyno = platform.kiln("logs", "-a", app, "--source", "dyno", "-n", "300").output
+        router = platform.kiln("logs", "-a", app, "--source", "router", "-n", "20").output
+        return dyno, router
+
+    deadline = time.monotonic() + 30
+    while " aborted." not in (seen := told())[0] or "(cancelled: the client left)" not in seen[1]:
+        assert time.monotonic() < deadline, (
+            "the engine did not abort the request of the client that left:\n" + "\n".join(seen)
+        )
+        time.sleep(0.5)
+    cancelled = next(line for line in seen[1].splitlines() if "/v1/completions 200 " in line
+                     and "(cancelled: the client left)" in line)  # fmt: skip
+    assert int(cancelled.split(" chunks=")[1].split()[0]) < 8000, cancelled
 
     def engine() -> dict[str, object] | None:
         figures = platform.ps(app)["replicas"][0].get("engine")

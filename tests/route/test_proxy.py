@@ -88,6 +88,24 @@ async def trickle() -> StreamingResponse:
     return StreamingResponse(stream(), media_type="text/event-stream")
 
 
+endless_streams_ended: list[int] = []
+
+
+@upstream.get("/endless")
+async def endless() -> StreamingResponse:
+    async def stream() -> AsyncIterator[bytes]:
+        sent = 0
+        try:
+            while True:
+                yield b"data: token\n\n"
+                sent += 1
+                await asyncio.sleep(0.02)
+        finally:  # the client's connection closed: an LLM server aborts the generation here
+            endless_streams_ended.append(sent)
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
 @upstream.get("/{path:path}")
 def anything(path: str, request: Request) -> dict[str, str]:
     return {"path": "/" + path, "query": request.url.query}
@@ -333,3 +351,46 @@ def test_the_routers_answer_tells_first_byte_events_held_time_and_the_path_as_se
     told = parse(LogRecord(ts=0, source="router", process="d",
                            line=router_line("GET", forged_path, plain)))  # fmt: skip
     assert told is not None and (told.status, told.ms) == (plain.status, round(plain.ms, 1))
+
+
+def test_a_request_serve_cancels_closes_the_dyno_connection_and_says_so(upstream_url: str) -> None:
+    """Serve cancels a replica's request when its client hangs up: the router must then close the
+    dyno's connection (how vLLM learns to abort a generation) and its line must say why."""
+
+    async def ready() -> bool:
+        return True
+
+    seen: list[Answer] = []
+    forwarder = Forwarder(lambda: upstream_url, ready, lambda _m, _p, a: seen.append(a))
+    scope = {"type": "http", "method": "GET", "path": "/endless", "raw_path": b"/endless",
+             "query_string": b"", "headers": [], "scheme": "http"}  # fmt: skip
+
+    async def journey() -> None:
+        bodies: list[bytes] = []
+        first = asyncio.Event()
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.body" and message["body"]:
+                bodies.append(message["body"])  # type: ignore[arg-type]
+                first.set()
+
+        request = asyncio.create_task(forwarder(scope, receive, send))
+        await first.wait()
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        for _ in range(100):  # the upstream hears the connection close
+            if endless_streams_ended:
+                break
+            await asyncio.sleep(0.02)
+        await forwarder.close()
+
+    endless_streams_ended.clear()
+    asyncio.run(journey())
+    assert endless_streams_ended and endless_streams_ended[0] < 50
+    (answer,) = seen
+    assert (answer.status, answer.note) == (200, "cancelled: the client left")
+    assert router_line("GET", "/endless", answer).endswith("(cancelled: the client left)")

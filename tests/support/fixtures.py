@@ -156,7 +156,8 @@ def tiny_vllm_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     """A tiny Llama vLLM's CPU backend takes (attention heads of 64), and a LoRA adapter of it."""
     from kiln.bench.tiny_model import build, build_adapter
 
-    base = build(tmp_path_factory.mktemp("tiny-vllama"), hidden=128, heads=2)
+    # 8192 positions: a generation long enough that a client can leave in the middle of it.
+    base = build(tmp_path_factory.mktemp("tiny-vllama"), hidden=128, heads=2, positions=8192)
     return base, build_adapter(base, tmp_path_factory.mktemp("tiny-sql-lora"))
 
 

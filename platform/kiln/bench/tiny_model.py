@@ -22,10 +22,16 @@ CORPUS = [
 
 
 def build(
-    out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, heads: int | None = None
+    out: Path,
+    seed: int = 0,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int | None = None,
+    positions: int = 512,
 ) -> Path:
     """Save the model to OUT; ``hidden`` and ``layers`` make it bigger (e.g. for a GPU);
-    ``heads`` sets the attention heads (vLLM on CPU wants ``hidden / heads`` of 64 or more)."""
+    ``heads`` sets the attention heads (vLLM on CPU wants ``hidden / heads`` of 64 or more);
+    ``positions`` is the longest sequence it takes."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -57,7 +63,7 @@ def build(
     tokenizer.chat_template = CHAT_TEMPLATE
     config = LlamaConfig(
         vocab_size=tokenizer.vocab_size + 8, hidden_size=hidden, intermediate_size=hidden * 2,
-        num_hidden_layers=layers, num_attention_heads=heads or max(4, hidden // 64), num_key_value_heads=2, max_position_embeddings=512,
+        num_hidden_layers=layers, num_attention_heads=heads or max(4, hidden // 64), num_key_value_heads=2, max_position_embeddings=positions,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip

@@ -106,6 +106,12 @@ class Forwarder:
         self.in_flight += 1
         try:
             await self._forward(scope, receive, send, outcome)
+        except asyncio.CancelledError:
+            # Serve cancels a request whose client hung up (or whose request timeout passed):
+            # leaving here closes the dyno's connection, which is how the app hears of it.
+            outcome.note = "cancelled: the client left"
+            outcome.status = outcome.status or 499
+            raise
         finally:
             self.in_flight -= 1
             if self._on_request is not None:
