@@ -394,3 +394,29 @@ def test_a_request_serve_cancels_closes_the_dyno_connection_and_says_so(upstream
     (answer,) = seen
     assert (answer.status, answer.note) == (200, "cancelled: the client left")
     assert router_line("GET", "/endless", answer).endswith("(cancelled: the client left)")
+
+
+def test_a_client_that_leaves_an_endless_stream_ends_it_at_the_dyno(upstream_url: str) -> None:
+    """Serve's proxy notices a client that left only when no chunk waits for it, so a stream
+    that never pauses (an LLM generating) would run on for nobody: the router listens itself.
+    Under plain uvicorn nothing cancels the app at all, so only the router's listening ends it."""
+
+    async def ready() -> bool:
+        return True
+
+    seen: list[Answer] = []
+    port = free_port()
+    server = serve_in_thread(
+        Forwarder(lambda: upstream_url, ready, lambda _m, _p, a: seen.append(a)), port
+    )
+    endless_streams_ended.clear()
+    with httpx.stream("GET", f"http://127.0.0.1:{port}/endless", timeout=10) as response:
+        assert next(response.iter_lines()) == "data: token"
+    deadline = time.monotonic() + 5
+    while not (seen and endless_streams_ended):
+        assert time.monotonic() < deadline, "the stream ran on after its client left"
+        time.sleep(0.05)
+    server.should_exit = True
+    (answer,) = seen
+    assert answer.note == "cancelled: the client left" and answer.chunks < 200
+    assert endless_streams_ended[0] < 200

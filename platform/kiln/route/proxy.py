@@ -152,7 +152,7 @@ class Forwarder:
         if scope.get("root_path"):
             headers.append(("X-Forwarded-Prefix", scope["root_path"]))
         body = await _body(scope, receive)
-        retryable = isinstance(body, bytes)
+        retryable = whole = isinstance(body, bytes)
         while True:
             started = False
             try:
@@ -165,12 +165,25 @@ class Forwarder:
                     await send({"type": "http.response.start", "status": upstream.status,
                                 "headers": [(k, v) for k, v in upstream.raw_headers if k.lower() not in _HOP]})  # fmt: skip
                     events = upstream.content_type == "text/event-stream"
-                    async for chunk in upstream.content.iter_any():
-                        if outcome.first is None:
-                            outcome.first = asyncio.get_running_loop().time()
-                        if events:
-                            outcome.chunks += chunk.count(b"data:")
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    # Serve's proxy hears that a client left only when no chunk is waiting for
+                    # it: a stream that never pauses (an LLM generating) would run to its end for
+                    # nobody. So once the body is in, the router listens for the client itself.
+                    gone: asyncio.Future[Message] | None = None
+                    try:
+                        async for chunk in upstream.content.iter_any():
+                            if outcome.first is None:
+                                outcome.first = asyncio.get_running_loop().time()
+                            if events:
+                                outcome.chunks += chunk.count(b"data:")
+                            await send({"type": "http.response.body", "body": chunk, "more_body": True})  # fmt: skip
+                            if gone is None:
+                                gone = asyncio.ensure_future(receive()) if whole else None
+                            elif gone.done() and _left(gone):
+                                outcome.note = "cancelled: the client left"
+                                break  # out of the upstream's block: its connection closes
+                    finally:
+                        if gone is not None:
+                            gone.cancel()
                     await send({"type": "http.response.body", "body": b""})
                     return upstream.status
             except aiohttp.ServerTimeoutError:
@@ -266,6 +279,15 @@ async def _body(scope: Scope, receive: Receive) -> bytes | AsyncIterator[bytes]:
                 return
 
     return stream()
+
+
+def _left(received: asyncio.Future[Message]) -> bool:
+    """Whether what ``receive()`` gave after the whole body says the client is gone."""
+    if received.cancelled():
+        return False
+    if received.exception() is not None:
+        return True
+    return bool(received.result().get("type") == "http.disconnect")
 
 
 async def _error(send: Send, status: int, message: str, code: str = "dyno_unavailable") -> int:
