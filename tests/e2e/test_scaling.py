@@ -55,7 +55,16 @@ def test_scale_sets_a_fixed_count(
     )
     platform.kiln("scale", "0", "-a", app)
     platform.wait("no application", lambda: platform.ps(app)["status"] == "STOPPED")
-    assert httpx.get(f"{platform.app_url(app)}/").status_code == 404
+    # Its URL now reaches the platform's front, which says why nothing answers, in Kiln's words.
+    stopped = platform.wait(
+        "the front to answer for it",
+        lambda: (r := httpx.get(f"{platform.app_url(app)}/")).status_code == 503 and r,
+    )
+    assert stopped.json()["error"]["code"] == "app_stopped" and "Retry-After" in stopped.headers
+    assert f"kiln scale 1 -a {app}" in stopped.json()["error"]["message"]
+    unknown = httpx.get(f"{platform.url}/no-such-app-here/v1/models")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "no_such_app"
+    assert "-/routes" not in unknown.text  # none of Serve's own words about its routes
 
 
 SLOW_SECOND_START = """

@@ -10,6 +10,8 @@ from kiln.models import Artifact, ArtifactKind, Formation, ReleaseStatus
 from kiln.release.releaser import Releaser
 from kiln.run.logs import read_records
 from kiln.run.reconciler import Reconciler
+from kiln.run.serve_api import AppState
+from kiln.run.serve_config import FRONT, NO_RELEASE, STARTING, STOPPED
 from kiln.settings import Settings
 from kiln.store import Store
 from tests.support.fakes import FakeServe
@@ -56,7 +58,29 @@ def test_apps_without_a_deploy_are_not_run(world: tuple[Store, FakeServe, Reconc
     store, serve, reconciler = world
     store.create_app("idle", actor="t")
     reconciler.reconcile()
-    assert serve.applied[-1]["applications"] == []
+    assert [a["name"] for a in serve.applied[-1]["applications"]] == [FRONT]
+
+
+def test_the_front_knows_each_apps_state_and_is_no_app(
+    world: tuple[Store, FakeServe, Reconciler],
+) -> None:
+    """Requests no app's route takes reach the front, which says why: so it is told each app's
+    state, changed live (user_config), and never shows among the apps."""
+    store, serve, reconciler = world
+    store.create_app("idle", actor="t")
+    store.create_app("web", actor="t")
+    store.create_app("off", actor="t")
+    deploy(store, "web")
+    deploy(store, "off")
+    store.set_formation("off", Formation(min_replicas=0, max_replicas=0).model_dump_json())
+    reconciler.reconcile()
+    assert serve.front is not None and serve.front["route_prefix"] == "/"
+    states = serve.front["deployments"][0]["user_config"]["apps"]
+    assert states == {"idle": NO_RELEASE, "off": STOPPED, "web": STARTING}
+    assert [a["name"] for a in serve.applied[-1]["applications"]] == ["web", FRONT]
+    serve.apps[FRONT] = AppState(name=FRONT, status="RUNNING")
+    reconciler.reconcile()
+    assert FRONT not in reconciler.last_status and "web" in reconciler.last_status
 
 
 def test_a_release_goes_pending_then_succeeded_when_serve_runs_it(

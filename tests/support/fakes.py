@@ -15,6 +15,7 @@ from kiln.addons.base import Provisioned
 from kiln.manifest import AddonKind
 from kiln.run.keeper import DynoFailed
 from kiln.run.serve_api import AppState, ServeRefused
+from kiln.run.serve_config import FRONT
 from kiln.run.spec import DynoSpec
 
 
@@ -27,19 +28,20 @@ class FakeServe:
         self.applied: list[dict[str, Any]] = []
         self.apps: dict[str, AppState] = {}
         self.refuse: set[tuple[str, int]] = set()
+        self.front: dict[str, Any] | None = None  # the front's application, as last applied
 
     def apply(self, config: dict[str, Any]) -> None:
         try:
             ServeDeploySchema.model_validate(config)
         except ValidationError as exc:
             raise ServeRefused(f"Ray Serve refused the config (400): {exc}") from None
-        refused = self.refuse & {
-            (a["name"], a["args"]["spec"]["release"]) for a in config["applications"]
-        }
+        apps = [a for a in config["applications"] if a["name"] != FRONT]
+        refused = self.refuse & {(a["name"], a["args"]["spec"]["release"]) for a in apps}
         if refused:
             raise ServeRefused(f"Ray Serve refused the config (400): {sorted(refused)} conflict")
         self.applied.append(config)
-        current = {a["name"]: a["args"]["spec"]["release"] for a in config["applications"]}
+        self.front = next(a for a in config["applications"] if a["name"] == FRONT)
+        current = {a["name"]: a["args"]["spec"]["release"] for a in apps}
         self.apps = {n: s for n, s in self.apps.items() if n in current}
         for name, release in current.items():
             previous = self.apps.get(name)

@@ -35,10 +35,16 @@ from kiln.models import (
 from kiln.run.logs import append_records
 from kiln.run.serve_api import AppState, ServeBackend, ServeRefused, failure_reason
 from kiln.run.serve_config import (
+    FRONT,
+    NO_RELEASE,
+    REFUSED,
+    STARTING,
+    STOPPED,
     Deployable,
     application_config,
     assemble,
     canary_period,
+    front_config,
     serve_refusal,
 )
 from kiln.sandbox import Sandbox, sandbox_for
@@ -102,7 +108,8 @@ class Reconciler:
         self._good: dict[str, dict[str, Any]] = {}
         self._verdicts: dict[str, tuple[str, str | None]] = {}
         self._rejected: set[str] = set()
-        self.last_status: dict[str, AppState] = {}
+        self.last_status: dict[str, AppState] = {}  # Kiln's apps only, not the front
+        self._front: dict[str, str] = {}  # app -> its state, as the front tells it
         self.waiting: dict[str, str] = {}  # app -> why its replicas wait for a node
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -147,6 +154,7 @@ class Reconciler:
             entries, failed = self._entries(items)
             if not failed:
                 break
+        self._front = self._states(entries, items)
         desired = self._assemble(entries)
         status = self.backend.status()
         if desired != self.applied or not set(entries) <= set(status):
@@ -158,7 +166,7 @@ class Reconciler:
                 self._apply_each(entries, items)
             self.applied = desired
             status = self.backend.status()
-        self.last_status = status
+        self.last_status = {app: state for app, state in status.items() if app != FRONT}
         for item in items:
             if item.status is ReleaseStatus.PENDING and item.app not in self._rejected:
                 self._judge(item, status.get(item.app), item.app in entries)
@@ -171,6 +179,7 @@ class Reconciler:
         running app whose config Serve would now refuse keeps the config it runs."""
         entries: dict[str, dict[str, Any]] = {}
         self._rejected = set()
+        self._stopped: set[str] = set()
         for item in items:
             problem: str | None
             try:
@@ -198,6 +207,7 @@ class Reconciler:
                 problem = f"its kiln.toml is not valid any more: {exc}".replace("\n", " ")
             else:
                 if entry is None:  # zero replicas: nothing to run
+                    self._stopped.add(item.app)
                     continue
                 problem = self._problem(item.app, entry)
             if problem is None:
@@ -220,10 +230,23 @@ class Reconciler:
             known = self._verdicts[app] = (key, serve_refusal(entry))
         return known[1]
 
+    def _states(
+        self, entries: dict[str, dict[str, Any]], items: list[Deployment]
+    ) -> dict[str, str]:
+        """Every app's state, for the front to answer requests its route does not take yet."""
+        states = dict.fromkeys((app.name for app in self.store.list_apps()), NO_RELEASE)
+        for item in items:
+            states[item.app] = (
+                STARTING if item.app in entries else STOPPED if item.app in self._stopped
+                else REFUSED
+            )  # fmt: skip
+        return states
+
     def _assemble(self, entries: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return assemble(
-            entries.values(), http_host=self.settings.http_host, http_port=self.settings.http_port
-        )
+            entries.values(), http_host=self.settings.http_host, http_port=self.settings.http_port,
+            front=front_config(self._front),
+        )  # fmt: skip
 
     def _apply_each(self, entries: dict[str, dict[str, Any]], items: list[Deployment]) -> None:
         """Serve refused the whole config: start from what it last accepted, then add each

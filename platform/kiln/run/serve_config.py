@@ -10,12 +10,18 @@ from __future__ import annotations
 
 __all__ = [
     "DEPLOYMENT",
+    "FRONT",
     "IMPORT_PATH",
+    "NO_RELEASE",
+    "REFUSED",
+    "STARTING",
+    "STOPPED",
     "Deployable",
     "application_config",
     "assemble",
     "canary_period",
     "dyno_spec",
+    "front_config",
     "manifest_refusal",
     "serve_config",
     "serve_refusal",
@@ -33,6 +39,13 @@ from kiln.run.spec import CachedModel, DynoSpec
 from kiln.sandbox import Sandbox
 
 IMPORT_PATH = "kiln.run.supervisor:build"
+# The front's Serve application (kiln.route.front): a dot, which no app's name has.
+FRONT = "kiln.front"
+# An app's state as the front tells it, for requests that reach it rather than the app's route.
+STARTING = "starting"  # Serve has its config; its route is on its way
+STOPPED = "stopped"  # its formation is zero replicas
+NO_RELEASE = "no_release"  # created, never deployed
+REFUSED = "refused"  # its release has no config Serve accepts
 DEPLOYMENT = "dyno"
 RETRY_AFTER_S = 5.0  # what a 503 for a full hold tells the client to wait
 # How long Serve averages load before scaling; short, for the fast reaction serverless needs.
@@ -219,14 +232,35 @@ def serve_config(
 
 
 def assemble(
-    applications: Iterable[dict[str, Any]], *, http_host: str, http_port: int
-) -> dict[str, Any]:
-    """Serve's whole config from applications' configs, in a stable order."""
+    applications: Iterable[dict[str, Any]], *, http_host: str, http_port: int,
+    front: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Serve's whole config from applications' configs, in a stable order (the front last)."""
     return {
         "proxy_location": "HeadOnly",
         "http_options": {"host": http_host, "port": http_port},
-        "applications": sorted(applications, key=lambda a: str(a["name"])),
+        "applications": [
+            *sorted(applications, key=lambda a: str(a["name"])),
+            *([front] if front is not None else []),
+        ],
     }
+
+
+def front_config(apps: dict[str, str]) -> dict[str, Any]:
+    """The front's application (kiln.route.front): at ``/``, what no app's route takes, told
+    each app's state. Changing the states reconfigures its replica; nothing restarts."""
+    return {
+        "name": FRONT,
+        "route_prefix": "/",
+        "import_path": "kiln.route.front:build",
+        "deployments": [{
+            "name": "front",
+            "num_replicas": 1,
+            "max_ongoing_requests": 1000,
+            "ray_actor_options": {"num_cpus": 0},
+            "user_config": {"apps": dict(sorted(apps.items()))},
+        }],
+    }  # fmt: skip
 
 
 def serve_refusal(application: dict[str, Any]) -> str | None:
