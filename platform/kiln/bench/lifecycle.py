@@ -82,6 +82,7 @@ class Caller:
     def __init__(self, url: str) -> None:
         self.url = url
         self.seen: collections.Counter[str] = collections.Counter()
+        self.spans: dict[str, list[float]] = {}  # status -> [first, last] seconds after start
         self.first_200: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -96,6 +97,8 @@ class Caller:
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
             self.seen[status] += 1
+            now = time.perf_counter() - self.started
+            self.spans.setdefault(status, [now, now])[1] = now
             if status == "200" and self.first_200 is None:
                 self.first_200 = time.perf_counter() - self.started
             time.sleep(0.05)
@@ -164,6 +167,8 @@ def main() -> None:
         for name, seconds in figures.items():
             print(f"  {name:<52} {seconds:6.2f}")
         print(f"  a client calling the app during kiln up got: {json.dumps(dict(caller.seen))}")
+        for status, (first, last) in caller.spans.items():
+            print(f"    {status:<10} from {first:6.2f}s to {last:6.2f}s after kiln up began")
     finally:
         subprocess.run([sys.executable, "-m", "kiln", "down"], env=home.env,
                        capture_output=True, timeout=300)  # fmt: skip
