@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from kiln.control.process import _follow
+from kiln.control.process import _back, _follow
 
 
 def test_the_logs_new_whole_lines_are_said_once_and_a_half_line_waits(tmp_path: Path) -> None:
@@ -18,3 +18,11 @@ def test_the_logs_new_whole_lines_are_said_once_and_a_half_line_waits(tmp_path: 
         out.write("ved at http://127.0.0.1:8000/<app>/\n")
     _follow(log, offset, said.append)
     assert said[1:] == ["-----> Apps are served at http://127.0.0.1:8000/<app>/"]
+
+
+def test_kiln_up_waits_for_the_apps_it_brings_back_only_when_there_are_some() -> None:
+    assert _back(["-----> Starting Ray (single node, loopback)"])  # a fresh home: nothing to wait
+    bringing = ["-----> Bringing back 2 app(s): chat, web"]
+    assert not _back(bringing)
+    assert _back([*bringing, "-----> Every app serves again (2, 9.1s after the start)"])
+    assert _back([*bringing, "-----> Not every app serves: 1 of 2 apps serve again (...)"])

@@ -451,3 +451,32 @@ def test_a_stored_manifest_this_version_refuses_fails_its_release_alone(
     assert "max_queued_requests" in failed.status_message
     assert config_of(serve, "echo")["args"]["spec"]["release"] == fresh
     assert config_of(serve, "old")["args"]["spec"]["artifact"]["digest"] == "o1"
+
+
+def test_it_says_when_the_apps_it_brings_back_serve_again(
+    world: tuple[Store, FakeServe, Reconciler], capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, serve, reconciler = world
+    for app in ("web", "chat"):
+        store.create_app(app, actor="t")
+        running(store, serve, reconciler, app, "d1")
+    reconciler.announce()
+    assert "-----> Bringing back 2 app(s): chat, web" in capsys.readouterr().out
+    serve.apps = {}  # Ray restarted: Serve has nothing until the reconciler applies
+    reconciler.applied = None
+    reconciler.reconcile()
+    assert "serves" not in capsys.readouterr().out  # both still deploying
+    serve.settle("web", "RUNNING")
+    serve.settle("chat", "DEPLOY_FAILED")
+    reconciler.reconcile()
+    said = capsys.readouterr().out
+    assert "-----> Not every app serves: 1 of 2 apps serve again" in said
+    assert "not: chat (DEPLOY_FAILED)" in said
+    reconciler.reconcile()
+    assert capsys.readouterr().out == ""  # said once
+
+    reconciler.announce()
+    capsys.readouterr()
+    serve.settle("chat", "RUNNING")
+    reconciler.reconcile()
+    assert "-----> Every app serves again (2, " in capsys.readouterr().out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = ["PidFile", "start_detached", "stop"]
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -62,8 +63,9 @@ def log_path(home: Path) -> Path:
 def start_detached(
     settings: Settings, timeout_s: float = 180.0, say: Callable[[str], None] | None = None
 ) -> int:
-    """Start ``kiln up`` in the background and return its PID once its API answers; what it
-    does meanwhile (its log's new lines: starting Ray, ...) goes to ``say`` as it happens."""
+    """Start ``kiln up`` in the background and return its PID once its API answers and, when it
+    brings deployed apps back, once they serve again (or it says which do not); what it does
+    meanwhile (its log's new lines: starting Ray, ...) goes to ``say`` as it happens."""
     running = PidFile(settings.home).read()
     if running is not None:
         raise Conflict(
@@ -82,32 +84,52 @@ def start_detached(
     if settings.cluster_address:
         command += ["--cluster", settings.cluster_address]
     seen = log.stat().st_size if log.exists() else 0
+    said: list[str] = []
+
+    def hear(line: str) -> None:
+        said.append(line)
+        if say is not None:
+            say(line)
+
     with log.open("ab") as out:
         child = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
     deadline = time.monotonic() + timeout_s
+    answered = False
     while time.monotonic() < deadline:
-        if say is not None:
-            seen = _follow(log, seen, say)
+        seen = _follow(log, seen, hear)
+        if answered and _back(said):
+            return child.pid
         if child.poll() is not None:
             raise KilnError(
                 f"kiln up exited with code {child.returncode} before answering; its log "
                 f"({log}) ends with:\n{log_tail(log)}",
                 code="start_failed",
             )
-        try:
-            if httpx.get(f"{settings.api_url}/healthz", timeout=1.0).status_code == 200:
-                return child.pid
-        except httpx.TransportError:
-            pass
+        if not answered:
+            with contextlib.suppress(httpx.TransportError):
+                answered = httpx.get(f"{settings.api_url}/healthz", timeout=1.0).status_code == 200
         time.sleep(0.1)
+    if answered:  # up, with apps still coming back: say so rather than fail
+        hear(f"-----> Apps still coming back after {timeout_s:.0f}s: kiln ps -a APP says why")
+        return child.pid
     child.terminate()
     raise KilnError(
         f"kiln up did not answer on {settings.api_url} within {timeout_s:.0f}s; see {log}",
         code="start_timeout",
     )
+
+
+def _back(said: list[str]) -> bool:
+    """Whether the control plane has nothing left to bring back (it prints the reconciler's
+    lines before its API answers, so "Bringing back" is there by then if it applies)."""
+    from kiln.run.reconciler import BRINGING_BACK, EVERY_APP_SERVES, NOT_EVERY_APP_SERVES
+
+    if not any(line.startswith(BRINGING_BACK) for line in said):
+        return True
+    return any(line.startswith((EVERY_APP_SERVES, NOT_EVERY_APP_SERVES)) for line in said)
 
 
 def _follow(log: Path, offset: int, say: Callable[[str], None]) -> int:

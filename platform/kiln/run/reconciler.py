@@ -53,6 +53,12 @@ from kiln.store import Store
 
 logger = logging.getLogger(__name__)
 
+# What the reconciler prints while the platform comes back; kiln up (detached) waits for them.
+BRINGING_BACK = "-----> Bringing back"
+EVERY_APP_SERVES = "-----> Every app serves again"
+NOT_EVERY_APP_SERVES = "-----> Not every app serves:"
+_SETTLED = {"RUNNING", "DEPLOY_FAILED", "UNHEALTHY"}
+
 
 def deployable(
     item: Deployment, keys: list[KeyRule] | None = None, sandbox: Sandbox | None = None
@@ -110,6 +116,8 @@ class Reconciler:
         self._rejected: set[str] = set()
         self.last_status: dict[str, AppState] = {}  # Kiln's apps only, not the front
         self._front: dict[str, str] = {}  # app -> its state, as the front tells it
+        self._coming_back: set[str] = set()  # apps not yet serving again since start()
+        self._back_since = 0.0
         self.waiting: dict[str, str] = {}  # app -> why its replicas wait for a node
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -119,8 +127,19 @@ class Reconciler:
     # -- the loop ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.announce()
         self._thread = threading.Thread(target=self._run, name="kiln-reconciler", daemon=True)
         self._thread.start()
+
+    def announce(self) -> None:
+        """Say which apps are being brought back (the platform starting): kiln up waits for the
+        line that says they serve again (kiln.control.process), so this comes before the API
+        answers."""
+        self._coming_back = {item.app for item in self.store.deployables()}
+        self._back_since = time.monotonic()
+        if self._coming_back:
+            names = ", ".join(sorted(self._coming_back))
+            print(f"{BRINGING_BACK} {len(self._coming_back)} app(s): {names}", flush=True)
 
     def stop(self) -> None:
         self._stop.set()
@@ -167,11 +186,37 @@ class Reconciler:
             self.applied = desired
             status = self.backend.status()
         self.last_status = {app: state for app, state in status.items() if app != FRONT}
+        self._report_back(entries)
         for item in items:
             if item.status is ReleaseStatus.PENDING and item.app not in self._rejected:
                 self._judge(item, status.get(item.app), item.app in entries)
             if item.canary is not None and item.canary.status is ReleaseStatus.PENDING:
                 self._judge_canary(item, status.get(item.app))
+
+    def _report_back(self, entries: dict[str, dict[str, Any]]) -> None:
+        """Once every app being brought back serves (or has failed to), say so, once."""
+        if not self._coming_back:
+            return
+        states = {app: self.last_status.get(app) for app in self._coming_back}
+        waiting = [
+            app for app, state in states.items()
+            if app in entries and (state is None or state.status not in _SETTLED)
+        ]  # fmt: skip
+        if waiting:
+            return
+        took = time.monotonic() - self._back_since
+        serving = sorted(a for a, s in states.items() if s is not None and s.status == "RUNNING")
+        others = sorted(set(states) - set(serving))
+        if not others:
+            print(f"{EVERY_APP_SERVES} ({len(serving)}, {took:.1f}s after the start)", flush=True)
+        else:
+            why = ", ".join(
+                f"{app} ({state.status if (state := states[app]) else 'not running'})"
+                for app in others
+            )
+            print(f"{NOT_EVERY_APP_SERVES} {len(serving)} of {len(states)} apps serve again "
+                  f"({took:.1f}s after the start); not: {why}", flush=True)  # fmt: skip
+        self._coming_back = set()
 
     def _entries(self, items: list[Deployment]) -> tuple[dict[str, dict[str, Any]], bool]:
         """Each app's Serve application, checked alone against Serve's schema. A pending release
