@@ -475,8 +475,11 @@ def test_it_says_when_the_apps_it_brings_back_serve_again(
     reconciler.reconcile()
     assert capsys.readouterr().out == ""  # said once
 
+    store.create_app("off", actor="t")  # scaled to 0: not brought back, not waited for
+    deploy(store, "off")
+    store.set_formation("off", Formation(min_replicas=0, max_replicas=0).model_dump_json())
     reconciler.announce()
-    capsys.readouterr()
+    assert "-----> Bringing back 3 app(s): chat, off, web" in capsys.readouterr().out
     serve.settle("chat", "RUNNING")
     reconciler.reconcile()
     assert "-----> Every app serves again (2, " in capsys.readouterr().out

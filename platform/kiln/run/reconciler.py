@@ -197,26 +197,36 @@ class Reconciler:
         """Once every app being brought back serves (or has failed to), say so, once."""
         if not self._coming_back:
             return
-        states = {app: self.last_status.get(app) for app in self._coming_back}
+        # Apps scaled to 0 are not brought back; one waiting for a node the autoscaler was asked
+        # for is settled for now (kiln ps says so).
+        states = {
+            app: self.last_status.get(app) for app in self._coming_back
+            if self._front.get(app) != STOPPED
+        }  # fmt: skip
         waiting = [
             app for app, state in states.items()
-            if app in entries and (state is None or state.status not in _SETTLED)
+            if app in entries and app not in self.waiting
+            and (state is None or state.status not in _SETTLED)
         ]  # fmt: skip
         if waiting:
             return
         took = time.monotonic() - self._back_since
         serving = sorted(a for a, s in states.items() if s is not None and s.status == "RUNNING")
         others = sorted(set(states) - set(serving))
-        if not others:
+        if not states:
+            print(f"{EVERY_APP_SERVES} (none runs replicas: each is scaled to 0)", flush=True)
+        elif not others:
             print(f"{EVERY_APP_SERVES} ({len(serving)}, {took:.1f}s after the start)", flush=True)
         else:
-            why = ", ".join(
-                f"{app} ({state.status if (state := states[app]) else 'not running'})"
-                for app in others
-            )
+            why = ", ".join(f"{app} ({self._why_not(app, states[app])})" for app in others)
             print(f"{NOT_EVERY_APP_SERVES} {len(serving)} of {len(states)} apps serve again "
                   f"({took:.1f}s after the start); not: {why}", flush=True)  # fmt: skip
         self._coming_back = set()
+
+    def _why_not(self, app: str, state: AppState | None) -> str:
+        if app in self.waiting:
+            return "waits for a node"
+        return state.status if state is not None else "not running"
 
     def _entries(self, items: list[Deployment]) -> tuple[dict[str, dict[str, Any]], bool]:
         """Each app's Serve application, checked alone against Serve's schema. A pending release
