@@ -104,7 +104,8 @@ def start_detached(
             return child.pid
         if child.poll() is not None:
             raise KilnError(
-                f"kiln up exited with code {child.returncode} before answering; its log "
+                f"kiln up exited with code {child.returncode} "
+                f"{'while bringing apps back' if answered else 'before answering'}; its log "
                 f"({log}) ends with:\n{log_tail(log)}",
                 code="start_failed",
             )

@@ -4,7 +4,7 @@ release, for ``/metrics``. Counting happens on the control plane when it is scra
 path pays nothing beyond the line it logs already.
 
 meter = RequestMeter(settings.log_dir)
-registry.register(meter.collector(["web", "chat"]))    # read when the registry is
+registry.register(meter.collector(["web", "chat"]))    # counted each time the registry is read
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ SSE and chunked streams arrive chunk by chunk, Content-Length stays true, and re
 
 from __future__ import annotations
 
-__all__ = ["Forwarder"]
+__all__ = ["CLIENT_LEFT", "Forwarder"]
 
 import asyncio
 import json
@@ -20,6 +20,8 @@ from kiln.route.figures import Answer
 from kiln.route.keys import KeyGuard, Verdict, retry_after
 
 Scope = MutableMapping[str, Any]
+# How a request that ended because its client hung up ends its router line.
+CLIENT_LEFT = "cancelled: the client left"
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -109,7 +111,7 @@ class Forwarder:
         except asyncio.CancelledError:
             # Serve cancels a request whose client hung up (or whose request timeout passed):
             # leaving here closes the dyno's connection, which is how the app hears of it.
-            outcome.note = "cancelled: the client left"
+            outcome.note = CLIENT_LEFT
             outcome.status = outcome.status or 499
             raise
         finally:
@@ -179,11 +181,13 @@ class Forwarder:
                             if gone is None:
                                 gone = asyncio.ensure_future(receive()) if whole else None
                             elif gone.done() and _left(gone):
-                                outcome.note = "cancelled: the client left"
+                                outcome.note = CLIENT_LEFT
                                 break  # out of the upstream's block: its connection closes
                     finally:
-                        if gone is not None:
+                        if gone is not None and not gone.done():
                             gone.cancel()
+                        elif gone is not None and not gone.cancelled():
+                            gone.exception()  # retrieved, so asyncio does not log it as lost
                     await send({"type": "http.response.body", "body": b""})
                     return upstream.status
             except aiohttp.ServerTimeoutError:

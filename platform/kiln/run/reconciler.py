@@ -114,6 +114,7 @@ class Reconciler:
         self._good: dict[str, dict[str, Any]] = {}
         self._verdicts: dict[str, tuple[str, str | None]] = {}
         self._rejected: set[str] = set()
+        self._stopped: set[str] = set()  # apps whose formation is zero replicas (last pass)
         self.last_status: dict[str, AppState] = {}  # Kiln's apps only, not the front
         self._front: dict[str, str] = {}  # app -> its state, as the front tells it
         self._coming_back: set[str] = set()  # apps not yet serving again since start()
@@ -234,7 +235,7 @@ class Reconciler:
         running app whose config Serve would now refuse keeps the config it runs."""
         entries: dict[str, dict[str, Any]] = {}
         self._rejected = set()
-        self._stopped: set[str] = set()
+        self._stopped = set()
         for item in items:
             problem: str | None
             try:
