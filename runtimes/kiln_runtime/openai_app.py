@@ -7,11 +7,14 @@ from __future__ import annotations
 __all__ = ["GuardedStream", "LoadedModel", "model_app", "openai_error"]
 
 import asyncio
+import importlib
 import os
 import threading
+import time
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from fastapi import FastAPI, Request
@@ -51,19 +54,33 @@ class LoadedModel(Generic[T]):
 
 
 def model_app(
-    title: str, model_ref: str, health: str, load: Callable[[], T]
+    title: str, model_ref: str, health: str, load: Callable[[], T], imports: Sequence[str] = ()
 ) -> tuple[FastAPI, LoadedModel[T]]:
-    """A FastAPI app that runs LOAD on a thread at start-up (a failure prints why and exits the
-    dyno), answers HEALTH, and turns invalid requests into OpenAI's 400s."""
+    """A FastAPI app that imports IMPORTS then runs LOAD on a thread at start-up (a failure
+    prints why and exits the dyno), answers HEALTH, and turns invalid requests into OpenAI's
+    400s. Once loaded it logs where the start's time went, e.g. ``kiln_runtime: bench/tiny ready
+    2.41s after the process started: runtime 0.45s, import 1.62s (torch, transformers), weights
+    0.34s``."""
     loaded: LoadedModel[T] = LoadedModel()
 
     def run() -> None:
+        began = time.perf_counter()
         try:
+            for module in imports:
+                importlib.import_module(module)
+            imported = time.perf_counter()
             loaded._value = load()
         except BaseException:
             traceback.print_exc()
             print(f"kiln_runtime: could not load {model_ref}; the dyno exits", flush=True)
             os._exit(1)
+        done, age = time.perf_counter(), process_age_s()
+        split = (
+            f"import {imported - began:.2f}s ({', '.join(imports)}), weights {done - imported:.2f}s"
+        )
+        if age is not None:
+            split = f"{age:.2f}s after the process started: runtime {age - (done - began):.2f}s, {split}"
+        print(f"kiln_runtime: {model_ref} ready {split}", flush=True)
         loaded.ready.set()
 
     @asynccontextmanager
@@ -88,6 +105,17 @@ def model_app(
         )
 
     return app, loaded
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started, from its start time in /proc (to the clock tick);
+    None where there is no /proc."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - int(stat[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class GuardedStream(StreamingResponse):

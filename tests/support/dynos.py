@@ -13,6 +13,18 @@ from kiln.engine import DockerEngine
 from kiln.models import Artifact
 from tests.conftest import free_port
 
+# Run by an artifact's Python: the modules its dyno imports (Kiln's runtime, the app's
+# packages) that would be compiled at each start, for want of bytecode next to them.
+UNCOMPILED = """
+import importlib.util, os, sys
+import fastapi, uvicorn, kiln_runtime.python.server
+ours = (sys.prefix, os.path.dirname(os.path.dirname(kiln_runtime.__file__)))
+print(sorted(name for name, module in list(sys.modules.items())
+             if (getattr(module, "__file__", None) or "").endswith(".py")
+             and module.__file__.startswith(ours)
+             and not os.path.exists(importlib.util.cache_from_source(module.__file__))))
+"""
+
 
 def wait_healthy(url: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s

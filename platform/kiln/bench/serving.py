@@ -236,6 +236,7 @@ def main() -> None:
     finally:
         ray.stop()
         shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(sandbox_for(settings, "bench-echo", 1).root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 __all__ = ["SlugBuilder", "slug_python"]
 
+import compileall
 import hashlib
 import json
 import os
@@ -166,7 +167,10 @@ class SlugBuilder:
         try:
             self._uv(box, [uv, "venv", "--relocatable", "--python", self.python, str(scratch)], log)
             bundle = runtime_bundle()
-            command = [uv, "pip", "install", "--python", str(scratch / "bin" / "python"),
+            # Compiled here, once: else each dyno start compiles every module it imports
+            # (importing torch and transformers: 3.0 s with bytecode, 5.6 s without).
+            command = [uv, "pip", "install", "--compile-bytecode",
+                       "--python", str(scratch / "bin" / "python"),
                        *bundle.requirements, *job.plan.extra_requirements]  # fmt: skip
             if deps is not None:  # read from the slug, which the app's uid may read
                 command += ["-r", str(slug / "app" / deps.path)]
@@ -244,6 +248,8 @@ class SlugBuilder:
             os.chmod(target.parent, 0o755)  # noqa: PTH101, S103 (whatever the umask)
             scratch = Path(tempfile.mkdtemp(prefix=".runtime.", dir=target.parent))
             bundle.copy_to(scratch)
+            # For the platform's Python version; a dyno on another reads its own tag's, absent.
+            compileall.compile_dir(scratch, quiet=1)
             (scratch / _COMPLETE).touch()
             _world_readable(scratch)
             try:

@@ -37,7 +37,9 @@ def build_app(model_ref: str, health: str = "/healthz") -> FastAPI:
 
         return SentenceTransformer(model_path(model_ref), device=torch_device())
 
-    app, loaded = model_app(f"embeddings: {name}", model_ref, health, load)
+    app, loaded = model_app(
+        f"embeddings: {name}", model_ref, health, load, imports=("torch", "sentence_transformers")
+    )
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> Any:

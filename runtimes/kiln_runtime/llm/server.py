@@ -93,6 +93,7 @@ def build_app(
         lambda: TransformersEngine.load(
             model_path(model_ref), max_batch=max_batch, max_queue=max_queue
         ),
+        imports=("torch", "transformers.modeling_utils"),
     )
 
     @app.get("/v1/models")

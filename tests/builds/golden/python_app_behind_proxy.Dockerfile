@@ -2,7 +2,7 @@
 FROM kiln/base:bookworm
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH UV_PYTHON_INSTALL_DIR=/opt/python UV_LINK_MODE=copy \
-    UV_NO_CACHE=1
+    UV_NO_CACHE=1 UV_COMPILE_BYTECODE=1
 COPY --from=kiln/uv:latest /uv /usr/local/bin/uv
 COPY kiln/ca.crt /etc/kiln/ca.crt
 ARG KILN_INDEX_URL
@@ -12,6 +12,7 @@ RUN SSL_CERT_FILE=/etc/kiln/ca.crt uv venv --python 3.11 /opt/venv
 COPY kiln/deps/ /opt/kiln/deps/
 RUN SSL_CERT_FILE=/etc/kiln/ca.crt UV_DEFAULT_INDEX="$KILN_INDEX_URL" uv pip install --python /opt/venv/bin/python -r /opt/kiln/deps/runtime-requirements.txt -r /opt/kiln/deps/requirements.txt
 COPY kiln/runtime/ /opt/kiln/runtime/
+RUN python -m compileall -q /opt/kiln/runtime
 RUN mkdir -p /home/kiln /app && chown 10001:10001 /home/kiln /app
 WORKDIR /app
 ENV HOME="/home/kiln" \
