@@ -4,10 +4,11 @@
   supervisor -> dyno), against the same app called directly on its dyno port, and against a bare
   Ray Serve deployment of the same app behind the same ingress;
 - cold start: first response from zero replicas, against starting the same dyno as a bare process
-  and making the same request;
+  and making the same request (with ``--image``, also for the app built as an image, against
+  ``docker run`` of that image);
 - autoscale: load onset -> max replicas running; load end -> zero replicas.
 
-    python -m kiln.bench.serving [--seconds 10] [--only overhead,coldstart,autoscale]
+    python -m kiln.bench.serving [--seconds 10] [--only overhead,coldstart,autoscale] [--image]
 
 Targets: req/s >= 0.8x bare Serve; <= 1 ms added to p50 at concurrency 1; cold start
 <= 1.5x the bare process + 1 s. Install wrk (apt-get install wrk) for the most faithful load.
@@ -29,12 +30,14 @@ import httpx
 from kiln.bench.bare_echo import app_dir
 from kiln.bench.load import Result, run_load
 from kiln.builds.artifacts import BuildJob
+from kiln.builds.image import ImageBuilder
 from kiln.builds.log import BuildLog
 from kiln.builds.runtimes import plan_build
 from kiln.builds.slug import SlugBuilder
 from kiln.builds.source import tree_digest
+from kiln.engine import connect_engine
 from kiln.manifest import parse_manifest
-from kiln.models import Artifact
+from kiln.models import Artifact, ArtifactKind
 from kiln.route.figures import parse_start
 from kiln.run.cluster import LocalRay, ray_headers
 from kiln.run.dyno import ProcessDyno, free_port
@@ -50,6 +53,8 @@ MANIFESTS = {
     "echo": "[scaling]\nmin_replicas = 1\nmax_replicas = 1\nmax_ongoing_requests = 64\n",
     "cold": "[scaling]\nmin_replicas = 0\nmax_replicas = 1\nupscale_delay_s = 0\n"
     "downscale_delay_s = 1\ndownscale_to_zero_delay_s = 1\n",
+    "cold-image": "[scaling]\nmin_replicas = 0\nmax_replicas = 1\nupscale_delay_s = 0\n"
+    "downscale_delay_s = 1\ndownscale_to_zero_delay_s = 1\n",
     "scaler": "[scaling]\nmin_replicas = 0\nmax_replicas = 4\ntarget_ongoing_requests = 2\n"
     "upscale_delay_s = 0\ndownscale_delay_s = 2\ndownscale_to_zero_delay_s = 2\nmax_ongoing_requests = 8\n",
 }
@@ -62,6 +67,18 @@ def build_slug(settings: Settings) -> Artifact:
         job = BuildJob("echo", 0, source, tree_digest(source), plan, None, Path(work),
                        sandbox=sandbox_for(settings, "bench-echo", 1))  # fmt: skip
         return SlugBuilder(settings).build(job, BuildLog())
+
+
+def build_image(settings: Settings) -> Artifact:
+    """The same echo app as an image, with the engine at DOCKER_HOST."""
+    engine = connect_engine(settings.resolved_docker_host)
+    if engine is None:
+        raise SystemExit(f"--image: no container engine answers at {settings.resolved_docker_host}")
+    source = app_dir()
+    plan = plan_build(DirectorySource(source), None)
+    with tempfile.TemporaryDirectory() as work:
+        job = BuildJob("bench-echo", 0, source, tree_digest(source), plan, None, Path(work))
+        return ImageBuilder(engine, settings).build(job, BuildLog())
 
 
 def wait(what: str, check: Any, timeout_s: float = 180, every_s: float = 0.1) -> float:
@@ -100,7 +117,10 @@ def answers(url: str) -> bool:
         return False
 
 
-def deploy(serve: ServeRest, settings: Settings, artifact: Artifact, apps: list[str]) -> None:
+def deploy(
+    serve: ServeRest, settings: Settings, artifact: Artifact, apps: list[str],
+    image: Artifact | None = None,
+) -> None:  # fmt: skip
     sealed = load_vault(settings).seal({})
     applications = [
         application_config(
@@ -110,6 +130,11 @@ def deploy(serve: ServeRest, settings: Settings, artifact: Artifact, apps: list[
         )
         for app in apps
     ]
+    if image is not None:
+        applications.append(application_config(
+            Deployable("cold-image", 1, image, sealed, parse_manifest(MANIFESTS["cold-image"])),
+            log_dir=str(settings.log_dir), docker_host=settings.resolved_docker_host,
+        ))  # fmt: skip
     applications.append({
         "name": "bare", "route_prefix": "/bare", "import_path": "kiln.bench.bare_echo:build",
         "args": {"app_dir": str(app_dir()), "max_ongoing_requests": 64},
@@ -146,16 +171,33 @@ def overhead(settings: Settings, artifact: Artifact, seconds: float) -> None:
     dyno.stop(10)
 
 
-def cold_start(settings: Settings, artifact: Artifact, serve: ServeRest) -> None:
-    url = f"http://{settings.http_host}:{settings.http_port}/cold/"
-    wait("cold to scale to zero", lambda: replicas(serve, "cold") == 0, every_s=0.5)
+def cold_start(settings: Settings, artifact: Artifact, serve: ServeRest, app: str = "cold") -> None:
+    """The first response of APP from zero replicas through Kiln, then the same artifact alone
+    (a process, or ``docker run`` of an image) until it answers the same request."""
+    url = f"http://{settings.http_host}:{settings.http_port}/{app}/"
+    wait(f"{app} to scale to zero", lambda: replicas(serve, app) == 0, every_s=0.5)
     time.sleep(1)
     sent_at = time.time()
     started = time.perf_counter()
     response = httpx.get(url, timeout=300)
     kiln_s = time.perf_counter() - started
     time.sleep(1.5)  # the replica's lines reach the log in batches
-    parts = cold_start_parts(settings, "cold", sent_at, sent_at + kiln_s)
+    parts = cold_start_parts(settings, app, sent_at, sent_at + kiln_s)
+    bare_s = (
+        _bare_image(settings, artifact)
+        if artifact.kind is ArtifactKind.IMAGE
+        else _bare_process(artifact)
+    )
+    target = 1.5 * bare_s + 1
+    bare = "docker run" if artifact.kind is ArtifactKind.IMAGE else "bare process"
+    print(f"\ncold start (first response from zero replicas), {artifact.kind.value}\n  {bare}: "
+          f"{bare_s:.2f}s   Kiln: {kiln_s:.2f}s (status {response.status_code})   target <= "
+          f"{target:.2f}s: {'met' if kiln_s <= target else 'MISSED'}")  # fmt: skip
+    if parts:
+        print(f"  Kiln's parts: {parts}")
+
+
+def _bare_process(artifact: Artifact) -> float:
     dyno = ProcessDyno(
         artifact.command, Path(artifact.reference) / "app", {**artifact.env}, lambda _l: None
     )
@@ -164,12 +206,22 @@ def cold_start(settings: Settings, artifact: Artifact, serve: ServeRest) -> None
     wait("the bare dyno", lambda: answers(dyno.url + "/"), every_s=0.01)
     bare_s = time.perf_counter() - started
     dyno.stop(10)
-    target = 1.5 * bare_s + 1
-    print(f"\ncold start (first response from zero replicas)\n  bare process: {bare_s:.2f}s   "
-          f"Kiln: {kiln_s:.2f}s (status {response.status_code})   target <= {target:.2f}s: "
-          f"{'met' if kiln_s <= target else 'MISSED'}")  # fmt: skip
-    if parts:
-        print(f"  Kiln's parts: {parts}")
+    return bare_s
+
+
+def _bare_image(settings: Settings, artifact: Artifact) -> float:
+    engine = connect_engine(settings.resolved_docker_host)
+    assert engine is not None
+    port = free_port()
+    started = time.perf_counter()
+    container = engine.client.containers.run(
+        artifact.reference, detach=True, init=True, ports={"8080/tcp": ("127.0.0.1", port)}
+    )
+    try:
+        wait("docker run", lambda: answers(f"http://127.0.0.1:{port}/"), every_s=0.01)
+        return time.perf_counter() - started
+    finally:
+        container.remove(force=True)
 
 
 def cold_start_parts(settings: Settings, app: str, sent_at: float, answered_at: float) -> str:
@@ -207,6 +259,8 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--only", default="overhead,coldstart,autoscale")
+    parser.add_argument("--image", action="store_true",
+                        help="cold start of the app built as an image too (DOCKER_HOST)")  # fmt: skip
     args = parser.parse_args()
     only = set(args.only.split(","))
     home = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
@@ -215,10 +269,11 @@ def main() -> None:
     ray = LocalRay(settings)
     try:
         artifact = build_slug(settings)
+        image = build_image(settings) if args.image else None
         print(f"starting Ray at {settings.dashboard_url} ...", flush=True)
         ray.ensure()
         serve = ServeRest(settings.dashboard_url, headers=ray_headers(settings))
-        deploy(serve, settings, artifact, ["echo", "cold", "scaler"])
+        deploy(serve, settings, artifact, ["echo", "cold", "scaler"], image)
         base = f"http://{settings.http_host}:{settings.http_port}"
 
         def up() -> bool:
@@ -231,6 +286,8 @@ def main() -> None:
             overhead(settings, artifact, args.seconds)
         if "coldstart" in only:
             cold_start(settings, artifact, serve)
+            if image is not None:
+                cold_start(settings, image, serve, "cold-image")
         if "autoscale" in only:
             autoscale(settings, serve, args.seconds)
     finally:
