@@ -248,6 +248,15 @@ def test_a_wrong_llm_section_says_what_and_where(section: str, wanted: str) -> N
     assert any(wanted in e for e in errors), errors
 
 
+def test_a_warm_spare_is_for_the_model_runtimes_only() -> None:
+    # Only their imports are known and run no app code; a python app's import is the app's.
+    [error] = errors_of('runtime = "python"\n[scaling]\nwarm_spare = true\n')
+    assert "scaling.warm_spare is for the llm and embeddings runtimes" in error
+    assert 'runtime is "python"' in error
+    manifest = parse_manifest('runtime = "llm"\nmodel = "org/m"\n[scaling]\nwarm_spare = true\n')
+    assert manifest.scaling.warm_spare
+
+
 def test_an_llm_section_on_another_runtime_is_refused() -> None:
     [error] = errors_of('runtime = "python"\n[llm]\nengine = "vllm"\n')
     assert '[llm] is for runtime = "llm"' in error

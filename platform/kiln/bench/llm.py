@@ -73,28 +73,38 @@ def load_engine(model: Path) -> Any:
     return TransformersEngine.load(str(model))
 
 
-def cold_start(settings: Settings, serve: ServeRest, artifact: Artifact, url: str) -> None:
-    """The first token from zero replicas through Kiln, then the same dyno alone, twice: with
-    its virtualenv as built, and compiling every module it imports (no bytecode to read, as a
-    container's start was before builds compiled it). Each split as the runtime logs it: its
-    own start, importing torch and transformers, loading the tokenizer and weights."""
-    wait("zero replicas", lambda: replicas(serve, "cold-llm") == 0, every_s=0.5)
-    time.sleep(1)
-    sent_at, sent = time.time(), time.perf_counter()
-    _first_token(url)
-    kiln_first = time.perf_counter() - sent
-    time.sleep(1.5)  # the replica's lines reach the log in batches
-    parts = cold_start_parts(settings, "cold-llm", sent_at, sent_at + kiln_first)
-    kiln_model = next((r.line for r in read_records(settings.log_dir, "cold-llm")
-                       if r.ts >= sent_at and _READY in r.line), "")  # fmt: skip
+def cold_start(settings: Settings, serve: ServeRest, artifact: Artifact, base: str) -> None:
+    """The first token from zero replicas through Kiln, without and with a warm spare; then the
+    same dyno alone, twice: with its virtualenv as built, and compiling every module it imports
+    (no bytecode to read, as a container's start was before builds compiled it). Each split as
+    the runtime logs it: its own start, importing torch and transformers, loading the weights."""
     print("\ncold start of an llm app (time to the first streamed token)")
+    kiln_first, parts, model = _from_zero(settings, serve, base, "cold-llm")
+    print(f"  Kiln from zero replicas: first token {kiln_first:.2f}s\n    {parts}\n"
+          f"    the dyno's own: {_split(model)}")  # fmt: skip
+    _from_zero(settings, serve, base, "spare-llm")  # its first replica leaves the spare
+    kiln_first, parts, model = _from_zero(settings, serve, base, "spare-llm")
+    print(f"  Kiln from zero replicas, warm spare: first token {kiln_first:.2f}s\n    {parts}\n"
+          f"    the dyno's own: {_split(model)}")  # fmt: skip
     with tempfile.TemporaryDirectory() as nowhere:
         for label, env in (("as built", {}), ("compiling at start", {"PYTHONPYCACHEPREFIX": nowhere})):  # fmt: skip
             listening, loaded, first, split = _bare(artifact, env)
             print(f"  bare dyno, {label}: listening {listening:.2f}s, weights loaded {loaded:.2f}s, "
                   f"first token {first:.2f}s\n    {split}")  # fmt: skip
-    print(f"  Kiln from zero replicas: first token {kiln_first:.2f}s\n    {parts}\n"
-          f"    the dyno's own: {_split(kiln_model)}")  # fmt: skip
+
+
+def _from_zero(settings: Settings, serve: ServeRest, base: str, app: str) -> tuple[float, str, str]:
+    """APP's first token from zero replicas: seconds, the replica's parts, the dyno's line."""
+    wait(f"{app} at zero replicas", lambda: replicas(serve, app) == 0, every_s=0.5)
+    time.sleep(1)
+    sent_at, sent = time.time(), time.perf_counter()
+    _first_token(f"{base}/{app}")
+    took = time.perf_counter() - sent
+    time.sleep(1.5)  # the replica's lines reach the log in batches
+    parts = cold_start_parts(settings, app, sent_at, sent_at + took)
+    model = next((r.line for r in read_records(settings.log_dir, app)
+                  if r.ts >= sent_at and _READY in r.line), "")  # fmt: skip
+    return took, parts, model
 
 
 def _bare(artifact: Artifact, env: dict[str, str]) -> tuple[float, float, float, str]:
@@ -168,25 +178,30 @@ def main() -> None:
         vllm_main(args.max_tokens, args.rounds, args.stream_interval)
         return
     work = Path(tempfile.mkdtemp(prefix="kiln-bench-llm-"))
+    work.chmod(0o755)  # the dynos run as the app's uid and read the model here
     settings = Settings(home=work / "home", http_port=free_port(), ray_port=free_port(),
                         ray_dashboard_port=free_port(), ray_agent_port=free_port())  # fmt: skip
     ray = LocalRay(settings)
+    box = sandbox_for(settings, "bench-llm", 1)
     try:
         model = build_tiny_model(work / "model")
+        for path in (model, *model.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
         print("building the llm slug ...", flush=True)
-        artifact = build_llm_slug(settings, model, work)
+        artifact = build_llm_slug(settings, model, work, box=box)
         ray.ensure()
         serve = ServeRest(settings.dashboard_url, headers=ray_headers(settings))
         sealed = load_vault(settings).seal({})
         apps = []
-        for name, scaling in (("llm", "min_replicas = 1\nmax_replicas = 1"),
-                              ("cold-llm", "min_replicas = 0\nmax_replicas = 1\ndownscale_delay_s = 1\ndownscale_to_zero_delay_s = 1")):  # fmt: skip
+        cold = "min_replicas = 0\nmax_replicas = 1\ndownscale_delay_s = 1\ndownscale_to_zero_delay_s = 1"
+        for name, scaling in (("llm", "min_replicas = 1\nmax_replicas = 1"), ("cold-llm", cold),
+                              ("spare-llm", f"{cold}\nwarm_spare = true")):  # fmt: skip
             manifest = parse_manifest(
                 f'runtime = "llm"\nmodel = "bench/tiny"\n[scaling]\n{scaling}\nupscale_delay_s = 0\n'
             )
             apps.append(
                 application_config(
-                    Deployable(name, 1, artifact, sealed, manifest),
+                    Deployable(name, 1, artifact, sealed, manifest, sandbox=box),
                     log_dir=str(settings.log_dir),
                     docker_host=None,
                 )
@@ -213,11 +228,11 @@ def main() -> None:
         print(f"  {'engine in-process':<24}{local_tps:>10.0f}{local_ttft * 1000:>14.1f}")
         print(f"  {'Kiln URL':<24}{kiln_tps:>10.0f}{kiln_ttft * 1000:>14.1f}   "
               f"{kiln_tps / local_tps:.2f}x tokens/s (target >= 0.95x)")  # fmt: skip
-        cold_start(settings, serve, artifact, f"{base}/cold-llm")
+        cold_start(settings, serve, artifact, base)
     finally:
         ray.stop()
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(sandbox_for(settings, "bench-llm", 1).root, ignore_errors=True)  # the slug
+        shutil.rmtree(box.root, ignore_errors=True)  # the slug
 
 
 VLLM_LLM = (

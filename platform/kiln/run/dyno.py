@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from kiln.engine import ensure_network
 from kiln.models import ArtifactKind
+from kiln.run.spares import Claimed, claim
 from kiln.sandbox import Sandbox
 
 LineSink = Callable[[str], None]
@@ -104,21 +105,25 @@ def _die_with_parent() -> None:
 
 class ProcessDyno:
     """A slug dyno: ``command`` in ``cwd``, on the unix socket ``socket`` (or ``$PORT`` on
-    loopback without one), as the sandbox's uid when there is one."""
+    loopback without one), as the sandbox's uid when there is one. With ``spare`` (a warm
+    spare's socket, ``kiln.run.spares``), a start claims the spare listening there, if any,
+    instead of starting a process."""
 
     def __init__(
         self, command: list[str], cwd: Path, env: dict[str, str], sink: LineSink, *,
-        sandbox: Sandbox | None = None, socket: Path | None = None,
+        sandbox: Sandbox | None = None, socket: Path | None = None, spare: Path | None = None,
     ) -> None:  # fmt: skip
         self.command = command
         self.cwd = cwd
         self.env = env
         self.sandbox = sandbox
         self.socket = socket
+        self.spare = spare
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._output = _Output(sink)
         self._process: subprocess.Popen[bytes] | None = None
+        self.claimed: Claimed | None = None  # this start's dyno was a spare
 
     def start(self) -> None:
         if self.socket is not None:
@@ -130,6 +135,11 @@ class ProcessDyno:
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
             env = {**self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        self._process, self.claimed = None, None
+        if self.spare is not None and (claimed := claim(self.spare, env, self.cwd)) is not None:
+            self.claimed = claimed
+            self._output.follow(claimed.output)
+            return
         options = self.sandbox.process_options() if self.sandbox is not None else {}
         self._process = subprocess.Popen(
             self.command, cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -140,12 +150,19 @@ class ProcessDyno:
         self._output.follow(self._process.stdout)
 
     def alive(self) -> bool:
+        if self.claimed is not None:
+            return self.claimed.alive()
         return self._process is not None and self._process.poll() is None
 
     def exit_code(self) -> int | None:
+        if self.claimed is not None:
+            return self.claimed.code
         return None if self._process is None else self._process.poll()
 
     def stop(self, timeout_s: float) -> None:
+        if self.claimed is not None:
+            self.claimed.stop(timeout_s)
+            return
         process = self._process
         if process is None or process.poll() is not None:
             return

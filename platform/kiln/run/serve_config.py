@@ -128,6 +128,9 @@ def _actor_options(manifest: Manifest, gpu: GpuSpec | None) -> dict[str, Any]:
     return options
 
 
+_SPARE_RUNTIMES = ("llm", "embeddings")  # kiln_runtime.spare stands in for these
+
+
 def dyno_spec(
     item: Deployable, *, log_dir: str, docker_host: str | None, model_cache: str | None = None,
     registry: str | None = None,
@@ -155,6 +158,7 @@ def dyno_spec(
         ),
         sandbox=item.sandbox,
         memory_bytes=manifest.resources.memory.bytes if manifest.resources.memory else None,
+        warm_spare=manifest.scaling.warm_spare and item.artifact.runtime in _SPARE_RUNTIMES,
     )
 
 

@@ -65,6 +65,9 @@ class DynoSpec(BaseModel):
     sandbox: Sandbox | None = Field(
         None, description="Where and as whom the app's code runs; None: as the supervisor does."
     )
+    warm_spare: bool = Field(
+        False, description="[scaling] warm_spare: leave a started runtime for the next dyno."
+    )
     memory_bytes: int | None = Field(
         None, description="resources.memory: a container dyno's memory limit."
     )

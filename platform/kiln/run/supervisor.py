@@ -39,10 +39,12 @@ from kiln.run.keeper import DynoFailed, DynoKeeper
 from kiln.run.logs import LogShipper
 from kiln.run.serve_config import canary_period
 from kiln.run.sockets import PinnedSocket
+from kiln.run.spares import spare_key, spare_socket, start_spare
 from kiln.run.spec import DynoSpec
 from kiln.vault import Vault
 
 logger = logging.getLogger(__name__)
+_PER_DYNO = ("KILN_DYNO", "CUDA_VISIBLE_DEVICES", "KILN_GPUS", "KILN_GPU_SHARE")
 
 
 def build(args: dict[str, Any]) -> Application:
@@ -70,6 +72,8 @@ class DynoSupervisor:
         self._on_head: bool | None = None  # found on the first prepare
         # Reached only through the socket it made, pinned so a link in its place leads nowhere.
         self.pinned: PinnedSocket | None = None
+        # The warm spare this release's dynos share on this node (set by make()), if any.
+        self._spare: tuple[list[str], Path, dict[str, str], Path] | None = None
         self.keeper = DynoKeeper(base, self)
         self.forwarder = Forwarder(
             lambda: self.keeper.dyno.url, self.keeper.wait_ready, self._routed,
@@ -79,6 +83,7 @@ class DynoSupervisor:
         )  # fmt: skip
         self._prepare_s: float | None = None  # the first prepare's: part of this replica's start
         await self.keeper.start()
+        await self._leave_spare()
         self.log("release", start_line(ReplicaStart(
             worker_s=_worker_wait(begun),
             prepare_s=self._prepare_s or 0.0,
@@ -88,6 +93,18 @@ class DynoSupervisor:
         self._usage = asyncio.get_running_loop().create_task(self._report_usage())
         every = float(os.environ.get("KILN_ENGINE_METRICS_S", "10"))
         self._engine = asyncio.get_running_loop().create_task(self._report_engine(every))
+
+    async def _leave_spare(self) -> None:
+        """Say whether this dyno was a warm spare, and leave one for the next replica here."""
+        dyno = self.keeper.dyno
+        if isinstance(dyno, ProcessDyno) and dyno.claimed is not None:
+            self.log("release", f"the dyno is a warm spare (pid {dyno.claimed.pid}): its "
+                     "libraries were imported before this replica started", self.keeper.spec.release)  # fmt: skip
+        if self._spare is not None:
+            command, cwd, env, path = self._spare
+            if await asyncio.to_thread(start_spare, command, cwd, env, self.sandbox, path):
+                self.log("release", "left a warm spare on this node for the next replica",
+                         self.keeper.spec.release)  # fmt: skip
 
     def __serve_build_asgi_app__(self) -> Forwarder:
         return self.forwarder
@@ -107,17 +124,23 @@ class DynoSupervisor:
 
         box = self.sandbox
         dyno: Dyno
+        self._spare = None
         if artifact.kind is ArtifactKind.SLUG:
             # A process shares the host: give it the host's PATH and locale, not Ray's variables,
             # and its app's uid, HOME and socket. A container has its own (the image's).
+            cwd = Path(artifact.reference) / "app"
+            full = {**host_environment(), **artifact.env, **env,
+                    **(box.environment() if box is not None else {})}  # fmt: skip
+            spare = None
+            if spec.warm_spare and box is not None:
+                # What every dyno of this release on this node shares: not its name or GPUs.
+                shared = {k: v for k, v in full.items() if k not in _PER_DYNO}
+                spare = spare_socket(box, spare_key(artifact.command, cwd, shared))
+                self._spare = (artifact.command, cwd, shared, spare)
             dyno = ProcessDyno(
-                artifact.command,
-                Path(artifact.reference) / "app",
-                {**host_environment(), **artifact.env, **env,
-                 **(box.environment() if box is not None else {})},
-                sink,
-                sandbox=box,
+                artifact.command, cwd, full, sink, sandbox=box,
                 socket=box.sockets / f"{self.replica}.sock" if box is not None else None,
+                spare=spare,
             )  # fmt: skip
         else:
             dyno = self._container(spec, env, sink, host_gpus)

@@ -25,6 +25,7 @@ class EmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
 
 
+IMPORTS = ("torch", "sentence_transformers")  # most of a start; a spare has them done
 MAX_INPUTS = 2048  # as OpenAI's API
 
 
@@ -37,9 +38,7 @@ def build_app(model_ref: str, health: str = "/healthz") -> FastAPI:
 
         return SentenceTransformer(model_path(model_ref), device=torch_device())
 
-    app, loaded = model_app(
-        f"embeddings: {name}", model_ref, health, load, imports=("torch", "sentence_transformers")
-    )
+    app, loaded = model_app(f"embeddings: {name}", model_ref, health, load, imports=IMPORTS)
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> Any:

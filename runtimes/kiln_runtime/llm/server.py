@@ -31,6 +31,7 @@ from kiln_runtime.llm.engine import (
 from kiln_runtime.openai_app import GuardedStream, model_app, openai_error
 from kiln_runtime.weights import model_path
 
+IMPORTS = ("torch", "transformers.modeling_utils")  # most of a start; a spare has them done
 MAX_STOP = 4  # as OpenAI's API
 RETRY_AFTER_S = 2
 
@@ -93,7 +94,7 @@ def build_app(
         lambda: TransformersEngine.load(
             model_path(model_ref), max_batch=max_batch, max_queue=max_queue
         ),
-        imports=("torch", "transformers.modeling_utils"),
+        imports=IMPORTS,
     )
 
     @app.get("/v1/models")

@@ -1,0 +1,148 @@
+"""Warm spares: a model runtime's process with its libraries imported, waiting for the next dyno.
+
+``[scaling] warm_spare = true`` (llm and embeddings slugs): once a supervisor's dyno serves, it
+leaves a spare on its node (``python -m kiln_runtime.spare``, as the app's uid, in the app's
+sandbox; double-forked, so it outlives the replica: scale to zero, and the next replica there
+still finds it). The next supervisor of the same release on that node claims it instead of
+starting a process: it skips importing torch and transformers, most of a model dyno's start.
+A spare leaves when unclaimed for ``KILN_SPARE_IDLE_S`` (900 s) or when the node's raylet goes.
+It holds what it imported in memory meanwhile (an llm runtime's: about 400 MB).
+
+    path = spare_socket(box, key)
+    start_spare(command, cwd, env, box, path)   # after this dyno is healthy
+    claimed = claim(path, env, cwd)             # the next dyno; None: start one as usual
+"""
+
+from __future__ import annotations
+
+__all__ = ["Claimed", "claim", "spare_key", "spare_socket", "start_spare"]
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from kiln.sandbox import Sandbox
+
+CLAIM_TIMEOUT_S = 5.0  # a spare answers its pid at once; one that does not is not used
+
+
+def spare_key(command: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """What makes two dynos interchangeable: the same command, directory and environment (a new
+    release, a config change, another node's paths: another key)."""
+    blob = json.dumps([command, str(cwd), sorted(env.items())])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def spare_socket(box: Sandbox, key: str) -> Path:
+    return box.sockets / f"spare-{key}.sock"
+
+
+def start_spare(
+    command: list[str], cwd: Path, env: dict[str, str], box: Sandbox | None, path: Path,
+    watch: int | None = None,
+) -> bool:  # fmt: skip
+    """Leave a spare listening at ``path`` unless one does already; True if one was started.
+    ``command`` is the dyno's (``python -m kiln_runtime``): the spare runs its Python. It
+    leaves when the process ``watch`` does (default: this one's parent, for a Ray worker the
+    raylet)."""
+    if _listening(path):
+        return False
+    options = box.process_options() if box is not None else {}
+    spare_env = {**env, "KILN_SPARE_WATCH": str(watch or os.getppid()),
+                 "KILN_SPARE_OWNER": str(os.getuid())}  # fmt: skip
+    # setsid -f: the spare's parent exits at once, so it is nobody's child here (Ray stops a
+    # worker's children with it) and keeps no terminal or process group of the replica's.
+    subprocess.run(
+        ["setsid", "-f", command[0], "-m", "kiln_runtime.spare", str(path)],
+        cwd=cwd, env=spare_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, check=False, timeout=30, **options,
+    )  # fmt: skip
+    return True
+
+
+def _listening(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True  # (the spare takes the empty connection for a claim that came to nothing)
+
+
+@dataclass
+class Claimed:
+    """A dyno that was a spare: its pid, the output it writes, and its exit code once known."""
+
+    pid: int
+    output: BinaryIO
+    _connection: socket.socket
+    _reader: BinaryIO  # the connection's: the exit code comes on it
+    _lifeline: int
+    code: int | None = None
+    _ended: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._wait, name="spare-exit", daemon=True).start()
+
+    def _wait(self) -> None:
+        """The spare's parent sends the dyno's exit code when it ends."""
+        with contextlib.suppress(OSError, ValueError):
+            line = self._reader.readline()
+            self.code = int(line) if line.strip() else -1
+        if self.code is None:
+            self.code = -1  # the connection broke: the spare's parent is gone, and with it
+        self._ended.set()
+
+    def alive(self) -> bool:
+        return not self._ended.is_set()
+
+    def stop(self, timeout_s: float) -> None:
+        for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+            if self._ended.is_set():
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+            self._ended.wait(wait_s)
+        with contextlib.suppress(OSError):
+            os.close(self._lifeline)
+        self._connection.close()
+
+
+def claim(path: Path, env: dict[str, str], cwd: Path) -> Claimed | None:
+    """The spare at ``path`` as this dyno (``env``, in ``cwd``), or None where there is none
+    that answers: the caller then starts a process as usual."""
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.settimeout(CLAIM_TIMEOUT_S)
+    try:
+        connection.connect(str(path))
+    except OSError:
+        connection.close()
+        return None
+    out_read, out_write = os.pipe()
+    life_read, life_write = os.pipe()
+    try:
+        body = json.dumps({"env": env, "cwd": str(cwd)}).encode()
+        socket.send_fds(connection, [body[:4096]], [out_write, life_read])
+        connection.sendall(body[4096:])
+        connection.shutdown(socket.SHUT_WR)
+        reader = connection.makefile("rb")
+        pid = int(reader.readline())
+        connection.settimeout(None)  # the exit code comes when the dyno ends
+    except (OSError, ValueError):
+        for fd in (out_read, life_write):
+            os.close(fd)
+        connection.close()
+        return None
+    finally:
+        os.close(out_write)
+        os.close(life_read)
+    return Claimed(pid, os.fdopen(out_read, "rb"), connection, reader, life_write)

@@ -1,0 +1,123 @@
+"""A warm spare of the llm runtime, for real: a process that imported torch and transformers,
+claimed by the platform as the next dyno; refused to anyone else; gone when its node is."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kiln.run.dyno import ProcessDyno
+from kiln.run.spares import claim, start_spare
+
+
+def llm_env(model: Path, **extra: str) -> dict[str, str]:
+    return {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1", "KILN_RUNTIME": "llm",
+            "KILN_MODEL": str(model), "KILN_LLM_ENGINE": "transformers", "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1", **extra}  # fmt: skip
+
+
+def wait_for(check: object, what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def node() -> Iterator[subprocess.Popen[bytes]]:
+    """A stand-in for the node's raylet: the spare leaves when it does."""
+    process = subprocess.Popen(["sleep", "600"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture
+def spare(tmp_path: Path, tiny_model: Path, node: subprocess.Popen[bytes]) -> Iterator[Path]:
+    # Outside pytest's private temp dir, so that a test can let another uid reach it.
+    where = Path(tempfile.mkdtemp(prefix="kiln-spare-"))
+    path = where / "spare.sock"
+    # As a supervisor leaves one (setsid -f: nobody's child), with the test's idle limit.
+    assert start_spare([sys.executable, "-m", "kiln_runtime"], tmp_path,
+                       llm_env(tiny_model, KILN_SPARE_IDLE_S="120"), None, path, watch=node.pid)  # fmt: skip
+    wait_for(path.exists, "the spare to listen")
+    yield path
+    shutil.rmtree(where, ignore_errors=True)
+
+
+def test_a_claimed_spare_serves_as_the_dyno_with_its_imports_already_done(
+    spare: Path, tmp_path: Path, tiny_model: Path
+) -> None:
+    lines: list[str] = []
+    dyno = ProcessDyno([sys.executable, "-m", "kiln_runtime"], tmp_path, llm_env(tiny_model),
+                       lines.append, spare=spare)  # fmt: skip
+    started = time.monotonic()
+    dyno.start()
+    assert dyno.claimed is not None, "the dyno should have been the spare"
+    assert not spare.exists()  # claimed: nobody else connects to it
+    try:
+        url = dyno.url
+        wait_for(lambda: _healthy(url), "the claimed dyno to load its model")
+        took = time.monotonic() - started
+        reply = httpx.post(f"{url}/v1/completions", json={"prompt": "hi", "max_tokens": 3})
+        assert reply.status_code == 200 and reply.json()["object"] == "text_completion"
+        [ready] = [line for line in lines if " ready " in line]
+        # Its clock starts at the claim; torch and transformers were imported before it.
+        imported = float(ready.split(" import ")[1].split("s", 1)[0])
+        assert imported < 0.2, ready
+        assert took < 30
+    finally:
+        dyno.stop(10)
+    # What the spare's parent saw: uvicorn stops gracefully, then re-raises the SIGTERM.
+    assert not dyno.alive() and dyno.exit_code() == -signal.SIGTERM
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_a_spare_leaves_with_its_node(spare: Path, node: subprocess.Popen[bytes]) -> None:
+    node.kill()
+    node.wait()
+    wait_for(lambda: not spare.exists(), "the spare to leave", timeout_s=10)
+    assert claim(spare, {}, Path("/")) is None
+
+
+STRANGER = """
+import json, os, socket, sys
+connection = socket.socket(socket.AF_UNIX)
+connection.connect(sys.argv[1])
+out, life = os.pipe(), os.pipe()
+body = json.dumps({"env": {"PATH": "/usr/bin"}, "cwd": "/"}).encode()
+socket.send_fds(connection, [body], [out[1], life[0]])
+connection.shutdown(socket.SHUT_WR)
+try:
+    print(repr(connection.recv(100)))
+except ConnectionResetError:  # closed unread: refused
+    print("refused")
+"""
+
+
+def test_only_the_platforms_uid_may_claim_a_spare(spare: Path) -> None:
+    # The app's own code runs as the app's uid (which can reach its sandbox's sockets), not the
+    # platform's: it may not take the spare.
+    spare.parent.chmod(0o755)
+    spare.chmod(0o777)
+    stranger = subprocess.run(
+        ["/usr/bin/python3", "-c", STRANGER, str(spare)], user=65534, group=65534,
+        extra_groups=[], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert stranger.returncode == 0, stranger.stderr
+    assert stranger.stdout.strip() in ("b''", "refused")  # closed, no pid: not claimed
+    assert spare.exists()  # still there for the platform
