@@ -10,8 +10,9 @@ descriptors: where the dyno's output goes, and a lifeline whose other end the su
 (when it closes, the dyno is told to stop, as a dyno is when its supervisor dies). The spare then
 forks: the child becomes the dyno (its clock starts there: its ``ready`` line shows the import as
 done), the parent answers the child's pid, waits for it, and sends its exit code last. An
-unclaimed spare leaves after ``KILN_SPARE_IDLE_S`` seconds (default 900), or as soon as the
-process ``KILN_SPARE_WATCH`` (the node's raylet) is gone.
+unclaimed spare leaves after ``KILN_SPARE_IDLE_S`` seconds (default 900), as soon as the
+process ``KILN_SPARE_WATCH`` (the node's raylet) is gone, or once its socket is removed or
+replaced (the platform removes an older release's when it leaves a newer one's).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def main(argv: list[str]) -> int:
         importlib.import_module(module)
     listener, inode = _listen(path)
     try:
-        claim = _wait_for_claim(listener)
+        claim = _wait_for_claim(listener, path, inode)
     finally:
         listener.close()
         with contextlib.suppress(OSError):  # claimed or leaving: nobody else connects to it
@@ -115,11 +116,13 @@ class Claim:
     lifeline: int  # reads end-of-file when the supervisor is gone
 
 
-def _wait_for_claim(listener: socket.socket) -> Claim | None:
+def _wait_for_claim(listener: socket.socket, path: Path, inode: int) -> Claim | None:
+    """A claim, or None once the spare should leave: idle too long, its node gone, or its
+    socket removed or replaced (the app destroyed, or a newer release's spare in its place)."""
     idle_until = time.monotonic() + float(os.environ.get("KILN_SPARE_IDLE_S", "900"))
     watch = int(os.environ.get("KILN_SPARE_WATCH", "0"))
     owner = int(os.environ.get("KILN_SPARE_OWNER", "0"))
-    while time.monotonic() < idle_until and _alive(watch):
+    while time.monotonic() < idle_until and _alive(watch) and _still_at(path, inode):
         ready, _, _ = select.select([listener], [], [], 1.0)
         if not ready:
             continue
@@ -152,6 +155,13 @@ def _read_claim(connection: socket.socket, owner: int) -> Claim | None:
     connection.settimeout(None)
     env = {str(k): str(v) for k, v in body["env"].items()}
     return Claim(connection, env, str(body.get("cwd", ".")), fds[0], fds[1])
+
+
+def _still_at(path: Path, inode: int) -> bool:
+    try:
+        return path.stat().st_ino == inode
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:

@@ -59,6 +59,36 @@ def test_an_llm_app_from_the_hub_answers_the_openai_client(
     assert "Release phase: fetching kiln-test/tiny-llama@main" in release_log
 
 
+def test_an_llm_app_with_a_warm_spare_comes_back_from_zero_with_torch_imported(
+    platform: Platform, fresh_app: Callable[[Platform, str], str], tmp_path: Path
+) -> None:
+    app = fresh_app(platform, "spare-llm")
+    source = tmp_path / "spare-llm"
+    source.mkdir()
+    (source / "kiln.toml").write_text(
+        'runtime = "llm"\nmodel = "kiln-test/tiny-llama@main"\n[scaling]\nmin_replicas = 0\n'
+        "max_replicas = 1\nupscale_delay_s = 0\ndownscale_delay_s = 1\n"
+        "downscale_to_zero_delay_s = 1\nwarm_spare = true\n"
+    )
+    # The release's first replica (the deploy waits for it) imports torch and leaves a spare.
+    assert "-----> v2 is live" in deploy(platform, source, app, "--artifact", "slug")
+    platform.wait("zero replicas", lambda: not platform.ps(app)["replicas"], timeout_s=90)
+    url = f"{platform.app_url(app)}/v1/completions"
+    reply = httpx.post(url, json={"prompt": "hi", "max_tokens": 2}, timeout=120)
+    assert reply.status_code == 200, reply.text
+    platform.wait(
+        "the replica's lines",
+        lambda: "the dyno is a warm spare" in platform.kiln("logs", "-a", app, "-n", "300").output,
+        timeout_s=20,
+    )
+    log = platform.kiln("logs", "-a", app, "-n", "300").output
+    assert "left a warm spare on this node for the next replica" in log
+    # Each dyno's own account of its start: the first imported, the spare had nothing left to.
+    ready = [line for line in log.splitlines() if " ready " in line and "after the process" in line]
+    assert len(ready) >= 2, log
+    assert " import 0.00s " not in ready[0] and " import 0.00s " in ready[1], ready
+
+
 def test_a_model_the_hub_lacks_fails_the_release_and_the_app_keeps_serving(
     platform: Platform, fresh_app: Callable[[Platform, str], str], tmp_path: Path
 ) -> None:

@@ -45,9 +45,9 @@ def spare(tmp_path: Path, tiny_model: Path, node: subprocess.Popen[bytes]) -> It
     # Outside pytest's private temp dir, so that a test can let another uid reach it.
     where = Path(tempfile.mkdtemp(prefix="kiln-spare-"))
     path = where / "spare.sock"
-    # As a supervisor leaves one (setsid -f: nobody's child), with the test's idle limit.
-    assert start_spare([sys.executable, "-m", "kiln_runtime"], tmp_path,
-                       llm_env(tiny_model, KILN_SPARE_IDLE_S="120"), None, path, watch=node.pid)  # fmt: skip
+    # As a supervisor leaves one (setsid -f: nobody's child); it leaves with the stand-in node.
+    assert start_spare([sys.executable, "-m", "kiln_runtime"], tmp_path, llm_env(tiny_model),
+                       None, path, watch=node.pid)  # fmt: skip
     wait_for(path.exists, "the spare to listen")
     yield path
     shutil.rmtree(where, ignore_errors=True)
@@ -121,3 +121,22 @@ def test_only_the_platforms_uid_may_claim_a_spare(spare: Path) -> None:
     assert stranger.returncode == 0, stranger.stderr
     assert stranger.stdout.strip() in ("b''", "refused")  # closed, no pid: not claimed
     assert spare.exists()  # still there for the platform
+
+
+def _spares_at(path: Path) -> list[int]:
+    """The pids of processes whose command line names ``path`` (this test's own spare)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(path).encode() in (proc / "cmdline").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_spare_whose_socket_is_removed_leaves(spare: Path) -> None:
+    # The app destroyed, or a newer release's spare in its place: nobody can claim this one.
+    assert _spares_at(spare)
+    spare.unlink()
+    wait_for(lambda: not _spares_at(spare), "the spare to leave", timeout_s=10)

@@ -31,6 +31,7 @@ from typing import BinaryIO
 
 from kiln.sandbox import Sandbox
 
+IDLE_S = 900  # an unclaimed spare's life, unless KILN_SPARE_IDLE_S says otherwise
 CLAIM_TIMEOUT_S = 5.0  # a spare answers its pid at once; one that does not is not used
 
 
@@ -56,8 +57,10 @@ def start_spare(
     if _listening(path):
         return False
     options = box.process_options() if box is not None else {}
+    # The platform's idle limit, not one the app's [env] could stretch on a shared node.
     spare_env = {**env, "KILN_SPARE_WATCH": str(watch or os.getppid()),
-                 "KILN_SPARE_OWNER": str(os.getuid())}  # fmt: skip
+                 "KILN_SPARE_OWNER": str(os.getuid()),
+                 "KILN_SPARE_IDLE_S": os.environ.get("KILN_SPARE_IDLE_S", str(IDLE_S))}  # fmt: skip
     # setsid -f: the spare's parent exits at once, so it is nobody's child here (Ray stops a
     # worker's children with it) and keeps no terminal or process group of the replica's.
     subprocess.run(
@@ -65,6 +68,11 @@ def start_spare(
         cwd=cwd, env=spare_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, check=False, timeout=30, **options,
     )  # fmt: skip
+    # Spares of the app's other releases (or config) here: no dyno will claim them any more;
+    # each leaves within a second of its socket going.
+    for other in path.parent.glob("spare-*.sock"):
+        if other != path:
+            other.unlink(missing_ok=True)
     return True
 
 
