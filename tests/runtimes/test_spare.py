@@ -140,3 +140,35 @@ def test_a_spare_whose_socket_is_removed_leaves(spare: Path) -> None:
     assert _spares_at(spare)
     spare.unlink()
     wait_for(lambda: not _spares_at(spare), "the spare to leave", timeout_s=10)
+
+
+IMPOSTOR = """
+import socket, sys
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(sys.argv[1])
+listener.listen(1)
+print("ready", flush=True)
+connection, _ = listener.accept()
+socket.recv_fds(connection, 4096, 2)
+connection.sendall(sys.argv[2].encode() + b"\\n")  # a pid that is not its own child
+connection.recv(1)
+"""
+
+
+def test_a_fake_spare_cannot_make_the_platform_signal_another_process(tmp_path: Path) -> None:
+    # An app's uid can write where its spares listen. What answers there names a pid; the
+    # platform must not adopt (and later stop) a process that is not that spare's own child.
+    bystander = subprocess.Popen(["sleep", "60"])
+    path = tmp_path / "spare.sock"
+    impostor = subprocess.Popen(
+        [sys.executable, "-c", IMPOSTOR, str(path), str(bystander.pid)], stdout=subprocess.PIPE
+    )
+    try:
+        assert impostor.stdout is not None and impostor.stdout.readline() == b"ready\n"
+        assert claim(path, {"PATH": "/usr/bin"}, tmp_path) is None
+        assert bystander.poll() is None
+    finally:
+        impostor.kill()
+        bystander.kill()
+        impostor.wait()
+        bystander.wait()

@@ -136,7 +136,8 @@ class ProcessDyno:
             self.url = f"http://127.0.0.1:{self.port}"
             env = {**self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self._process, self.claimed = None, None
-        if self.spare is not None and (claimed := claim(self.spare, env, self.cwd)) is not None:
+        uid = self.sandbox.uid if self.sandbox is not None else None
+        if self.spare is not None and (claimed := claim(self.spare, env, self.cwd, uid)):
             self.claimed = claimed
             self._output.follow(claimed.output)
             return

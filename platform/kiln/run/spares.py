@@ -23,6 +23,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ class Claimed:
     _connection: socket.socket
     _reader: BinaryIO  # the connection's: the exit code comes on it
     _lifeline: int
+    _pidfd: int  # the dyno itself: signals reach it, never a process that took its pid later
     code: int | None = None
     _ended: threading.Event = field(default_factory=threading.Event)
 
@@ -118,16 +120,19 @@ class Claimed:
             if self._ended.is_set():
                 break
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
+                signal.pidfd_send_signal(self._pidfd, sig)
             self._ended.wait(wait_s)
-        with contextlib.suppress(OSError):
-            os.close(self._lifeline)
+        for fd in (self._lifeline, self._pidfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self._connection.close()
 
 
-def claim(path: Path, env: dict[str, str], cwd: Path) -> Claimed | None:
+def claim(path: Path, env: dict[str, str], cwd: Path, uid: int | None = None) -> Claimed | None:
     """The spare at ``path`` as this dyno (``env``, in ``cwd``), or None where there is none
-    that answers: the caller then starts a process as usual."""
+    that answers as a spare must: the caller then starts a process as usual. The app's uid can
+    write where spares listen, so what answers is checked: the process on the other end runs as
+    ``uid`` (the app's; None: no check) and the pid it names is its own child, the same uid."""
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.settimeout(CLAIM_TIMEOUT_S)
     try:
@@ -145,6 +150,10 @@ def claim(path: Path, env: dict[str, str], cwd: Path) -> Claimed | None:
         reader = connection.makefile("rb")
         pid = int(reader.readline())
         connection.settimeout(None)  # the exit code comes when the dyno ends
+        pidfd = os.pidfd_open(pid)
+        if not _child_of_peer(connection, pid, uid):
+            os.close(pidfd)
+            raise ValueError(f"pid {pid} is not the spare's own child")
     except (OSError, ValueError):
         for fd in (out_read, life_write):
             os.close(fd)
@@ -153,4 +162,19 @@ def claim(path: Path, env: dict[str, str], cwd: Path) -> Claimed | None:
     finally:
         os.close(out_write)
         os.close(life_read)
-    return Claimed(pid, os.fdopen(out_read, "rb"), connection, reader, life_write)
+    return Claimed(pid, os.fdopen(out_read, "rb"), connection, reader, life_write, pidfd)
+
+
+def _child_of_peer(connection: socket.socket, pid: int, uid: int | None) -> bool:
+    """Whether ``pid`` is a child of the process on the other end of ``connection``, and both
+    run as ``uid`` (when given)."""
+    creds = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    peer_pid, peer_uid, _gid = struct.unpack("3i", creds)
+    try:
+        status = dict(
+            line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        )
+        parent, owner = int(status["PPid"]), int(status["Uid"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return False
+    return parent == peer_pid and owner == peer_uid and (uid is None or peer_uid == uid)

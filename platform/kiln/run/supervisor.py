@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -102,7 +103,14 @@ class DynoSupervisor:
                      "libraries were imported before this replica started", self.keeper.spec.release)  # fmt: skip
         if self._spare is not None:
             command, cwd, env, path = self._spare
-            if await asyncio.to_thread(start_spare, command, cwd, env, self.sandbox, path):
+            try:
+                left = await asyncio.to_thread(start_spare, command, cwd, env, self.sandbox, path)
+            except (OSError, subprocess.SubprocessError) as exc:  # the replica serves anyway
+                self.log(
+                    "release", f"could not leave a warm spare: {exc}", self.keeper.spec.release
+                )
+                return
+            if left:
                 self.log("release", "left a warm spare on this node for the next replica",
                          self.keeper.spec.release)  # fmt: skip
 
