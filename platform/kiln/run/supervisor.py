@@ -97,22 +97,24 @@ class DynoSupervisor:
 
     async def _leave_spare(self) -> None:
         """Say whether this dyno was a warm spare, and leave one for the next replica here."""
+        spec = self.keeper.spec
+        if spec.warm_spare and spec.artifact.kind is ArtifactKind.IMAGE:
+            self.log("release", "[scaling] warm_spare is for slug apps for now; this image's "
+                     "dynos start as usual", spec.release)  # fmt: skip
         dyno = self.keeper.dyno
         if isinstance(dyno, ProcessDyno) and dyno.claimed is not None:
             self.log("release", f"the dyno is a warm spare (pid {dyno.claimed.pid}): its "
-                     "libraries were imported before this replica started", self.keeper.spec.release)  # fmt: skip
+                     "libraries were imported before this replica started", spec.release)  # fmt: skip
         if self._spare is not None:
             command, cwd, env, path = self._spare
             try:
                 left = await asyncio.to_thread(start_spare, command, cwd, env, self.sandbox, path)
             except (OSError, subprocess.SubprocessError) as exc:  # the replica serves anyway
-                self.log(
-                    "release", f"could not leave a warm spare: {exc}", self.keeper.spec.release
-                )
+                self.log("release", f"could not leave a warm spare: {exc}", spec.release)
                 return
             if left:
                 self.log("release", "left a warm spare on this node for the next replica",
-                         self.keeper.spec.release)  # fmt: skip
+                         spec.release)  # fmt: skip
 
     def __serve_build_asgi_app__(self) -> Forwarder:
         return self.forwarder
