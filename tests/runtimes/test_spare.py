@@ -172,3 +172,37 @@ def test_a_fake_spare_cannot_make_the_platform_signal_another_process(tmp_path: 
         bystander.kill()
         impostor.wait()
         bystander.wait()
+
+
+def test_a_claimed_dyno_that_crashes_tells_its_exit_code_and_restarts_in_place(
+    spare: Path, tmp_path: Path, tiny_model: Path
+) -> None:
+    lines: list[str] = []
+    dyno = ProcessDyno([sys.executable, "-m", "kiln_runtime"], tmp_path, llm_env(tiny_model),
+                       lines.append, spare=spare)  # fmt: skip
+    dyno.start()
+    assert dyno.claimed is not None
+    held = {fd: _names(fd) for fd in (dyno.claimed._lifeline, dyno.claimed._pidfd)}
+    try:
+        os.kill(dyno.claimed.pid, signal.SIGKILL)  # as the kernel's OOM killer would
+        wait_for(lambda: not dyno.alive(), "the crash to be seen")
+        assert dyno.exit_code() == -signal.SIGKILL
+        dyno.start()  # the keeper restarts it in place: no spare left, so a process
+        assert dyno.claimed is None and dyno.alive()
+        wait_for(lambda: _healthy(dyno.url), "the restarted dyno")
+        # The spare's lifeline and pidfd went with it (their numbers may name new files now).
+        for fd, was in held.items():
+            assert (
+                not Path(f"/proc/self/fd/{fd}").exists()
+                or os.readlink(f"/proc/self/fd/{fd}") != was
+            )
+    finally:
+        dyno.stop(10)
+
+
+def _names(fd: int) -> str | None:
+    """What this process's descriptor ``fd`` refers to (``pipe:[N]``, a pidfd ...), if open."""
+    try:
+        return str(Path(f"/proc/self/fd/{fd}").readlink())
+    except OSError:
+        return None

@@ -135,6 +135,8 @@ class ProcessDyno:
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
             env = {**self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        if self.claimed is not None:  # a restart in place: the last spare's descriptors go
+            self.claimed.stop(0)
         self._process, self.claimed = None, None
         uid = self.sandbox.uid if self.sandbox is not None else None
         if self.spare is not None and (claimed := claim(self.spare, env, self.cwd, uid)):
