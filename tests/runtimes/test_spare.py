@@ -191,11 +191,7 @@ def test_a_claimed_dyno_that_crashes_tells_its_exit_code_and_restarts_in_place(
         assert dyno.claimed is None and dyno.alive()
         wait_for(lambda: _healthy(dyno.url), "the restarted dyno")
         # The spare's lifeline and pidfd went with it (their numbers may name new files now).
-        for fd, was in held.items():
-            assert (
-                not Path(f"/proc/self/fd/{fd}").exists()
-                or os.readlink(f"/proc/self/fd/{fd}") != was
-            )
+        assert all(_names(fd) != was for fd, was in held.items())
     finally:
         dyno.stop(10)
 
