@@ -202,3 +202,24 @@ def _names(fd: int) -> str | None:
         return str(Path(f"/proc/self/fd/{fd}").readlink())
     except OSError:
         return None
+
+
+def test_the_platform_never_claims_through_a_link_or_from_another_uid(tmp_path: Path) -> None:
+    # The app's uid can write where its spares listen: a link there to a socket of the
+    # platform's (HAProxy's admin socket, the engine's ...) must get neither a connection nor
+    # the dyno's environment; nor may a socket that is not the app's own.
+    import socket as sockets
+
+    victim = sockets.socket(sockets.AF_UNIX)
+    victim.bind(str(tmp_path / "victim.sock"))
+    victim.listen(1)
+    victim.settimeout(0.5)
+    (tmp_path / "spare-link.sock").symlink_to(tmp_path / "victim.sock")
+    secret = {"DATABASE_URL": "postgres://app:secret@db/app"}
+    try:
+        assert claim(tmp_path / "spare-link.sock", secret, tmp_path, uid=65534) is None
+        assert claim(tmp_path / "victim.sock", secret, tmp_path, uid=65534) is None  # root's
+        with pytest.raises(TimeoutError):
+            victim.accept()  # nobody connected
+    finally:
+        victim.close()

@@ -159,7 +159,7 @@ class ProcessDyno:
 
     def exit_code(self) -> int | None:
         if self.claimed is not None:
-            return self.claimed.code
+            return self.claimed.exit_code()
         return None if self._process is None else self._process.poll()
 
     def stop(self, timeout_s: float) -> None:

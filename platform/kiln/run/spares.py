@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from kiln.run.sockets import PinnedSocket
 from kiln.sandbox import Sandbox
 
 IDLE_S = 900  # an unclaimed spare's life, unless KILN_SPARE_IDLE_S says otherwise
@@ -55,7 +57,7 @@ def start_spare(
     ``command`` is the dyno's (``python -m kiln_runtime``): the spare runs its Python. It
     leaves when the process ``watch`` does (default: this one's parent, for a Ray worker the
     raylet)."""
-    if _listening(path):
+    if _listening(path, box.uid if box is not None else None):
         return False
     options = box.process_options() if box is not None else {}
     # The platform's idle limit, not one the app's [env] could stretch on a shared node.
@@ -77,19 +79,51 @@ def start_spare(
     return True
 
 
-def _listening(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True  # (the spare takes the empty connection for a claim that came to nothing)
+def _listening(path: Path, uid: int | None) -> bool:
+    connection = _connect(path, uid, 1.0)
+    if connection is None:
+        return False
+    connection.close()  # (the spare takes the empty connection for a claim that came to nothing)
+    return True
+
+
+def _connect(path: Path, uid: int | None, timeout_s: float) -> socket.socket | None:
+    """A connection to what listens at ``path``, or None. The app's uid can write there, so:
+    never through a link (the socket is pinned, as a dyno's is), only to a socket of ``uid``
+    (None: no check), and only if the process that answers runs as ``uid`` too; before a word
+    is sent."""
+    pinned = PinnedSocket(path)
+    where = pinned.pin()
+    if where is None:
+        return None
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.settimeout(timeout_s)
+    try:
+        if uid is not None and Path(where).stat().st_uid != uid:
+            raise PermissionError(f"{path} is not the app's")
+        connection.connect(where)
+        if uid is not None and _peer(connection)[1] != uid:
+            raise PermissionError(f"what answers at {path} does not run as the app's uid")
+    except OSError:
+        connection.close()
+        return None
+    finally:
+        pinned.close()
+    return connection
+
+
+def _peer(connection: socket.socket) -> tuple[int, int]:
+    """The pid and uid of the process at the other end of ``connection``."""
+    creds = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
 
 
 @dataclass
 class Claimed:
-    """A dyno that was a spare: its pid, the output it writes, and its exit code once known."""
+    """A dyno that was a spare: its pid, the output it writes, and its exit code once known.
+    Whether it runs is read from its pidfd (not from the spare's parent, which could die first);
+    its exit code comes from that parent (-1 where the parent could not tell it)."""
 
     pid: int
     output: BinaryIO
@@ -98,7 +132,8 @@ class Claimed:
     _lifeline: int
     _pidfd: int  # the dyno itself: signals reach it, never a process that took its pid later
     code: int | None = None
-    _ended: threading.Event = field(default_factory=threading.Event)
+    _told: threading.Event = field(default_factory=threading.Event)  # the parent said (or left)
+    _closed: bool = False
 
     def __post_init__(self) -> None:
         threading.Thread(target=self._wait, name="spare-exit", daemon=True).start()
@@ -107,21 +142,37 @@ class Claimed:
         """The spare's parent sends the dyno's exit code when it ends."""
         with contextlib.suppress(OSError, ValueError):
             line = self._reader.readline()
-            self.code = int(line) if line.strip() else -1
-        if self.code is None:
-            self.code = -1  # the connection broke: the spare's parent is gone, and with it
-        self._ended.set()
+            self.code = int(line) if line.strip() else None
+        self._told.set()
 
     def alive(self) -> bool:
-        return not self._ended.is_set()
+        return not self._closed and not self._exited(0)
+
+    def exit_code(self) -> int | None:
+        if self.alive():
+            return None
+        self._told.wait(1.0)  # the parent's word follows the exit by a moment
+        return self.code if self.code is not None else -1
+
+    def _exited(self, wait_s: float) -> bool:
+        """Whether the dyno has exited, waiting up to ``wait_s`` for it (its pidfd turns
+        readable then)."""
+        poller = select.poll()
+        poller.register(self._pidfd, select.POLLIN)
+        return bool(poller.poll(int(wait_s * 1000)))
 
     def stop(self, timeout_s: float) -> None:
+        """SIGTERM, then SIGKILL after ``timeout_s``; then let go of its descriptors."""
+        if self._closed:
+            return
         for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-            if self._ended.is_set():
+            if self._exited(0):
                 break
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(self._pidfd, sig)
-            self._ended.wait(wait_s)
+            self._exited(wait_s)
+        self._told.wait(1.0)
+        self._closed = True
         for fd in (self._lifeline, self._pidfd):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -133,12 +184,8 @@ def claim(path: Path, env: dict[str, str], cwd: Path, uid: int | None = None) ->
     that answers as a spare must: the caller then starts a process as usual. The app's uid can
     write where spares listen, so what answers is checked: the process on the other end runs as
     ``uid`` (the app's; None: no check) and the pid it names is its own child, the same uid."""
-    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    connection.settimeout(CLAIM_TIMEOUT_S)
-    try:
-        connection.connect(str(path))
-    except OSError:
-        connection.close()
+    connection = _connect(path, uid, CLAIM_TIMEOUT_S)
+    if connection is None:
         return None
     out_read, out_write = os.pipe()
     life_read, life_write = os.pipe()
@@ -168,8 +215,7 @@ def claim(path: Path, env: dict[str, str], cwd: Path, uid: int | None = None) ->
 def _child_of_peer(connection: socket.socket, pid: int, uid: int | None) -> bool:
     """Whether ``pid`` is a child of the process on the other end of ``connection``, and both
     run as ``uid`` (when given)."""
-    creds = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    peer_pid, peer_uid, _gid = struct.unpack("3i", creds)
+    peer_pid, peer_uid = _peer(connection)
     try:
         status = dict(
             line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
