@@ -58,8 +58,12 @@ def test_before_any_route_exists_a_request_is_told_to_retry_not_that_nothing_is_
         assert response.headers["content-type"] == "application/json"
         error = response.json()["error"]
         assert error["code"] == STARTING_CODE and "try again" in error["message"]
-        # The same process Serve started (it signals and reloads HAProxy by this pid).
+        # The same process Serve started (it signals and reloads HAProxy by this pid), with
+        # Serve's own -f CONFIG (it finds its HAProxy processes by that path).
         assert Path(f"/proc/{process.pid}/exe").resolve() == Path(real).resolve()
+        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
+        assert str(config).encode() in cmdline
+        assert "return status 503" in config.read_text()
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)

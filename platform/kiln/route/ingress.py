@@ -6,18 +6,20 @@ route exists (each is built in a worker process of its own first; the front, ``k
 too). Serve's config answers a request no route takes with its own 404, so a client calling a
 known app right after ``kiln up`` was told it does not exist. Kiln points Serve at this wrapper
 instead of the HAProxy binary (``RAY_SERVE_HAPROXY_BINARY_PATH``): it runs the real binary, same
-process, on a copy of Serve's config whose default answer is a 503 with ``Retry-After`` in Kiln's
-JSON (``platform_starting``). Once the front holds ``/``, no request reaches that answer.
+process, on Serve's config with its default answer turned into a 503 with ``Retry-After`` in Kiln's
+JSON (``platform_starting``), rewriting Serve's config in place under Serve's own lock. Once the
+front holds ``/``, no request reaches that answer.
 
 The wrapper runs as ``python -I -S <this file> REAL_BINARY ARGS...`` (only the standard library),
 so a start or reload of HAProxy costs a few milliseconds more. Should Serve's config change shape
-so that the 404 is not found, the copy is Serve's own: the old behaviour, nothing broken.
+so that the 404 is not found, the config is left as Serve wrote it: the old behaviour.
 """
 
 from __future__ import annotations
 
 __all__ = ["RETRY_AFTER_S", "STARTING_CODE", "WRAPPER_NAME", "main", "rewrite", "write_wrapper"]
 
+import fcntl
 import json
 import os
 import shlex
@@ -69,19 +71,31 @@ def write_wrapper(directory: Path, real_binary: str) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    """``REAL_BINARY ARGS...``: exec the real HAProxy with ``-f CONFIG`` replaced by the
-    rewritten copy ``CONFIG.kiln`` (the same process: Serve signals and reloads it by its pid)."""
+    """``REAL_BINARY ARGS...``: rewrite the config ``-f`` names in place, then exec the real
+    HAProxy with Serve's own arguments (the same process, the same ``-f``: Serve finds its
+    HAProxy processes by that path in their command lines, and reloads and signals them)."""
     real, args = argv[0], list(argv[1:])
     for index, arg in enumerate(args[:-1]):
         if arg == "-f":
-            source = Path(args[index + 1])
             try:
-                copy = source.with_name(source.name + ".kiln")
-                copy.write_text(rewrite(source.read_text()))
-                args[index + 1] = str(copy)
+                _rewrite_in_place(Path(args[index + 1]))
             except OSError as exc:  # Serve's own config still serves; say why not ours
                 print(f"kiln-haproxy: kept Serve's config: {exc}", file=sys.stderr, flush=True)
     os.execv(real, [real, *args])  # noqa: S606 - the binary Serve resolved, with Serve's arguments
+
+
+def _rewrite_in_place(config: Path) -> None:
+    """Under the lock Serve writes the config with (``CONFIG.lock``), replace it atomically by
+    its rewritten text, unless there is nothing to rewrite."""
+    with Path(f"{config}.lock").open("a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        text = config.read_text()
+        rewritten = rewrite(text)
+        if rewritten == text:
+            return
+        scratch = config.with_name(f".{config.name}.kiln.{os.getpid()}")
+        scratch.write_text(rewritten)
+        scratch.replace(config)
 
 
 if __name__ == "__main__":
