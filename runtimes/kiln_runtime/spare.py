@@ -29,6 +29,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,14 +64,23 @@ def main(argv: list[str]) -> int:
     if claim is None:
         return 0
     connection, output, lifeline = claim.connection, claim.output, claim.lifeline
+    sys.stdout.flush()
+    sys.stderr.flush()
     child = os.fork()
     if child == 0:
         connection.close()
-        _become_dyno(claim.env, claim.cwd, output, lifeline)
-        from kiln_runtime.__main__ import main as run
+        try:
+            _become_dyno(claim.env, claim.cwd, output, lifeline)
+            from kiln_runtime.__main__ import main as run
 
-        sys.argv = ["kiln_runtime"]
-        run()
+            sys.argv = ["kiln_runtime"]
+            run()
+        except SystemExit:
+            raise
+        except BaseException:  # the dyno's output is the supervisor's now: say why, and go
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(1)
         return 0
     os.close(output)
     os.close(lifeline)
@@ -141,13 +151,14 @@ def _read_claim(connection: socket.socket, owner: int) -> Claim | None:
     if uid not in (0, owner):
         return None  # another uid (the app's own code, say) may not take it
     connection.settimeout(10)
+    fds: list[int] = []
     try:
         data, fds, _flags, _address = socket.recv_fds(connection, MAX_CLAIM, 2)
         while len(data) < MAX_CLAIM and (more := connection.recv(MAX_CLAIM)):
             data += more
         body: Any = json.loads(data)
     except (OSError, ValueError):
-        return None
+        body = None
     if len(fds) != 2 or not isinstance(body, dict) or not isinstance(body.get("env"), dict):
         for fd in fds:
             os.close(fd)
@@ -179,12 +190,12 @@ def _alive(pid: int) -> bool:
 def _become_dyno(env: dict[str, str], cwd: str, output: int, lifeline: int) -> None:
     """In the child: the dyno's environment, directory and output; it stops (SIGTERM, as its
     supervisor's death would have it) when the lifeline closes."""
+    os.dup2(output, 1)  # first: whatever fails next is told where the supervisor reads
+    os.dup2(output, 2)
+    os.close(output)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
-    os.dup2(output, 1)
-    os.dup2(output, 2)
-    os.close(output)
 
     def watch() -> None:
         while os.read(lifeline, 1):

@@ -223,3 +223,17 @@ def test_the_platform_never_claims_through_a_link_or_from_another_uid(tmp_path: 
             victim.accept()  # nobody connected
     finally:
         victim.close()
+
+
+def test_a_claimed_dyno_that_cannot_start_says_why_in_its_output(
+    spare: Path, tmp_path: Path, tiny_model: Path
+) -> None:
+    lines: list[str] = []
+    dyno = ProcessDyno([sys.executable, "-m", "kiln_runtime"], tmp_path / "gone",
+                       llm_env(tiny_model), lines.append, spare=spare)  # fmt: skip
+    dyno.start()
+    assert dyno.claimed is not None
+    wait_for(lambda: not dyno.alive(), "the dyno to fail")
+    assert dyno.exit_code() == 1
+    wait_for(lambda: any("FileNotFoundError" in line for line in lines), "its reason")
+    dyno.stop(1)

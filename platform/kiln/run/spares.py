@@ -2,8 +2,9 @@
 
 ``[scaling] warm_spare = true`` (llm and embeddings slugs): once a supervisor's dyno serves, it
 leaves a spare on its node (``python -m kiln_runtime.spare``, as the app's uid, in the app's
-sandbox; double-forked, so it outlives the replica: scale to zero, and the next replica there
-still finds it). The next supervisor of the same release on that node claims it instead of
+sandbox; started through ``setsid -f``, so it is nobody's child and outlives the replica: scale
+to zero, and the next replica there still finds it). Only a replica's first start leaves one.
+The spare imports torch without initialising CUDA; the claim brings the dyno's GPUs. The next supervisor of the same release on that node claims it instead of
 starting a process: it skips importing torch and transformers, most of a model dyno's start.
 A spare leaves when unclaimed for ``KILN_SPARE_IDLE_S`` (900 s) or when the node's raylet goes.
 It holds what it imported in memory meanwhile (an llm runtime's: about 400 MB).
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -66,13 +68,17 @@ def start_spare(
                  "KILN_SPARE_IDLE_S": os.environ.get("KILN_SPARE_IDLE_S", str(IDLE_S))}  # fmt: skip
     # setsid -f: the spare's parent exits at once, so it is nobody's child here (Ray stops a
     # worker's children with it) and keeps no terminal or process group of the replica's.
+    setsid = shutil.which("setsid")  # the platform's, not one on a PATH the app's env names
+    if setsid is None:
+        raise OSError("setsid (util-linux) is not installed")
     subprocess.run(
-        ["setsid", "-f", command[0], "-m", "kiln_runtime.spare", str(path)],
+        [setsid, "-f", command[0], "-m", "kiln_runtime.spare", str(path)],
         cwd=cwd, env=spare_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, check=False, timeout=30, **options,
     )  # fmt: skip
-    # Spares of the app's other releases (or config) here: no dyno will claim them any more;
-    # each leaves within a second of its socket going.
+    # Spares of the app's other releases (or config) here: newer dynos claim this one; each
+    # leaves within a second of its socket going. (During a canary, each release's replicas
+    # remove the other's: a spare is then only a chance, never relied on.)
     for other in path.parent.glob("spare-*.sock"):
         if other != path:
             other.unlink(missing_ok=True)
