@@ -109,6 +109,7 @@ except ConnectionResetError:  # closed unread: refused
 """
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="another uid needs root")
 def test_only_the_platforms_uid_may_claim_a_spare(spare: Path) -> None:
     # The app's own code runs as the app's uid (which can reach its sandbox's sockets), not the
     # platform's: it may not take the spare.
