@@ -124,33 +124,58 @@ class ProcessDyno:
         self._output = _Output(sink)
         self._process: subprocess.Popen[bytes] | None = None
         self.claimed: Claimed | None = None  # this start's dyno was a spare
+        self._asked = False  # claim_spare() ran for the next start(), which keeps what it got
+
+    def claim_spare(self) -> bool:
+        """Claim the spare at ``spare`` as this start's dyno; True if there was one. It blocks
+        (a connection, up to a few seconds), so a supervisor calls it off its event loop; the
+        next ``start`` then keeps the claimed dyno rather than starting a process."""
+        self._let_go()
+        if self.spare is None:
+            return False
+        uid = self.sandbox.uid if self.sandbox is not None else None
+        self._asked = True
+        claimed = claim(self.spare, self._launch_env(), self.cwd, uid)
+        if claimed is None:
+            return False
+        self.claimed = claimed
+        self._output.follow(claimed.output)
+        return True
 
     def start(self) -> None:
-        if self.socket is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.socket.unlink()  # a dead dyno's; unlink never follows a link
-            env = {**self.env, "KILN_SOCKET": str(self.socket)}
-            self.url = "http://dyno"
-        else:
-            self.port = free_port()
-            self.url = f"http://127.0.0.1:{self.port}"
-            env = {**self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
-        if self.claimed is not None:  # a restart in place: the last spare's descriptors go
-            self.claimed.stop(0)
-        self._process, self.claimed = None, None
-        uid = self.sandbox.uid if self.sandbox is not None else None
-        if self.spare is not None and (claimed := claim(self.spare, env, self.cwd, uid)):
-            self.claimed = claimed
-            self._output.follow(claimed.output)
+        asked, self._asked = self._asked, False
+        if not asked and self.spare is not None:  # a caller that did not claim first
+            self.claim_spare()
+            self._asked = False
+        if self.claimed is not None:
             return
+        self._let_go()
         options = self.sandbox.process_options() if self.sandbox is not None else {}
         self._process = subprocess.Popen(
-            self.command, cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, start_new_session=True,
-            **options,
+            self.command, cwd=self.cwd, env=self._launch_env(), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            start_new_session=True, **options,
         )  # fmt: skip
         assert self._process.stdout is not None
         self._output.follow(self._process.stdout)
+
+    def _launch_env(self) -> dict[str, str]:
+        """The environment of this start's dyno: where it listens (a dead dyno's socket gone)."""
+        if self.socket is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.socket.unlink()  # a dead dyno's; unlink never follows a link
+            self.url = "http://dyno"
+            return {**self.env, "KILN_SOCKET": str(self.socket)}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        return {**self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+
+    def _let_go(self) -> None:
+        """Forget the last start's dyno; a claimed one is stopped and its descriptors closed
+        (a restart in place)."""
+        if self.claimed is not None:
+            self.claimed.stop(0)
+        self._process, self.claimed = None, None
 
     def alive(self) -> bool:
         if self.claimed is not None:

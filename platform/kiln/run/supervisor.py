@@ -288,8 +288,10 @@ class DynoSupervisor:
             self.pinned.clear()  # a dead dyno's socket; the new one makes its own
         if isinstance(dyno, ContainerDyno):
             await asyncio.to_thread(dyno.start)
-        else:
-            dyno.start()  # on this thread: the parent-death signal is tied to it
+            return
+        if isinstance(dyno, ProcessDyno) and dyno.spare is not None:
+            await asyncio.to_thread(dyno.claim_spare)  # a connection: off the event loop
+        dyno.start()  # on this thread: the parent-death signal is tied to it
 
     async def alive(self, dyno: Dyno) -> bool:
         return await asyncio.to_thread(dyno.alive)
