@@ -58,9 +58,8 @@ def main(argv: list[str]) -> int:
         claim = _wait_for_claim(listener, path, inode)
     finally:
         listener.close()
-        with contextlib.suppress(OSError):  # claimed or leaving: nobody else connects to it
-            if path.stat().st_ino == inode:  # (unless another spare has taken the name)
-                path.unlink()
+        if _still_at(path, inode):  # claimed or leaving: nobody else connects to it (unless
+            path.unlink(missing_ok=True)  # another spare has taken the name)
     if claim is None:
         return 0
     connection, output, lifeline = claim.connection, claim.output, claim.lifeline
@@ -176,14 +175,14 @@ def _still_at(path: Path, inode: int) -> bool:
 
 
 def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return True
+    """Whether process ``pid`` (not ours: the raylet) exists; 0: nothing to watch."""
     try:
-        os.kill(pid, 0)
+        if pid > 0:
+            os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # another uid's: it exists
     return True
 
 

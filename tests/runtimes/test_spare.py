@@ -31,6 +31,15 @@ def wait_for(check: object, what: str, timeout_s: float = 60) -> None:
         time.sleep(0.05)
 
 
+def claimed_dyno(spare: Path, cwd: Path, model: Path, lines: list[str]) -> ProcessDyno:
+    """The llm runtime's dyno in ``cwd``, started as a supervisor starts it: from the spare."""
+    dyno = ProcessDyno([sys.executable, "-m", "kiln_runtime"], cwd, llm_env(model), lines.append,
+                       spare=spare)  # fmt: skip
+    dyno.start()
+    assert dyno.claimed is not None, "the dyno should have been the spare"
+    return dyno
+
+
 @pytest.fixture
 def node() -> Iterator[subprocess.Popen[bytes]]:
     """A stand-in for the node's raylet: the spare leaves when it does."""
@@ -57,11 +66,8 @@ def test_a_claimed_spare_serves_as_the_dyno_with_its_imports_already_done(
     spare: Path, tmp_path: Path, tiny_model: Path
 ) -> None:
     lines: list[str] = []
-    dyno = ProcessDyno([sys.executable, "-m", "kiln_runtime"], tmp_path, llm_env(tiny_model),
-                       lines.append, spare=spare)  # fmt: skip
     started = time.monotonic()
-    dyno.start()
-    assert dyno.claimed is not None, "the dyno should have been the spare"
+    dyno = claimed_dyno(spare, tmp_path, tiny_model, lines)
     assert not spare.exists()  # claimed: nobody else connects to it
     try:
         url = dyno.url
@@ -178,10 +184,7 @@ def test_a_fake_spare_cannot_make_the_platform_signal_another_process(tmp_path: 
 def test_a_claimed_dyno_that_crashes_tells_its_exit_code_and_restarts_in_place(
     spare: Path, tmp_path: Path, tiny_model: Path
 ) -> None:
-    lines: list[str] = []
-    dyno = ProcessDyno([sys.executable, "-m", "kiln_runtime"], tmp_path, llm_env(tiny_model),
-                       lines.append, spare=spare)  # fmt: skip
-    dyno.start()
+    dyno = claimed_dyno(spare, tmp_path, tiny_model, [])
     assert dyno.claimed is not None
     held = {fd: _names(fd) for fd in (dyno.claimed._lifeline, dyno.claimed._pidfd)}
     try:
@@ -230,10 +233,7 @@ def test_a_claimed_dyno_that_cannot_start_says_why_in_its_output(
     spare: Path, tmp_path: Path, tiny_model: Path
 ) -> None:
     lines: list[str] = []
-    dyno = ProcessDyno([sys.executable, "-m", "kiln_runtime"], tmp_path / "gone",
-                       llm_env(tiny_model), lines.append, spare=spare)  # fmt: skip
-    dyno.start()
-    assert dyno.claimed is not None
+    dyno = claimed_dyno(spare, tmp_path / "gone", tiny_model, lines)
     wait_for(lambda: not dyno.alive(), "the dyno to fail")
     assert dyno.exit_code() == 1
     wait_for(lambda: any("FileNotFoundError" in line for line in lines), "its reason")

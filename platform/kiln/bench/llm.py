@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from kiln.bench.serving import answers, cold_start_parts, replicas, wait
+from kiln.bench.serving import answers, from_zero, wait
 from kiln.bench.streams import engine_run, http_run
 from kiln.bench.tiny_model import build as build_tiny_model
 from kiln.builds.artifacts import BuildJob
@@ -95,13 +95,8 @@ def cold_start(settings: Settings, serve: ServeRest, artifact: Artifact, base: s
 
 def _from_zero(settings: Settings, serve: ServeRest, base: str, app: str) -> tuple[float, str, str]:
     """APP's first token from zero replicas: seconds, the replica's parts, the dyno's line."""
-    wait(f"{app} at zero replicas", lambda: replicas(serve, app) == 0, every_s=0.5)
-    time.sleep(1)
-    sent_at, sent = time.time(), time.perf_counter()
-    _first_token(f"{base}/{app}")
-    took = time.perf_counter() - sent
-    time.sleep(1.5)  # the replica's lines reach the log in batches
-    parts = cold_start_parts(settings, app, sent_at, sent_at + took)
+    sent_at = time.time()
+    took, parts, _ = from_zero(settings, serve, app, lambda: _first_token(f"{base}/{app}"))
     model = next((r.line for r in read_records(settings.log_dir, app)
                   if r.ts >= sent_at and _READY in r.line), "")  # fmt: skip
     return took, parts, model

@@ -22,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -49,11 +50,10 @@ from kiln.settings import Settings
 from kiln.vault import load_vault
 from kiln_runtime.plan import DirectorySource
 
+T = TypeVar("T")
 MANIFESTS = {
     "echo": "[scaling]\nmin_replicas = 1\nmax_replicas = 1\nmax_ongoing_requests = 64\n",
     "cold": "[scaling]\nmin_replicas = 0\nmax_replicas = 1\nupscale_delay_s = 0\n"
-    "downscale_delay_s = 1\ndownscale_to_zero_delay_s = 1\n",
-    "cold-image": "[scaling]\nmin_replicas = 0\nmax_replicas = 1\nupscale_delay_s = 0\n"
     "downscale_delay_s = 1\ndownscale_to_zero_delay_s = 1\n",
     "scaler": "[scaling]\nmin_replicas = 0\nmax_replicas = 4\ntarget_ongoing_requests = 2\n"
     "upscale_delay_s = 0\ndownscale_delay_s = 2\ndownscale_to_zero_delay_s = 2\nmax_ongoing_requests = 8\n",
@@ -132,7 +132,7 @@ def deploy(
     ]
     if image is not None:
         applications.append(application_config(
-            Deployable("cold-image", 1, image, sealed, parse_manifest(MANIFESTS["cold-image"])),
+            Deployable("cold-image", 1, image, sealed, parse_manifest(MANIFESTS["cold"])),
             log_dir=str(settings.log_dir), docker_host=settings.resolved_docker_host,
         ))  # fmt: skip
     applications.append({
@@ -175,14 +175,7 @@ def cold_start(settings: Settings, artifact: Artifact, serve: ServeRest, app: st
     """The first response of APP from zero replicas through Kiln, then the same artifact alone
     (a process, or ``docker run`` of an image) until it answers the same request."""
     url = f"http://{settings.http_host}:{settings.http_port}/{app}/"
-    wait(f"{app} to scale to zero", lambda: replicas(serve, app) == 0, every_s=0.5)
-    time.sleep(1)
-    sent_at = time.time()
-    started = time.perf_counter()
-    response = httpx.get(url, timeout=300)
-    kiln_s = time.perf_counter() - started
-    time.sleep(1.5)  # the replica's lines reach the log in batches
-    parts = cold_start_parts(settings, app, sent_at, sent_at + kiln_s)
+    kiln_s, parts, response = from_zero(settings, serve, app, lambda: httpx.get(url, timeout=300))
     bare_s = (
         _bare_image(settings, artifact)
         if artifact.kind is ArtifactKind.IMAGE
@@ -222,6 +215,20 @@ def _bare_image(settings: Settings, artifact: Artifact) -> float:
         return time.perf_counter() - started
     finally:
         container.remove(force=True)
+
+
+def from_zero(
+    settings: Settings, serve: ServeRest, app: str, request: Callable[[], T]
+) -> tuple[float, str, T]:
+    """Once APP runs no replica, ``request`` it: the seconds it took, where they went
+    (:func:`cold_start_parts`) and what it returned."""
+    wait(f"{app} to scale to zero", lambda: replicas(serve, app) == 0, every_s=0.5)
+    time.sleep(1)
+    sent_at, started = time.time(), time.perf_counter()
+    result = request()
+    took = time.perf_counter() - started
+    time.sleep(1.5)  # the replica's lines reach the log in batches
+    return took, cold_start_parts(settings, app, sent_at, sent_at + took), result
 
 
 def cold_start_parts(settings: Settings, app: str, sent_at: float, answered_at: float) -> str:

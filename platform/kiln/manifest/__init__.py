@@ -2,6 +2,7 @@
 
 from kiln.manifest.load import MANIFEST_FILE, find_manifest, load_manifest, parse_manifest
 from kiln.manifest.model import (
+    SPARE_RUNTIMES,
     AddonKind,
     Health,
     Http,
@@ -17,6 +18,7 @@ from kiln.manifest.units import Accelerator, GpuSpec, Memory, ModelRef
 
 __all__ = [
     "MANIFEST_FILE",
+    "SPARE_RUNTIMES",
     "Accelerator",
     "AddonKind",
     "GpuSpec",

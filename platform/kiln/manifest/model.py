@@ -41,6 +41,11 @@ class Runtime(enum.StrEnum):
     EMBEDDINGS = "embeddings"
 
 
+# The runtimes whose dyno a warm spare can stand in for (kiln_runtime.spare): their slow imports
+# are known, and importing them runs none of the app's code.
+SPARE_RUNTIMES = frozenset({Runtime.LLM, Runtime.EMBEDDINGS})
+
+
 class AddonKind(enum.StrEnum):
     """Managed add-ons an app can attach."""
 
@@ -441,7 +446,11 @@ class Manifest(_Section):
 
     @model_validator(mode="after")
     def _spare_fits(self) -> Manifest:
-        if self.scaling.warm_spare and self.runtime not in (None, Runtime.LLM, Runtime.EMBEDDINGS):
+        if (
+            self.scaling.warm_spare
+            and self.runtime is not None
+            and self.runtime not in SPARE_RUNTIMES
+        ):
             raise ValueError(
                 f"scaling.warm_spare is for the llm and embeddings runtimes (their imports are "
                 f'known and run no app code); this app\'s runtime is "{self.runtime}"'

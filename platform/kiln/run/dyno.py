@@ -131,10 +131,10 @@ class ProcessDyno:
         (a connection, up to a few seconds), so a supervisor calls it off its event loop; the
         next ``start`` then keeps the claimed dyno rather than starting a process."""
         self._let_go()
+        self._asked = True
         if self.spare is None:
             return False
         uid = self.sandbox.uid if self.sandbox is not None else None
-        self._asked = True
         claimed = claim(self.spare, self._launch_env(), self.cwd, uid)
         if claimed is None:
             return False
@@ -143,13 +143,11 @@ class ProcessDyno:
         return True
 
     def start(self) -> None:
-        asked, self._asked = self._asked, False
-        if not asked and self.spare is not None:  # a caller that did not claim first
+        if not self._asked:  # a caller that did not claim first
             self.claim_spare()
-            self._asked = False
+        self._asked = False
         if self.claimed is not None:
             return
-        self._let_go()
         options = self.sandbox.process_options() if self.sandbox is not None else {}
         self._process = subprocess.Popen(
             self.command, cwd=self.cwd, env=self._launch_env(), stdout=subprocess.PIPE,

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from kiln.manifest import Accelerator, GpuSpec, Manifest
+from kiln.manifest import SPARE_RUNTIMES, Accelerator, GpuSpec, Manifest
 from kiln.models import Artifact, ArtifactKind, Formation, KeyRule
 from kiln.run.spec import CachedModel, DynoSpec
 from kiln.sandbox import Sandbox
@@ -128,9 +128,6 @@ def _actor_options(manifest: Manifest, gpu: GpuSpec | None) -> dict[str, Any]:
     return options
 
 
-_SPARE_RUNTIMES = ("llm", "embeddings")  # kiln_runtime.spare stands in for these
-
-
 def dyno_spec(
     item: Deployable, *, log_dir: str, docker_host: str | None, model_cache: str | None = None,
     registry: str | None = None,
@@ -158,7 +155,7 @@ def dyno_spec(
         ),
         sandbox=item.sandbox,
         memory_bytes=manifest.resources.memory.bytes if manifest.resources.memory else None,
-        warm_spare=manifest.scaling.warm_spare and item.artifact.runtime in _SPARE_RUNTIMES,
+        warm_spare=manifest.scaling.warm_spare and item.artifact.runtime in SPARE_RUNTIMES,
     )
 
 

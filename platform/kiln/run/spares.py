@@ -4,10 +4,11 @@
 leaves a spare on its node (``python -m kiln_runtime.spare``, as the app's uid, in the app's
 sandbox; started through ``setsid -f``, so it is nobody's child and outlives the replica: scale
 to zero, and the next replica there still finds it). Only a replica's first start leaves one.
-The spare imports torch without initialising CUDA; the claim brings the dyno's GPUs. The next supervisor of the same release on that node claims it instead of
-starting a process: it skips importing torch and transformers, most of a model dyno's start.
-A spare leaves when unclaimed for ``KILN_SPARE_IDLE_S`` (900 s) or when the node's raylet goes.
-It holds what it imported in memory meanwhile (an llm runtime's: about 400 MB).
+The next supervisor of the same release on that node claims it instead of starting a process:
+it skips importing torch and transformers, most of a model dyno's start. The spare imports torch
+without initialising CUDA; the claim brings the dyno's GPUs. A spare leaves when unclaimed for
+``KILN_SPARE_IDLE_S`` (900 s), when the node's raylet goes, or when its socket is removed. It
+holds what it imported in memory meanwhile (an llm runtime's: about 400 MB).
 
     path = spare_socket(box, key)
     start_spare(command, cwd, env, box, path)   # after this dyno is healthy
@@ -204,7 +205,7 @@ def claim(path: Path, env: dict[str, str], cwd: Path, uid: int | None = None) ->
         pid = int(reader.readline())
         connection.settimeout(None)  # the exit code comes when the dyno ends
         pidfd = os.pidfd_open(pid)
-        if not _child_of_peer(connection, pid, uid):
+        if not _child_of_peer(connection, pid):
             os.close(pidfd)
             raise ValueError(f"pid {pid} is not the spare's own child")
     except (OSError, ValueError):
@@ -218,9 +219,9 @@ def claim(path: Path, env: dict[str, str], cwd: Path, uid: int | None = None) ->
     return Claimed(pid, os.fdopen(out_read, "rb"), connection, reader, life_write, pidfd)
 
 
-def _child_of_peer(connection: socket.socket, pid: int, uid: int | None) -> bool:
-    """Whether ``pid`` is a child of the process on the other end of ``connection``, and both
-    run as ``uid`` (when given)."""
+def _child_of_peer(connection: socket.socket, pid: int) -> bool:
+    """Whether ``pid`` is a child of the process on the other end of ``connection``, of the same
+    uid (which ``_connect`` checked is the app's)."""
     peer_pid, peer_uid = _peer(connection)
     try:
         status = dict(
@@ -229,4 +230,4 @@ def _child_of_peer(connection: socket.socket, pid: int, uid: int | None) -> bool
         parent, owner = int(status["PPid"]), int(status["Uid"].split()[0])
     except (OSError, KeyError, ValueError):
         return False
-    return parent == peer_pid and owner == peer_uid and (uid is None or peer_uid == uid)
+    return parent == peer_pid and owner == peer_uid

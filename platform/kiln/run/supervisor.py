@@ -45,7 +45,6 @@ from kiln.run.spec import DynoSpec
 from kiln.vault import Vault
 
 logger = logging.getLogger(__name__)
-_PER_DYNO = ("KILN_DYNO", "CUDA_VISIBLE_DEVICES", "KILN_GPUS", "KILN_GPU_SHARE")
 
 
 def build(args: dict[str, Any]) -> Application:
@@ -125,7 +124,8 @@ class DynoSupervisor:
         artifact = spec.artifact
         host_gpus = [str(g) for g in ray.get_gpu_ids()]  # Ray's: the node's own indices
         share = ray.get_runtime_context().get_assigned_resources().get("GPU")  # type: ignore[no-untyped-call]
-        env = {**self._environment(spec), **gpu_environment(host_gpus, artifact.kind, share)}
+        gpus = gpu_environment(host_gpus, artifact.kind, share)
+        env = {**self._environment(spec), **gpus}
         probe = f'"GET {spec.health_path} '
 
         def sink(line: str) -> None:
@@ -144,7 +144,7 @@ class DynoSupervisor:
             spare = None
             if spec.warm_spare and box is not None:
                 # What every dyno of this release on this node shares: not its name or GPUs.
-                shared = {k: v for k, v in full.items() if k not in _PER_DYNO}
+                shared = {k: v for k, v in full.items() if k != "KILN_DYNO" and k not in gpus}
                 spare = spare_socket(box, spare_key(artifact.command, cwd, shared))
                 self._spare = (artifact.command, cwd, shared, spare)
             dyno = ProcessDyno(
