@@ -106,11 +106,11 @@ connection = socket.socket(socket.AF_UNIX)
 connection.connect(sys.argv[1])
 out, life = os.pipe(), os.pipe()
 body = json.dumps({"env": {"PATH": "/usr/bin"}, "cwd": "/"}).encode()
-socket.send_fds(connection, [body], [out[1], life[0]])
-connection.shutdown(socket.SHUT_WR)
 try:
+    socket.send_fds(connection, [body], [out[1], life[0]])
+    connection.shutdown(socket.SHUT_WR)
     print(repr(connection.recv(100)))
-except ConnectionResetError:  # closed unread: refused
+except (BrokenPipeError, ConnectionResetError):  # closed before or after it was sent: refused
     print("refused")
 """
 
