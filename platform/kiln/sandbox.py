@@ -23,12 +23,14 @@ import os
 import shutil
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kiln.errors import KilnError
-from kiln.settings import Settings
+
+if TYPE_CHECKING:  # a replica's worker imports this module at each cold start: not the settings
+    from kiln.settings import Settings
 
 _SHARED = 0o711  # the sandboxes' parent: every app's uid passes through, none can list it
 

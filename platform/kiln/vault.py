@@ -11,11 +11,14 @@ __all__ = ["Vault", "load_vault"]
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from kiln.errors import KilnError
-from kiln.settings import Settings
+
+if TYPE_CHECKING:  # a replica's worker imports this module at each cold start: not the settings
+    from kiln.settings import Settings
 
 KEY_FILE = "secret.key"
 

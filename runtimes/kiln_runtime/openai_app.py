@@ -14,13 +14,14 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Generic, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.types import Send
+
+from kiln_runtime import process_age_s
 
 T = TypeVar("T")
 
@@ -105,17 +106,6 @@ def model_app(
         )
 
     return app, loaded
-
-
-def process_age_s() -> float | None:
-    """Seconds since this process started, from its start time in /proc (to the clock tick);
-    None where there is no /proc."""
-    try:
-        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return max(0.0, uptime - int(stat[19]) / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class GuardedStream(StreamingResponse):

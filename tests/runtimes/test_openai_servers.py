@@ -178,7 +178,8 @@ def test_a_stream_nobody_reads_is_dropped_and_says_so() -> None:
 
 
 def test_a_loaded_model_logs_where_its_start_went(capsys: pytest.CaptureFixture[str]) -> None:
-    from kiln_runtime.openai_app import model_app, process_age_s
+    from kiln_runtime import process_age_s
+    from kiln_runtime.openai_app import model_app
 
     def load() -> str:
         time.sleep(0.3)

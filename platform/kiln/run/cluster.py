@@ -22,15 +22,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from kiln.errors import KilnError
 from kiln.proc import alive, log_tail, running_pid
 from kiln.route.ingress import WRAPPER_NAME, write_wrapper
 from kiln.sandbox import check_owned
-from kiln.settings import Settings
 from kiln.vault import load_vault
+
+if TYPE_CHECKING:  # a replica's worker imports this module (node_name) at each cold start
+    from kiln.settings import Settings
 
 
 def ray_token_path(settings: Settings) -> Path:
@@ -206,6 +207,8 @@ class LocalRay:
         return running_pid(self.pid_file)
 
     def answers(self) -> bool:
+        import httpx  # here: a replica's worker imports this module (node_name) at each cold start
+
         try:
             return (
                 httpx.get(

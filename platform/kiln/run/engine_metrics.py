@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Protocol
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
 from kiln.manifest import Manifest, Runtime
 from kiln.models import LlmFigures, LogRecord, LogSource
@@ -64,6 +63,8 @@ def summarize(text: str) -> dict[str, float] | None:
     the text has no vLLM metric (the dyno is not a vLLM server)."""
     wanted = {*GAUGES, *(f"{c}_total" for c in COUNTERS),
               *(f"{h}_{part}" for h in HISTOGRAMS for part in ("sum", "count"))}  # fmt: skip
+    from prometheus_client.parser import text_string_to_metric_families  # not at a cold start
+
     found: dict[str, float] = {}
     seen_vllm = False
     try:

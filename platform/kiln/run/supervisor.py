@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil
 import ray
 from ray import serve
 from ray.serve import Application
@@ -43,6 +42,7 @@ from kiln.run.sockets import PinnedSocket
 from kiln.run.spares import spare_key, spare_socket, start_spare
 from kiln.run.spec import DynoSpec
 from kiln.vault import Vault
+from kiln_runtime import process_age_s
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def build(args: dict[str, Any]) -> Application:
 @serve.ingress()
 class DynoSupervisor:
     async def __init__(self, spec: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
-        begun = time.time()
+        begun, worker_s = time.time(), _worker_wait()
         base = DynoSpec.model_validate(spec)
         context = serve.get_replica_context()
         self.replica = f"dyno.{context.replica_id.unique_id[:6]}"
@@ -85,7 +85,7 @@ class DynoSupervisor:
         await self.keeper.start()
         await self._leave_spare()
         self.log("release", start_line(ReplicaStart(
-            worker_s=_worker_wait(begun),
+            worker_s=worker_s,
             prepare_s=self._prepare_s or 0.0,
             dyno_s=max(0.0, time.time() - begun - (self._prepare_s or 0.0)),
         )), base.release)  # fmt: skip
@@ -400,12 +400,14 @@ class DynoSupervisor:
         self.logs.stop()
 
 
-def _worker_wait(begun: float) -> float:
+def _worker_wait() -> float:
     """How long Ray took to start this replica's worker process, as far as the process can
-    tell: from its birth to the replica's constructor. A worker much older than that was started
-    ahead of need (Ray prestarts some) and cost the replica nothing."""
-    age = begun - psutil.Process().create_time()
-    return age if 0 <= age < 60 else 0.0
+    tell: from its birth to the replica's constructor (its age from /proc, to the clock tick: a
+    start time from the boot time psutil reads, whole seconds, was off by up to a second). A
+    worker much older than that was started ahead of need (Ray prestarts some) and cost the
+    replica nothing."""
+    age = process_age_s()
+    return age if age is not None and age < 60 else 0.0
 
 
 def _engine_url(spec: DynoSpec) -> str:
