@@ -257,6 +257,16 @@ def test_a_warm_spare_is_for_the_model_runtimes_only() -> None:
     assert manifest.scaling.warm_spare
 
 
+def test_a_warm_spare_is_refused_for_vllm() -> None:
+    # vLLM's server is a process of its own: a spare would leave at once, and the app's log
+    # said one was left.
+    [error] = errors_of(
+        'runtime = "llm"\nmodel = "org/m"\n[scaling]\nwarm_spare = true\n[llm]\nengine = "vllm"\n'
+    )
+    assert "scaling.warm_spare is for the transformers engine" in error
+    assert 'engine = "transformers"' in error
+
+
 def test_an_llm_section_on_another_runtime_is_refused() -> None:
     [error] = errors_of('runtime = "python"\n[llm]\nengine = "vllm"\n')
     assert '[llm] is for runtime = "llm"' in error
