@@ -1,6 +1,8 @@
 """Journey: scaling to a fixed count, to zero and back, with every request answered."""
 
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +43,34 @@ def test_scale_to_zero_and_back_answers_every_request(
     assert answers == [200] * 16
     assert platform.ps(app)["replicas"]
     platform.wait("zero again", lambda: not platform.ps(app)["replicas"], timeout_s=90)
+
+
+# A task in the platform's own Ray: started by its raylet as a replica's worker is, it says
+# whether Serve's router in that process carries Kiln's mend (kiln.run.serve_fix).
+MENDED = """
+import sys, ray
+ray.init(address=sys.argv[1], logging_level="ERROR")
+
+@ray.remote(num_cpus=0)
+def mended():
+    from ray.serve._private import router
+    push = router.RouterMetricsManager.should_send_scaled_to_zero_optimized_push
+    return getattr(push, "_kiln_mended", False)
+
+print(ray.get(mended.remote(), timeout=60))
+"""
+
+
+def test_the_platforms_workers_mend_serves_push_at_zero_replicas(platform: Platform) -> None:
+    # (Ray's own switch to reach a loopback cluster at 127.0.0.1, not at the host's address.)
+    env = {**platform.env, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           "RAY_AUTH_TOKEN_PATH": str(platform.home / "ray" / "auth_token")}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", MENDED, f"127.0.0.1:{platform.ports['ray']}"],
+        capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "True", done.stdout
 
 
 def test_scale_sets_a_fixed_count(

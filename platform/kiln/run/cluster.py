@@ -89,6 +89,10 @@ def ray_headers(settings: Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+PRELOAD = "RAY_preload_python_modules"  # Ray's config names are case-sensitive
+SERVE_FIX = "kiln.run.serve_fix"
+
+
 def ray_environment(settings: Settings) -> dict[str, str]:
     """What every Ray process (and so every dyno supervisor) needs in its environment."""
     env = dict(os.environ)
@@ -164,6 +168,11 @@ def ray_environment(settings: Settings) -> dict[str, str]:
         env.update(registry.environment())
     if settings.resolved_docker_host:
         env["DOCKER_HOST"] = settings.resolved_docker_host
+    # Every worker loads Kiln's mend of Serve's scale-from-zero push (kiln.run.serve_fix):
+    # without it, Serve decided to start a replica 0.2-0.7 s after the request arrived. An
+    # operator's own preloads stay.
+    preloads = [m for m in env.get(PRELOAD, "").split(",") if m and m != SERVE_FIX]
+    env[PRELOAD] = ",".join([*preloads, SERVE_FIX])
     return env
 
 
