@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kiln.run import serve_fix
 from tests.support.apps import APPS, EXAMPLES
 from tests.support.platform import Platform, deploy
 
@@ -47,7 +48,7 @@ def test_scale_to_zero_and_back_answers_every_request(
 
 # A task in the platform's own Ray: started by its raylet as a replica's worker is, it says
 # whether Serve's router in that process carries Kiln's mend (kiln.run.serve_fix).
-MENDED = """
+PROBE = """
 import sys, ray
 ray.init(address=sys.argv[1], logging_level="ERROR")
 
@@ -55,10 +56,10 @@ ray.init(address=sys.argv[1], logging_level="ERROR")
 def mended():
     from ray.serve._private import router
     push = router.RouterMetricsManager.should_send_scaled_to_zero_optimized_push
-    return getattr(push, "_kiln_mended", False)
+    return getattr(push, MENDED, False)
 
 print(ray.get(mended.remote(), timeout=60))
-"""
+""".replace("MENDED", repr(serve_fix.MENDED))
 
 
 def test_the_platforms_workers_mend_serves_push_at_zero_replicas(platform: Platform) -> None:
@@ -66,7 +67,7 @@ def test_the_platforms_workers_mend_serves_push_at_zero_replicas(platform: Platf
     env = {**platform.env, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "RAY_AUTH_TOKEN_PATH": str(platform.home / "ray" / "auth_token")}  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-c", MENDED, f"127.0.0.1:{platform.ports['ray']}"],
+        [sys.executable, "-c", PROBE, f"127.0.0.1:{platform.ports['ray']}"],
         capture_output=True, text=True, timeout=180, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

@@ -265,6 +265,11 @@ def test_a_warm_spare_is_refused_for_vllm() -> None:
     )
     assert "scaling.warm_spare is for the transformers engine" in error
     assert 'engine = "transformers"' in error
+    # On another runtime, what is wrong is the [llm] section itself.
+    [error] = errors_of(
+        'runtime = "embeddings"\n[scaling]\nwarm_spare = true\n[llm]\nengine = "vllm"\n'
+    )
+    assert '[llm] is for runtime = "llm"' in error
 
 
 def test_an_llm_section_on_another_runtime_is_refused() -> None:

@@ -2,6 +2,7 @@
 push a request at zero replicas triggers must carry that request, or the controller sees no load
 and starts a replica only after the next periodic push."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,10 @@ from kiln.run.cluster import ray_environment
 from kiln.settings import Settings
 
 # A router of the proxy's kind, as Serve makes it, for an app scaled to zero: its last sample
-# (recorded while idle) says nothing is queued; then a request arrives. What does the push that
-# request triggers tell the controller is queued?
-ROUTER = """
-import asyncio, sys
+# (recorded while idle) says nothing is queued; then three requests arrive. What do the pushes
+# they trigger tell the controller is queued, and how many samples were taken?
+BURST = """
+import asyncio, contextlib, json, sys
 from ray.serve._private import router
 from ray.serve._private.common import DeploymentHandleSource, DeploymentID
 from ray.serve._private.config import DeploymentConfig
@@ -38,25 +39,30 @@ async def main():
     manager.push_autoscaling_metrics_to_controller = lambda: pushed.append(
         max(p.value for p in manager._get_metrics_report().queued_requests))
     manager._add_autoscaling_metrics_point()
-    with manager.wrap_queued_request(is_retry=False, num_curr_replicas=0):
-        print(pushed)
+    with contextlib.ExitStack() as requests:
+        for _ in range(3):
+            requests.enter_context(manager.wrap_queued_request(False, 0))
+        samples = len(manager.metrics_store.data[router.QUEUED_REQUESTS_KEY])
+        print(json.dumps({"pushed": pushed, "samples": samples}))
 
 asyncio.run(main())
 """
 
 
-def _queued_as_pushed(how: str) -> str:
-    done = subprocess.run([sys.executable, "-c", ROUTER, how], capture_output=True, text=True,
+def _burst(how: str) -> dict[str, object]:
+    done = subprocess.run([sys.executable, "-c", BURST, how], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.strip()
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
 
 
 def test_the_push_at_zero_replicas_carries_the_request_that_triggered_it() -> None:
     # Serve as it is: the push says nothing is queued. (Where this fails, a Ray upgrade fixed
     # it: the mend can go.)
-    assert _queued_as_pushed("as-is") == "[0]"
-    assert _queued_as_pushed("mended") == "[1]"
+    assert _burst("as-is") == {"pushed": [0, 0, 0], "samples": 1}
+    # Mended: each push carries the load; one sample more for the burst, not one a request.
+    assert _burst("mended") == {"pushed": [1, 1, 1], "samples": 2}
 
 
 def test_every_worker_of_kilns_ray_loads_the_mend(

@@ -173,7 +173,7 @@ def overhead(settings: Settings, artifact: Artifact, seconds: float) -> None:
 
 
 def cold_start(
-    settings: Settings, artifact: Artifact, serve: ServeRest, app: str = "cold", rounds: int = 1
+    settings: Settings, artifact: Artifact, serve: ServeRest, app: str = "cold", rounds: int = 3
 ) -> None:
     """The first response of APP from zero replicas through Kiln, then the same artifact alone
     (a process, or ``docker run`` of an image) until it answers the same request; ``rounds``
@@ -281,6 +281,8 @@ def main() -> None:
                         help="cold start of the app built as an image too (DOCKER_HOST)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3, help="cold starts of each app")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     only = set(args.only.split(","))
     home = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
     settings = Settings(home=home, http_port=free_port(), ray_port=free_port(),

@@ -455,7 +455,11 @@ class Manifest(_Section):
                 f"scaling.warm_spare is for the llm and embeddings runtimes (their imports are "
                 f'known and run no app code); this app\'s runtime is "{self.runtime}"'
             )
-        if self.scaling.warm_spare and self.llm.engine is LlmEngine.VLLM:
+        if (
+            self.scaling.warm_spare
+            and self.runtime in (None, Runtime.LLM)
+            and self.llm.engine is LlmEngine.VLLM
+        ):
             raise ValueError(
                 "scaling.warm_spare is for the transformers engine: vLLM's server is a process "
                 "of its own that a spare cannot start ahead; remove warm_spare, or set [llm] "

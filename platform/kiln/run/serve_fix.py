@@ -1,22 +1,27 @@
-"""A mend Kiln loads into every Ray worker of its cluster (Ray's ``preload_python_modules``: see
-``kiln.run.cluster.ray_environment``) for a defect of Ray Serve on the path of every cold start.
+"""A mend Kiln loads into every Ray worker of the cluster it starts (Ray's
+``preload_python_modules``: see ``kiln.run.cluster.ray_environment``) for a defect of Ray Serve on
+the path of every cold start.
 
 When a request reaches a deployment that runs no replica, Serve's router pushes its load to the
 controller at once ("scaled to zero" push), so that the controller starts one without waiting for
 the next periodic push. But that push sends the load the router *recorded*, a series sampled every
 ``metrics_interval_s``, in which the request that just arrived is not yet: the controller sees no
 load, and scales up only after the next sample and the next push (0.2-0.7 s here, at Kiln's
-0.5 s interval). The mend records a sample just before that push, so it carries the request.
+0.5 s interval). The mend records a sample just before that push, so it carries the request; once
+per burst (while the last sample already shows load, a push carries it anyway).
 
-It patches Ray's router module only when a worker imports it (Serve's proxy, a replica that calls
-another deployment): any other worker imports nothing more. Where a Ray upgrade renamed what it
-patches, it does nothing, and cold starts are as slow as Serve makes them.
+Serve's router module is patched when a worker imports it (``import ray.serve`` does: the proxy,
+the controller, every replica); other workers import nothing more. Where a Ray upgrade renamed or
+reshaped what it patches, it does nothing; should it fail, the request goes on as Serve would
+have it, and only the cold start is as slow as before.
 """
 
 from __future__ import annotations
 
-__all__ = ["ROUTER", "install", "mend"]
+__all__ = ["MENDED", "ROUTER", "install", "mend"]
 
+import inspect
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from importlib.machinery import ModuleSpec
@@ -26,23 +31,32 @@ from typing import Any
 ROUTER = "ray.serve._private.router"
 MENDED = "_kiln_mended"
 
+logger = logging.getLogger(__name__)
+
 
 def mend(router: ModuleType) -> bool:
     """Patch ``RouterMetricsManager`` in Serve's router module; False where it is not as known."""
     manager = getattr(router, "RouterMetricsManager", None)
-    should_push: Callable[[Any, int], bool] | None = getattr(
+    should_push: Callable[..., bool] | None = getattr(
         manager, "should_send_scaled_to_zero_optimized_push", None
     )
     record: Callable[[Any], None] | None = getattr(manager, "_add_autoscaling_metrics_point", None)
-    if manager is None or should_push is None or record is None:
+    queued = getattr(router, "QUEUED_REQUESTS_KEY", None)
+    if manager is None or should_push is None or record is None or queued is None:
+        return False
+    if inspect.iscoroutinefunction(record) or inspect.iscoroutinefunction(should_push):
         return False
     if getattr(should_push, MENDED, False):
         return True
 
-    def should_push_now(self: Any, curr_num_replicas: int) -> bool:
-        if not should_push(self, curr_num_replicas):
+    def should_push_now(self: Any, *args: Any, **kwargs: Any) -> bool:
+        if not should_push(self, *args, **kwargs):
             return False
-        record(self)  # the push about to go carries the queued request, not the last sample's 0
+        try:
+            if not self.metrics_store.get_latest(queued):  # the last sample shows no load
+                record(self)  # the push about to go carries the queued request
+        except Exception:  # Serve's push goes on as it would have
+            logger.debug("could not record a sample before Serve's push", exc_info=True)
         return True
 
     setattr(should_push_now, MENDED, True)
@@ -52,8 +66,13 @@ def mend(router: ModuleType) -> bool:
 
 # The import system's protocols, not importlib.abc's classes: importing those costs a worker 16 ms.
 class _Loader:
+    """Serve's own loader for the router, mending the module once it has run."""
+
     def __init__(self, inner: Any) -> None:
         self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_code ...: the inner loader's
+        return getattr(self.inner, name)
 
     def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         module: ModuleType | None = self.inner.create_module(spec)
@@ -61,11 +80,14 @@ class _Loader:
 
     def exec_module(self, module: ModuleType) -> None:
         self.inner.exec_module(module)
-        mend(module)
+        try:
+            mend(module)
+        except Exception:  # never the reason Serve cannot be imported
+            logger.debug("could not mend %s", ROUTER, exc_info=True)
 
 
 class _Finder:
-    """Finds Serve's router as the other finders do, and mends it once it has run."""
+    """Finds Serve's router as the other finders do, and hands back a mending loader."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
