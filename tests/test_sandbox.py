@@ -3,9 +3,11 @@ another app's files and dyno, the container engine, the supervisor's environment
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -178,3 +180,21 @@ def test_a_link_planted_in_place_of_the_socket_leads_nowhere(tmp_path: Path) -> 
 def test_isolation_is_reported(settings: Settings) -> None:
     report = isolation(settings)
     assert report.per_app_uids and report.summary.startswith("per-app uids")
+
+
+def test_sandboxes_under_folders_that_did_not_exist_are_reachable(tmp_path: Path) -> None:
+    # KILN_SANDBOX_DIR=/srv/kiln/sandboxes on a machine without /srv/kiln, with a umask of 077:
+    # the folders made on the way must let each app's uid pass (not list), or no dyno starts.
+    where = Path(tempfile.mkdtemp(prefix="kiln-srv-"))  # outside pytest's private temp dir
+    try:
+        where.chmod(0o711)  # as /srv is
+        settings = Settings(home=tmp_path / "home", sandbox_dir=where / "kiln" / "sandboxes")
+        old = os.umask(0o077)
+        try:
+            box = sandbox_for(settings, "alice", 903).ensure()
+        finally:
+            os.umask(old)
+        assert probe(settings, box, box.home)["home"].startswith("listed")
+        assert probe(settings, box, where / "kiln")["kiln"] == "denied"  # passed, not listed
+    finally:
+        shutil.rmtree(where, ignore_errors=True)

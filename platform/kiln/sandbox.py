@@ -135,8 +135,10 @@ class Sandbox(BaseModel):
     def ensure(self) -> Sandbox:
         """Make the app's directories with their owners and modes; safe to call every time."""
         parent = self.root.parent
-        if not parent.exists():
-            parent.mkdir(parents=True, mode=_SHARED)
+        missing = [p for p in (parent, *parent.parents) if not p.exists()]
+        for path in reversed(missing):  # each app's uid passes through them (a umask of 077
+            path.mkdir(mode=_SHARED, exist_ok=True)  # made missing parents 0700 before)
+            os.chmod(path, _SHARED)  # noqa: PTH101
         _check_owned(parent)
         os.chmod(parent, _SHARED)  # noqa: PTH101 (a umask of 077 made it 0700)
         self._make(self.root, 0o750, own=False)
