@@ -5,6 +5,7 @@ import pytest
 from kiln.errors import InvalidInput, KilnError, NotFound
 from kiln.run.nodes import JoinToken, find_node, join_token, node_statuses
 from kiln.run.serve_api import AppState, ReplicaState
+from kiln.run.serve_config import FRONT
 from kiln.settings import Settings
 
 
@@ -39,6 +40,9 @@ def test_nodes_show_what_their_dynos_reserve() -> None:
             ReplicaState(replica_id="r2abcdef", state="RUNNING", node_id="b" * 56),
             ReplicaState(replica_id="r3abcdef", state="STOPPING", node_id="b" * 56),
         ]),
+        FRONT: AppState(name=FRONT, status="RUNNING", replicas=[
+            ReplicaState(replica_id="f1abcdef", state="RUNNING", node_id="a" * 56),
+        ]),
     }  # fmt: skip
     nodes = node_statuses(STATE, apps, draining={"b" * 56})
     assert [(n.name, n.state) for n in nodes] == [
@@ -47,6 +51,7 @@ def test_nodes_show_what_their_dynos_reserve() -> None:
     gpu = nodes[1]
     assert (gpu.gpus_used, gpu.gpus, gpu.cpus_used, gpu.accelerator) == (2, 2, 2, "H100")
     assert gpu.dynos == ["chat/r1abcd", "chat/r2abcd"]
+    assert nodes[0].dynos == [] and nodes[0].cpus_used == 0  # the platform's front is no dyno
 
 
 def test_a_node_is_found_by_name_address_or_id_and_never_a_dead_one() -> None:

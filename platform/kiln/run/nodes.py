@@ -32,6 +32,7 @@ from kiln.models import NodeStatus
 from kiln.proc import alive, log_tail
 from kiln.run.cluster import LocalRay, ray_environment, ray_temp_dir, ray_token, ray_token_path
 from kiln.run.serve_api import AppState
+from kiln.run.serve_config import FRONT
 from kiln.settings import Settings
 from kiln.vault import KEY_FILE, load_vault
 
@@ -194,6 +195,8 @@ def node_statuses(
             ),
         )
     for app in apps.values():
+        if app.name == FRONT:
+            continue  # the platform's own answer where no app's route takes a path: not a dyno
         for replica in app.replicas:
             holder = found.get(replica.node_id or "")
             if holder is None or replica.state == "STOPPING":
