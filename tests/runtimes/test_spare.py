@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from kiln.run.dyno import ProcessDyno
-from kiln.run.spares import claim, start_spare
+from kiln.run.spares import claim, runs_vllm, start_spare
 
 
 def llm_env(model: Path, **extra: str) -> dict[str, str]:
@@ -238,3 +238,19 @@ def test_a_claimed_dyno_that_cannot_start_says_why_in_its_output(
     assert dyno.exit_code() == 1
     wait_for(lambda: any("FileNotFoundError" in line for line in lines), "its reason")
     dyno.stop(1)
+
+
+def test_no_spare_is_left_for_a_dyno_that_runs_vllm(tmp_path: Path) -> None:
+    # With [llm] engine = "auto", the dyno's own environment decides: vLLM there, and a spare
+    # would leave at once (vLLM's engine is a process of its own).
+    fake = tmp_path / "site" / "vllm"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    command = [sys.executable, "-m", "kiln_runtime"]
+    llm = {"PATH": os.environ["PATH"], "KILN_RUNTIME": "llm"}
+    with_vllm = {**llm, "PYTHONPATH": str(tmp_path / "site")}
+    assert runs_vllm(command, tmp_path, with_vllm, None)
+    assert not runs_vllm(command, tmp_path, llm, None)
+    assert not runs_vllm(command, tmp_path, {**with_vllm, "KILN_LLM_ENGINE": "transformers"}, None)
+    assert not runs_vllm(command, tmp_path, {**with_vllm, "KILN_RUNTIME": "embeddings"}, None)
+    assert runs_vllm(command, tmp_path, {**llm, "KILN_LLM_ENGINE": "vllm"}, None)

@@ -17,7 +17,7 @@ holds what it imported in memory meanwhile (an llm runtime's: about 400 MB).
 
 from __future__ import annotations
 
-__all__ = ["Claimed", "claim", "spare_key", "spare_socket", "start_spare"]
+__all__ = ["Claimed", "claim", "runs_vllm", "spare_key", "spare_socket", "start_spare"]
 
 import contextlib
 import hashlib
@@ -50,6 +50,26 @@ def spare_key(command: list[str], cwd: Path, env: dict[str, str]) -> str:
 
 def spare_socket(box: Sandbox, key: str) -> Path:
     return box.sockets / f"spare-{key}.sock"
+
+
+VLLM_CHECK = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('vllm') else 1)"
+
+
+def runs_vllm(command: list[str], cwd: Path, env: dict[str, str], box: Sandbox | None) -> bool:
+    """Whether this llm dyno runs vLLM's server, whose engine is a process of its own that no
+    spare can start ahead: ``[llm] engine = "vllm"``, or "auto" with vLLM in the dyno's
+    environment (asked of the dyno's own Python, as the app's uid, as the runtime decides)."""
+    if env.get("KILN_RUNTIME") != "llm":
+        return False
+    engine = env.get("KILN_LLM_ENGINE", "auto")
+    if engine != "auto":
+        return engine == "vllm"
+    options = box.process_options() if box is not None else {}
+    found = subprocess.run(
+        [command[0], "-c", VLLM_CHECK], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, timeout=30, **options,
+    )  # fmt: skip
+    return found.returncode == 0
 
 
 def start_spare(

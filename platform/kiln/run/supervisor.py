@@ -39,7 +39,7 @@ from kiln.run.keeper import DynoFailed, DynoKeeper
 from kiln.run.logs import LogShipper
 from kiln.run.serve_config import canary_period
 from kiln.run.sockets import PinnedSocket
-from kiln.run.spares import spare_key, spare_socket, start_spare
+from kiln.run.spares import runs_vllm, spare_key, spare_socket, start_spare
 from kiln.run.spec import DynoSpec
 from kiln.vault import Vault
 from kiln_runtime import process_age_s
@@ -83,7 +83,8 @@ class DynoSupervisor:
         )  # fmt: skip
         self._prepare_s: float | None = None  # the first prepare's: part of this replica's start
         await self.keeper.start()
-        await self._leave_spare()
+        # After the start, not in it: what it says and leaves is for the next replica.
+        self._spare_task = asyncio.get_running_loop().create_task(self._leave_spare())
         self.log("release", start_line(ReplicaStart(
             worker_s=worker_s,
             prepare_s=self._prepare_s or 0.0,
@@ -107,6 +108,11 @@ class DynoSupervisor:
         if self._spare is not None:
             command, cwd, env, path = self._spare
             try:
+                if await asyncio.to_thread(runs_vllm, command, cwd, env, self.sandbox):
+                    self.log("release", "no warm spare: this app's dyno runs vLLM ([llm] engine "
+                             '= "auto" with vLLM installed), whose engine is a process a spare '
+                             "cannot start ahead", spec.release)  # fmt: skip
+                    return
                 left = await asyncio.to_thread(start_spare, command, cwd, env, self.sandbox, path)
             except (OSError, subprocess.SubprocessError) as exc:  # the replica serves anyway
                 self.log("release", f"could not leave a warm spare: {exc}", spec.release)
@@ -391,6 +397,7 @@ class DynoSupervisor:
         self._watchdog.cancel()
         self._usage.cancel()
         self._engine.cancel()
+        self._spare_task.cancel()
         self._ship_usage()
         self.logs.line("release", stop_line(self.keeper.spec.release))
         await self.keeper.stop()
