@@ -35,24 +35,21 @@ def serves_config(directory: Path, port: int) -> Path:
 def test_before_any_route_exists_a_request_is_told_to_retry_not_that_nothing_is_there(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    config = serves_config(tmp_path, port)
-    assert "return status 404" in config.read_text()  # what Serve alone would answer
     real = _haproxy_binary()
     assert real is not None, "ray[serve] bundles HAProxy"
     wrapper = write_wrapper(tmp_path, real)
-    # As Serve starts it: the binary it was told of, -db -f CONFIG.
-    process = subprocess.Popen([str(wrapper), "-db", "-f", str(config)], start_new_session=True)
+    for attempt in range(3):  # the free ports it was given can be taken before it binds them
+        port = free_port()
+        config = serves_config(tmp_path, port)
+        assert "return status 404" in config.read_text()  # what Serve alone would answer
+        # As Serve starts it: the binary it was told of, -db -f CONFIG.
+        process = subprocess.Popen([str(wrapper), "-db", "-f", str(config)],
+                                   start_new_session=True)  # fmt: skip
+        response = _first_answer(process, port)
+        if response is not None or attempt == 2:
+            break
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/chat/v1/models", timeout=2)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, "HAProxy exited on the rewritten config"
-                assert time.monotonic() < deadline, "HAProxy never listened"
-                time.sleep(0.05)
+        assert response is not None, "HAProxy exited on the rewritten config"
         assert response.status_code == 503, response.text
         assert response.headers["retry-after"] == str(RETRY_AFTER_S)
         assert response.headers["content-type"] == "application/json"
@@ -67,6 +64,21 @@ def test_before_any_route_exists_a_request_is_told_to_retry_not_that_nothing_is_
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
+
+
+def _first_answer(process: subprocess.Popen[bytes], port: int) -> httpx.Response | None:
+    """HAProxy's answer once it listens on ``port``; None if it exited first."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/chat/v1/models", timeout=2)
+        except httpx.TransportError:
+            if process.poll() is not None:
+                return None
+            if time.monotonic() > deadline:
+                os.killpg(process.pid, signal.SIGTERM)
+                raise AssertionError("HAProxy never listened") from None
+            time.sleep(0.05)
 
 
 def test_a_config_without_serves_404_is_run_as_serve_wrote_it() -> None:
