@@ -41,4 +41,4 @@ def test_a_process_knows_its_own_age_to_the_clock_tick() -> None:
                              check=True, timeout=60).stdout  # fmt: skip
     took = time.monotonic() - started
     age = float(printed)
-    assert 0.4 <= age <= took + 0.02, (age, took)
+    assert 0.39 <= age <= took + 0.02, (age, took)  # /proc counts in ticks of 10 ms
