@@ -45,7 +45,7 @@ def main(argv: list[str]) -> int:
     if runtime not in RUNTIMES:
         print(f"kiln_runtime: no spare for the {runtime!r} runtime", file=sys.stderr)
         return 2
-    if runtime == "llm" and _runs_vllm():
+    if runtime == "llm" and _runs_vllm():  # (as the platform asks before it leaves a spare)
         print(
             "kiln_runtime: no spare for vLLM (its server is a process of its own)", file=sys.stderr
         )
@@ -95,12 +95,9 @@ def main(argv: list[str]) -> int:
 
 
 def _runs_vllm() -> bool:
-    engine = os.environ.get("KILN_LLM_ENGINE", "auto")
-    if engine == "auto":
-        from kiln_runtime.llm.vllm_server import available
+    from kiln_runtime.llm.vllm_server import chosen
 
-        return available()
-    return engine == "vllm"
+    return chosen()
 
 
 def _listen(path: Path) -> tuple[socket.socket, int]:

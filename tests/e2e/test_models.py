@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.apps import EXAMPLES
+from tests.support.apps import EXAMPLES, write_app
 from tests.support.platform import Platform, deploy
 
 pytestmark = pytest.mark.integration
@@ -20,11 +20,9 @@ def test_an_llm_app_from_the_hub_answers_the_openai_client(
     import openai
 
     app = fresh_app(platform, "tiny-llm")
-    source = tmp_path / "tiny-llm"
-    source.mkdir()
-    (source / "kiln.toml").write_text(
+    source = write_app(tmp_path, "tiny-llm", {"kiln.toml": (
         'runtime = "llm"\nmodel = "kiln-test/tiny-llama@main"\n[scaling]\nmin_replicas = 1\nmax_replicas = 1\n'
-    )
+    )})  # fmt: skip
     output = deploy(platform, source, app, "--artifact", "slug")
     assert "-----> Release phase: fetching kiln-test/tiny-llama@main into the model cache" in output
     assert "-----> v2 is live" in output
@@ -63,13 +61,11 @@ def test_an_llm_app_with_a_warm_spare_comes_back_from_zero_with_torch_imported(
     platform: Platform, fresh_app: Callable[[Platform, str], str], tmp_path: Path
 ) -> None:
     app = fresh_app(platform, "spare-llm")
-    source = tmp_path / "spare-llm"
-    source.mkdir()
-    (source / "kiln.toml").write_text(
+    source = write_app(tmp_path, "spare-llm", {"kiln.toml": (
         'runtime = "llm"\nmodel = "kiln-test/tiny-llama@main"\n[scaling]\nmin_replicas = 0\n'
         "max_replicas = 1\nupscale_delay_s = 0\ndownscale_delay_s = 1\n"
         "downscale_to_zero_delay_s = 1\nwarm_spare = true\n"
-    )
+    )})  # fmt: skip
     # The release's first replica (the deploy waits for it) imports torch and leaves a spare.
     assert "-----> v2 is live" in deploy(platform, source, app, "--artifact", "slug")
     platform.wait("zero replicas", lambda: not platform.ps(app)["replicas"], timeout_s=90)
@@ -94,9 +90,9 @@ def test_a_model_the_hub_lacks_fails_the_release_and_the_app_keeps_serving(
 ) -> None:
     app = fresh_app(platform, "no-model")
     deploy(platform, EXAMPLES / "echo", app, "--artifact", "slug")
-    source = tmp_path / "no-model"
-    source.mkdir()
-    (source / "kiln.toml").write_text('runtime = "llm"\nmodel = "kiln-test/not-on-the-hub"\n')
+    source = write_app(
+        tmp_path, "no-model", {"kiln.toml": 'runtime = "llm"\nmodel = "kiln-test/not-on-the-hub"\n'}
+    )
     output = deploy(platform, source, app, "--artifact", "slug", ok=False)
     assert "the model kiln-test/not-on-the-hub was not found on the hub" in output
     assert httpx.get(f"{platform.app_url(app)}/").json() == {"hello": "world"}
@@ -108,11 +104,9 @@ def test_an_embeddings_app_answers_the_openai_client(
     import openai
 
     app = fresh_app(platform, "embed")
-    source = tmp_path / "embed"
-    source.mkdir()
-    (source / "kiln.toml").write_text(
+    source = write_app(tmp_path, "embed", {"kiln.toml": (
         'runtime = "embeddings"\nmodel = "sentence-transformers/all-MiniLM-L6-v2"\n'
-    )
+    )})  # fmt: skip
     deploy(platform, source, app, "--artifact", "slug")
     client = openai.OpenAI(
         base_url=f"{platform.app_url(app)}/v1", api_key="public-app", max_retries=0

@@ -79,13 +79,12 @@ def cold_start(settings: Settings, serve: ServeRest, artifact: Artifact, base: s
     (no bytecode to read, as a container's start was before builds compiled it). Each split as
     the runtime logs it: its own start, importing torch and transformers, loading the weights."""
     print("\ncold start of an llm app (time to the first streamed token)")
-    kiln_first, parts, model = _from_zero(settings, serve, base, "cold-llm")
-    print(f"  Kiln from zero replicas: first token {kiln_first:.2f}s\n    {parts}\n"
-          f"    the dyno's own: {_split(model)}")  # fmt: skip
-    _from_zero(settings, serve, base, "spare-llm")  # its first replica leaves the spare
-    kiln_first, parts, model = _from_zero(settings, serve, base, "spare-llm")
-    print(f"  Kiln from zero replicas, warm spare: first token {kiln_first:.2f}s\n    {parts}\n"
-          f"    the dyno's own: {_split(model)}")  # fmt: skip
+    for label, app in (("", "cold-llm"), (", warm spare", "spare-llm")):
+        if app == "spare-llm":
+            _from_zero(settings, serve, base, app)  # its first replica leaves the spare
+        kiln_first, parts, model = _from_zero(settings, serve, base, app)
+        print(f"  Kiln from zero replicas{label}: first token {kiln_first:.2f}s\n    {parts}\n"
+              f"    the dyno's own: {_split(model)}")  # fmt: skip
     with tempfile.TemporaryDirectory() as nowhere:
         for label, env in (("as built", {}), ("compiling at start", {"PYTHONPYCACHEPREFIX": nowhere})):  # fmt: skip
             listening, loaded, first, split = _bare(artifact, env)

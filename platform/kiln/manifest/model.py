@@ -446,20 +446,14 @@ class Manifest(_Section):
 
     @model_validator(mode="after")
     def _spare_fits(self) -> Manifest:
-        if (
-            self.scaling.warm_spare
-            and self.runtime is not None
-            and self.runtime not in SPARE_RUNTIMES
-        ):
+        if not self.scaling.warm_spare:
+            return self
+        if self.runtime is not None and self.runtime not in SPARE_RUNTIMES:
             raise ValueError(
                 f"scaling.warm_spare is for the llm and embeddings runtimes (their imports are "
                 f'known and run no app code); this app\'s runtime is "{self.runtime}"'
             )
-        if (
-            self.scaling.warm_spare
-            and self.runtime in (None, Runtime.LLM)
-            and self.llm.engine is LlmEngine.VLLM
-        ):
+        if self.runtime in (None, Runtime.LLM) and self.llm.engine is LlmEngine.VLLM:
             raise ValueError(
                 "scaling.warm_spare is for the transformers engine: vLLM's server is a process "
                 "of its own that a spare cannot start ahead; remove warm_spare, or set [llm] "

@@ -52,18 +52,16 @@ def spare_socket(box: Sandbox, key: str) -> Path:
     return box.sockets / f"spare-{key}.sock"
 
 
-VLLM_CHECK = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('vllm') else 1)"
+# The runtime's own choice of engine, made by the dyno's Python in the dyno's environment.
+VLLM_CHECK = "import sys; from kiln_runtime.llm.vllm_server import chosen; sys.exit(not chosen())"
 
 
 def runs_vllm(command: list[str], cwd: Path, env: dict[str, str], box: Sandbox | None) -> bool:
     """Whether this llm dyno runs vLLM's server, whose engine is a process of its own that no
     spare can start ahead: ``[llm] engine = "vllm"``, or "auto" with vLLM in the dyno's
-    environment (asked of the dyno's own Python, as the app's uid, as the runtime decides)."""
+    environment (the runtime's own choice, asked of the dyno's Python as the app's uid)."""
     if env.get("KILN_RUNTIME") != "llm":
         return False
-    engine = env.get("KILN_LLM_ENGINE", "auto")
-    if engine != "auto":
-        return engine == "vllm"
     options = box.process_options() if box is not None else {}
     found = subprocess.run(
         [command[0], "-c", VLLM_CHECK], cwd=cwd, env=env, stdin=subprocess.DEVNULL,

@@ -290,8 +290,7 @@ def main() -> None:
     environment has it); else Kiln's transformers engine."""
     from kiln_runtime.llm import vllm_server
 
-    engine = os.environ.get("KILN_LLM_ENGINE", "auto")
-    if engine == "vllm" or (engine == "auto" and vllm_server.available()):
+    if vllm_server.chosen():
         vllm_server.main()
         return
     serve(

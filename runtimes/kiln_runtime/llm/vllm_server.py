@@ -38,6 +38,13 @@ def available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def chosen() -> bool:
+    """Whether this llm dyno serves with vLLM: kiln.toml's ``[llm] engine = "vllm"``, or "auto"
+    where the dyno's environment has it (``KILN_LLM_ENGINE``); else Kiln's transformers engine."""
+    engine = os.environ.get("KILN_LLM_ENGINE", "auto")
+    return engine == "vllm" or (engine == "auto" and available())
+
+
 def supports(flag: str) -> bool:
     """Whether this vLLM has the engine argument ``--flag``, read from its source without
     importing it (an import takes seconds of the cold start)."""
