@@ -43,6 +43,14 @@ def test_scale_to_zero_and_back_answers_every_request(
         )
     assert answers == [200] * 16
     assert platform.ps(app)["replicas"]
+    # The dyno started while its replica's worker imported Serve (kiln.run.early), from the
+    # config Serve keeps; its first lines, printed before the supervisor adopted it, kept.
+
+    def started_early() -> str | None:
+        logs = platform.kiln("logs", "-a", app, "-n", "500").output
+        return logs if "the dyno started early" in logs and "dyno[dyno." in logs else None
+
+    platform.wait("the early start in the release log", started_early, timeout_s=30)
     platform.wait("zero again", lambda: not platform.ps(app)["replicas"], timeout_s=90)
 
 

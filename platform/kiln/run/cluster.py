@@ -91,6 +91,7 @@ def ray_headers(settings: Settings) -> dict[str, str]:
 
 PRELOAD = "RAY_preload_python_modules"  # Ray's config names are case-sensitive
 SERVE_FIX = "kiln.run.serve_fix"
+EARLY = "kiln.run.early"
 
 
 def ray_environment(settings: Settings) -> dict[str, str]:
@@ -169,10 +170,12 @@ def ray_environment(settings: Settings) -> dict[str, str]:
     if settings.resolved_docker_host:
         env["DOCKER_HOST"] = settings.resolved_docker_host
     # Every worker loads Kiln's mend of Serve's scale-from-zero push (kiln.run.serve_fix):
-    # without it, Serve decided to start a replica 0.2-0.7 s after the request arrived. An
+    # without it, Serve decided to start a replica 0.2-0.7 s after the request arrived; and a
+    # dyno's replica worker starts the dyno while it imports Serve (kiln.run.early). An
     # operator's own preloads stay.
-    preloads = [m for m in env.get(PRELOAD, "").split(",") if m and m != SERVE_FIX]
-    env[PRELOAD] = ",".join([*preloads, SERVE_FIX])
+    ours = (SERVE_FIX, EARLY)
+    preloads = [m for m in env.get(PRELOAD, "").split(",") if m and m not in ours]
+    env[PRELOAD] = ",".join([*preloads, *ours])
     return env
 
 

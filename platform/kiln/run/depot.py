@@ -15,7 +15,10 @@ Only platform processes reach the depot (Ray's token); what it sends was written
 
 from __future__ import annotations
 
-__all__ = ["DEPOT_NAME", "Fetched", "TransferFailed", "complete", "fetch", "pack", "receive"]
+__all__ = [
+    "DEPOT_NAME", "Fetched", "TransferFailed", "complete", "fetch", "has_revision", "pack",
+    "receive", "runtimes_of",
+]  # fmt: skip
 
 import asyncio
 import contextlib
@@ -164,6 +167,25 @@ def _merge(source: Path, target: Path) -> None:
 def complete(path: Path) -> bool:
     """A slug, virtualenv or runtime directory is whole once it has its mark."""
     return (path / COMPLETE).exists()
+
+
+def runtimes_of(venv: Path) -> list[Path]:
+    """The runtime directory the virtualenv's kiln-runtime.pth names, once the venv is here."""
+    found = list(venv.glob("lib/python3*/site-packages/kiln-runtime.pth"))
+    return [Path(found[0].read_text().strip())] if found else []
+
+
+def has_revision(revision: str | None) -> Callable[[Path], bool]:
+    """Whether a model folder (Hugging Face's cache layout) holds ``revision``."""
+
+    def present(folder: Path) -> bool:
+        name = revision or "main"
+        if len(name) == 40 and all(c in "0123456789abcdef" for c in name):
+            return (folder / "snapshots" / name).is_dir()
+        ref = folder / "refs" / name
+        return ref.is_file() and (folder / "snapshots" / ref.read_text().strip()).is_dir()
+
+    return present
 
 
 def _depot_class() -> Any:

@@ -27,13 +27,13 @@ from ray.serve import Application
 
 from kiln.engine import EngineError, app_network, connect_engine
 from kiln.models import ArtifactKind
-from kiln.proc import host_environment
 from kiln.route.figures import Answer, ReplicaStart, router_line, start_line, stop_line
 from kiln.route.keys import KeyGuard
 from kiln.route.proxy import Forwarder
 from kiln.run.cluster import node_name
-from kiln.run.depot import TransferFailed, complete, fetch
+from kiln.run.depot import TransferFailed, complete, fetch, has_revision, runtimes_of
 from kiln.run.dyno import ContainerDyno, ContainerLimits, Dyno, ProcessDyno, gpu_environment
+from kiln.run.early import Early, adopt, environment, launch, replica_name
 from kiln.run.engine_metrics import NotAnEngine, scrape
 from kiln.run.keeper import DynoFailed, DynoKeeper
 from kiln.run.logs import LogShipper
@@ -41,7 +41,6 @@ from kiln.run.serve_config import canary_period
 from kiln.run.sockets import PinnedSocket
 from kiln.run.spares import runs_vllm, spare_key, spare_socket, start_spare
 from kiln.run.spec import DynoSpec
-from kiln.vault import Vault
 from kiln_runtime import process_age_s
 
 logger = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ class DynoSupervisor:
         begun, worker_s = time.time(), _worker_wait()
         base = DynoSpec.model_validate(spec)
         context = serve.get_replica_context()
-        self.replica = f"dyno.{context.replica_id.unique_id[:6]}"
+        self.replica = replica_name(context.replica_id.unique_id)
         self.logs = LogShipper(base.app, self.replica, base.log_dir, node=node_name())
         self.logs.release = base.release
         await self.logs.start()
@@ -74,6 +73,8 @@ class DynoSupervisor:
         self.pinned: PinnedSocket | None = None
         # The warm spare this release's dynos share on this node (set by make()), if any.
         self._spare: tuple[list[str], Path, dict[str, str], Path] | None = None
+        self._early: Early | None = None  # a dyno started before this constructor, adopted
+        self._began = begun
         self.keeper = DynoKeeper(base, self)
         self.forwarder = Forwarder(
             lambda: self.keeper.dyno.url, self.keeper.wait_ready, self._routed,
@@ -131,7 +132,6 @@ class DynoSupervisor:
         host_gpus = [str(g) for g in ray.get_gpu_ids()]  # Ray's: the node's own indices
         share = ray.get_runtime_context().get_assigned_resources().get("GPU")  # type: ignore[no-untyped-call]
         gpus = gpu_environment(host_gpus, artifact.kind, share)
-        env = {**self._environment(spec), **gpus}
         probe = f'"GET {spec.health_path} '
 
         def sink(line: str) -> None:
@@ -139,27 +139,25 @@ class DynoSupervisor:
                 self.logs.line("dyno", line)
 
         box = self.sandbox
-        dyno: Dyno
         self._spare = None
-        if artifact.kind is ArtifactKind.SLUG:
-            # A process shares the host: give it the host's PATH and locale, not Ray's variables,
-            # and its app's uid, HOME and socket. A container has its own (the image's).
-            cwd = Path(artifact.reference) / "app"
-            full = {**host_environment(), **artifact.env, **env,
-                    **(box.environment() if box is not None else {})}  # fmt: skip
+        if artifact.kind is not ArtifactKind.SLUG:
+            env = {**environment(spec, self.replica, box), **gpus}
+            dyno: Dyno = self._container(spec, env, sink, host_gpus)
+        else:
+            command, cwd, full, socket = launch(spec, self.replica, box, gpus)
             spare = None
             if spec.warm_spare and box is not None:
                 # What every dyno of this release on this node shares: not its name or GPUs.
                 shared = {k: v for k, v in full.items() if k != "KILN_DYNO" and k not in gpus}
-                spare = spare_socket(box, spare_key(artifact.command, cwd, shared))
-                self._spare = (artifact.command, cwd, shared, spare)
-            dyno = ProcessDyno(
-                artifact.command, cwd, full, sink, sandbox=box,
-                socket=box.sockets / f"{self.replica}.sock" if box is not None else None,
-                spare=spare,
-            )  # fmt: skip
-        else:
-            dyno = self._container(spec, env, sink, host_gpus)
+                spare = spare_socket(box, spare_key(command, cwd, shared))
+                self._spare = (command, cwd, shared, spare)
+            early = adopt(self.replica, command, cwd, full, socket, sink)
+            if early is not None:  # started while Ray's worker imported Serve (kiln.run.early)
+                dyno = early.dyno
+                self._early = early
+            else:
+                dyno = ProcessDyno(command, cwd, full, sink, sandbox=box, socket=socket,
+                                   spare=spare)  # fmt: skip
         self.pinned = PinnedSocket(dyno.socket) if dyno.socket is not None else None
         return dyno
 
@@ -186,35 +184,6 @@ class DynoSupervisor:
             limits=limits,
         )  # fmt: skip
 
-    def _environment(self, spec: DynoSpec) -> dict[str, str]:
-        key = os.environ.get("KILN_SECRET_KEY")
-        if not key:
-            raise DynoFailed(
-                "KILN_SECRET_KEY is not set on this Ray node, so the app's config vars cannot be "
-                "opened; start the node with the platform's key (kiln up does this)"
-            )
-        config = Vault([k.strip().encode() for k in key.split(",") if k.strip()]).open(
-            spec.config_sealed
-        )
-        models = {}
-        if spec.model_cache and spec.models:
-            # The weights are in the model cache already (the release phase put them there):
-            # a cold start never downloads. A container mounts only the app's own models; a
-            # slug dyno sees them linked into its sandbox, the rest of the cache closed to it.
-            cache = spec.model_cache
-            if self.sandbox is not None and spec.artifact.kind is ArtifactKind.SLUG:
-                cache = str(self.sandbox.models)  # prepare() links the model in
-            models = {"HF_HUB_CACHE": cache, "HF_HUB_OFFLINE": "1"}
-        return {
-            "PYTHONUNBUFFERED": "1",
-            **spec.env,
-            **config,
-            "KILN_APP": spec.app,
-            "KILN_RELEASE": f"v{spec.release}",
-            "KILN_DYNO": self.replica,
-            **models,
-        }
-
     async def prepare(self, spec: DynoSpec) -> None:
         """Bring what the release needs to this node (made on the head; here already when this
         is the head or an earlier replica brought it): the slug, its virtualenv and runtime,
@@ -238,14 +207,14 @@ class DynoSupervisor:
                 await self._bring(slug, roots, complete, say)
                 venv = Path(json.loads((slug / "slug.json").read_text())["venv"])
                 await self._bring(venv, roots, complete, say)
-                for runtime in _runtime_of(venv):
+                for runtime in runtimes_of(venv):
                     await self._bring(runtime, roots, complete, say)
             if spec.artifact.kind is ArtifactKind.IMAGE and spec.image_source:
                 await asyncio.to_thread(self._pull, spec, say)
             if spec.model_cache and not self._on_head:
                 for model in spec.models:
                     folder = Path(spec.model_cache) / model.folder
-                    await self._bring(folder, roots, _has_revision(model.revision), say)
+                    await self._bring(folder, roots, has_revision(model.revision), say)
         except (TransferFailed, EngineError, OSError, ray.exceptions.RayError) as exc:
             raise DynoFailed(
                 f"could not bring v{spec.release}'s artifact or model to node {node_name()}: "
@@ -290,6 +259,12 @@ class DynoSupervisor:
                 f"{fetched.seconds:.1f}s, checked against the head's SHA-256")  # fmt: skip
 
     async def start(self, dyno: Dyno) -> None:
+        early, self._early = self._early, None
+        if early is not None and early.dyno is dyno:  # running already: its first start
+            self.log("release", f"the dyno started early, {self._began - early.started:.2f}s "
+                     "before this replica's constructor, while Ray's worker imported Serve",
+                     self.keeper.spec.release)  # fmt: skip
+            return
         if self.pinned is not None:
             self.pinned.clear()  # a dead dyno's socket; the new one makes its own
         if isinstance(dyno, ContainerDyno):
@@ -430,25 +405,6 @@ def _on_head() -> bool:
         n["NodeID"] == me and "node:__internal_head__" in n.get("Resources", {})
         for n in ray.nodes()  # type: ignore[no-untyped-call]
     )
-
-
-def _runtime_of(venv: Path) -> list[Path]:
-    """The runtime directory the virtualenv's kiln-runtime.pth names, once the venv is here."""
-    found = list(venv.glob("lib/python3*/site-packages/kiln-runtime.pth"))
-    return [Path(found[0].read_text().strip())] if found else []
-
-
-def _has_revision(revision: str | None) -> Callable[[Path], bool]:
-    """Whether a model folder (Hugging Face's cache layout) holds ``revision``."""
-
-    def present(folder: Path) -> bool:
-        name = revision or "main"
-        if len(name) == 40 and all(c in "0123456789abcdef" for c in name):
-            return (folder / "snapshots" / name).is_dir()
-        ref = folder / "refs" / name
-        return ref.is_file() and (folder / "snapshots" / ref.read_text().strip()).is_dir()
-
-    return present
 
 
 def _reason(exc: BaseException) -> str:
