@@ -56,6 +56,13 @@ def test_an_image_release_runs_as_a_container(
     output = deploy(platform, EXAMPLES / "echo", app, "--artifact", "image")
     assert "Building image kiln/boxed:b" in output and "-----> v2 is live" in output
     assert httpx.get(f"{platform.app_url(app)}/").json() == {"hello": "world"}
+    # Its container started while the replica's worker imported Serve (kiln.run.early).
+
+    def started_early() -> str | None:
+        logs = platform.kiln("logs", "-a", app, "-n", "300").output
+        return logs if "the dyno started early" in logs else None
+
+    platform.wait("the early start in the release log", started_early, timeout_s=30)
 
 
 def test_git_push_ends_with_a_url_that_answers(

@@ -11,18 +11,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.fernet import Fernet
 from ray.serve.schema import ServeApplicationSchema
 
+from kiln.engine import DockerEngine
 from kiln.manifest import parse_manifest
 from kiln.models import Artifact, ArtifactKind
 from kiln.run import early
 from kiln.run.depot import COMPLETE
-from kiln.run.dyno import gpu_environment
 from kiln.run.serve_config import Deployable, application_config
 from kiln.run.spec import DynoSpec
+from kiln.settings import Settings
+from kiln.store import Store
 from kiln.vault import Vault
+from tests.run.test_dyno import echo_image
+from tests.support.dynos import wait_healthy
 
 NAME = "SERVE_REPLICA::shop#dyno#ab12cd34"
 REPLICA = "dyno.ab12cd"
@@ -49,24 +54,28 @@ def slug(root: Path, *, whole: bool = True) -> Artifact:
                     runtime="python", command=[sys.executable, "-c", DYNO])  # fmt: skip
 
 
-def checkpoint(vault: Vault, artifact: Artifact, manifest: str = "", app: str = "shop") -> bytes:
+def checkpoint(
+    vault: Vault, artifact: Artifact, manifest: str = "", app: str = "shop",
+    registry: str | None = None,
+) -> bytes:  # fmt: skip
     """Serve's controller's checkpoint of a config the platform applied, as the controller
     writes it: each application through Serve's own schema, dumped, pickled."""
     item = Deployable(app, 7, artifact, vault.seal({"SECRET": "s3"}), parse_manifest(manifest))
-    config = application_config(item, log_dir="/tmp/logs", docker_host=None)
+    config = application_config(item, log_dir="/tmp/logs", docker_host=None, registry=registry)
     assert config is not None
     dumped = ServeApplicationSchema.model_validate(config).model_dump(exclude_unset=True)
     return pickle.dumps((time.time(), None, None, {app: dumped}))
 
 
-def launch_of(
-    stored: bytes, app: str = "shop"
-) -> tuple[list[str], Path, dict[str, str], Path | None]:
-    """What the supervisor of REPLICA would launch for the checkpoint's release."""
+def spec_of(stored: bytes, app: str = "shop") -> DynoSpec:
     config = early.applied(stored, app)
     assert config is not None
-    spec = DynoSpec.model_validate(config["args"]["spec"])
-    return early.launch(spec, REPLICA, None, gpu_environment([], ArtifactKind.SLUG))
+    return DynoSpec.model_validate(config["args"]["spec"])
+
+
+def mine(stored: bytes, replica: str = REPLICA) -> Any:
+    """The dyno the supervisor of ``replica`` would start for the checkpoint's release."""
+    return early.dyno_for(spec_of(stored), replica, None, [], None, print)
 
 
 def adopt(started: early.Early, *args: Any) -> early.Early | None:
@@ -86,7 +95,7 @@ def test_the_dyno_starts_from_serves_checkpoint_and_the_supervisor_adopts_it(
         assert started.dyno.alive()
         time.sleep(0.5)  # it prints before anyone adopts it: held, not lost
         lines: list[str] = []
-        adopted = adopt(started, REPLICA, *launch_of(stored), lines.append)
+        adopted = adopt(started, REPLICA, mine(stored), lines.append)
         assert adopted is started
         deadline = time.monotonic() + 10
         while not lines and time.monotonic() < deadline:
@@ -101,10 +110,10 @@ def test_a_dyno_the_supervisor_would_start_otherwise_is_stopped(tmp_path: Path, 
     stored = checkpoint(key, slug(tmp_path))
     started = early.start(NAME, stored)
     assert started is not None
-    command, cwd, env, socket = launch_of(stored)
-    other = {**env, "KILN_RELEASE": "v8"}  # Serve's target moved on since
+    other = mine(stored)
+    other.env = {**other.env, "KILN_RELEASE": "v8"}  # Serve's target moved on since
     try:
-        assert adopt(started, REPLICA, command, cwd, other, socket, print) is None
+        assert adopt(started, REPLICA, other, print) is None
         assert not started.dyno.alive()
     finally:
         started.dyno.stop(5)
@@ -116,9 +125,9 @@ def test_adopt_is_once_and_for_its_replica_only(tmp_path: Path, key: Vault) -> N
     assert started is not None
     try:
         # Another replica's name: not this dyno (its environment names REPLICA).
-        assert adopt(started, "dyno.zz99zz", *launch_of(stored), print) is None
+        assert adopt(started, "dyno.zz99zz", mine(stored, "dyno.zz99zz"), print) is None
         assert not started.dyno.alive()
-        assert early.adopt(REPLICA, *launch_of(stored), print) is None  # nothing left to adopt
+        assert early.adopt(REPLICA, mine(stored), print) is None  # nothing left to adopt
     finally:
         started.dyno.stop(5)
 
@@ -143,10 +152,35 @@ def test_what_does_not_start_early(
     assert early.start(name, checkpoint(key, artifact, manifest)) is None
 
 
-def test_an_image_does_not_start_early(tmp_path: Path, key: Vault) -> None:
-    image = Artifact(kind=ArtifactKind.IMAGE, reference="kiln/shop:b1", digest="sha256:" + "b" * 64,
+@pytest.mark.integration
+def test_an_image_dyno_starts_early_and_serves(
+    engine: DockerEngine, sqlite_store: Store, build_settings: Settings, archive_of: Any,
+    key: Vault, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    reference = echo_image(engine, sqlite_store, build_settings, archive_of)
+    monkeypatch.setenv("DOCKER_HOST", engine.url)
+    # A cluster's node whose engine lacks the image: the supervisor pulls it, then starts it.
+    missing = Artifact(kind=ArtifactKind.IMAGE, reference="kiln/none:b1",
+                       digest="sha256:" + "b" * 64, runtime="python", command=[])  # fmt: skip
+    started = early.start(NAME, checkpoint(key, missing, registry="10.0.0.5:5000"))
+    assert started is not None and started.thread is not None
+    assert started.wait() == "its image is not on this node yet"
+    assert not started.dyno.alive()
+    image = Artifact(kind=ArtifactKind.IMAGE, reference=reference, digest="sha256:" + "c" * 64,
                      runtime="python", command=[])  # fmt: skip
-    assert early.start(NAME, checkpoint(key, image)) is None
+    stored = checkpoint(key, image)
+    started = early.start(NAME, stored)
+    assert started is not None and started.thread is not None
+    try:
+        assert started.wait() is None
+        lines: list[str] = []
+        assert adopt(started, REPLICA, mine(stored), lines.append) is started
+        wait_healthy(started.dyno.url)
+        assert httpx.get(f"{started.dyno.url}/").json() == {"hello": "world"}
+        assert started.dyno.env["KILN_DYNO"] == REPLICA and started.dyno.env["SECRET"] == "s3"
+    finally:
+        started.dyno.stop(10)
+    assert engine.client.containers.list(all=True, filters={"name": "kiln-shop-dyno-ab12cd"}) == []
 
 
 class Boom:

@@ -1,27 +1,29 @@
-"""A slug dyno's launch (its command, directory and environment), and its early start: while
-Ray's new worker process is still importing Serve, not after.
+"""What a dyno is launched as (a slug's process, an image's container: ``dyno_for``), and its
+early start: while Ray's new worker process for its replica is still importing Serve, not after.
 
 A replica's worker process spends about half a second importing Serve's replica (with FastAPI,
 Starlette, pydantic) and Kiln's supervisor before the supervisor's constructor runs; the dyno
-started only then, and the app's own start (its interpreter and imports: 0.3 s for a small app)
-came after that. On a node with a second core the two can overlap. Every Ray worker of Kiln's
-cluster preloads this module (``kiln.run.cluster.ray_environment``), which waits for the
+started only then, and the app's own start (its interpreter and imports, 0.3 s for a small app;
+a container's, 0.5 s) came after that. With a second core the two overlap. Every Ray worker of
+Kiln's cluster preloads this module (``kiln.run.cluster.ray_environment``), which waits for the
 worker's first import of ``ray.serve``: in a replica that is the actor creation task loading
 Serve's replica class, when Ray knows the actor's name (``SERVE_REPLICA::<app>#dyno#<id>``),
-hence the app and the replica's name. The release's ``DynoSpec`` is where Serve keeps the config
-the platform applied (its controller's checkpoint in Ray's internal key-value store: the target
-every new replica is started for). Where the app qualifies (``qualifies``: a slug, no GPU, no
-warm spare) and its artifact is whole on this node, the dyno starts there, exactly as the
-supervisor would start it (the same name, environment, uid and socket: ``launch``), its output
-held until the supervisor adopts it (``adopt``, from ``make``). Where anything is not as expected
-(another actor, a config Serve keeps otherwise after an upgrade, no key) it starts nothing, and
-the supervisor starts the dyno as before; one whose launch the supervisor would not repeat
-exactly (another release) is stopped, and the supervisor starts its own.
+hence the app and the replica's name. The release's ``DynoSpec`` is in the config Serve keeps
+as the platform applied it (its controller's checkpoint in Ray's internal key-value store: the
+target every new replica is started for), read as plain data only. Where the app qualifies
+(``qualifies``: no GPU, no warm spare) and what it needs is on this node, the dyno starts there
+exactly as the supervisor would start it (the same name, environment, uid, socket, container
+limits), its output held until the supervisor adopts it (``adopt``, from ``make``). Where
+anything is not as expected (another actor, a config Serve keeps otherwise after an upgrade, no
+key, an image this node's engine lacks) it starts nothing, and the supervisor starts the dyno
+as before; one the supervisor would not launch exactly so (another release) is stopped, and the
+supervisor starts its own.
 
 Why not the replica's ``runtime_env``: Ray starts a worker with one through a setup process that
-imports Ray and then executes the worker (0.4 s more on every start, measured), which is more
-than the early start gains. The early start runs on the worker's main thread, so the dyno's
-parent-death signal fires only when the worker process itself ends. Other workers (Ray's own,
+imports Ray and then executes the worker (0.37 s more on every start, measured), more than the
+early start gains. A process starts on the worker's main thread, so its parent-death signal
+fires only when the worker process itself ends; a container on a thread of its own (its start
+waits on the engine; its reaper removes it when the worker dies). Other workers (Ray's own,
 Serve's controller and proxies) import this module and nothing more.
 """
 
@@ -49,7 +51,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kiln.run.dyno import ProcessDyno
+    from kiln.run.dyno import ContainerDyno, ProcessDyno
     from kiln.run.spec import DynoSpec
     from kiln.sandbox import Sandbox
 
@@ -70,11 +72,9 @@ def replica_name(unique_id: str) -> str:
 
 
 def qualifies(spec: DynoSpec, gpus: bool) -> bool:
-    """Whether a release's dynos start early: slugs on the CPU with no warm spare (a GPU's ids
-    are Ray's to give when the actor is placed; a spare is claimed, not started)."""
-    from kiln.models import ArtifactKind
-
-    return spec.artifact.kind is ArtifactKind.SLUG and not gpus and not spec.warm_spare
+    """Whether a release's dynos start early: on the CPU, with no warm spare (a GPU's ids are
+    Ray's to give when the actor is placed; a spare is claimed, not started)."""
+    return not gpus and not spec.warm_spare
 
 
 def environment(spec: DynoSpec, replica: str, sandbox: Sandbox | None) -> dict[str, str]:
@@ -130,6 +130,59 @@ def launch(
     return list(artifact.command), Path(artifact.reference) / "app", env, socket
 
 
+def engine_url(spec: DynoSpec) -> str:
+    """This node's container engine: its own DOCKER_HOST (set where it joined), else the
+    head's, else the default socket."""
+    return os.environ.get("DOCKER_HOST") or spec.docker_host or "unix:///var/run/docker.sock"
+
+
+def dyno_for(
+    spec: DynoSpec, replica: str, sandbox: Sandbox | None, host_gpus: list[str],
+    share: float | None, sink: Callable[[str], None], spare: Path | None = None,
+) -> ProcessDyno | ContainerDyno:  # fmt: skip
+    """The dyno ``replica`` runs for ``spec`` on this node (not started): a process for a slug
+    (``spare``: the warm spare it claims, if any), a container for an image, with the GPUs Ray
+    gave it (``host_gpus``: the node's indices; ``share``: of one GPU)."""
+    from kiln.engine import app_network
+    from kiln.models import ArtifactKind
+    from kiln.run.dyno import ContainerDyno, ContainerLimits, ProcessDyno, gpu_environment
+
+    gpus = gpu_environment(host_gpus, spec.artifact.kind, share)
+    if spec.artifact.kind is not ArtifactKind.IMAGE:
+        command, cwd, env, socket = launch(spec, replica, sandbox, gpus)
+        return ProcessDyno(command, cwd, env, sink, sandbox=sandbox, socket=socket, spare=spare)
+    import docker
+
+    url = engine_url(spec)
+    limits = ContainerLimits(
+        network=app_network(spec.app),
+        memory_bytes=spec.memory_bytes,
+        pids=spec.pids_limit,
+        models=tuple((f"{spec.model_cache}/{m.folder}", f"/models/{m.folder}")
+                     for m in spec.models) if spec.model_cache else (),
+        socket_dir=sandbox.mounts / replica if sandbox is not None else None,
+    )  # fmt: skip
+    return ContainerDyno(
+        docker.DockerClient(base_url=url), url, spec.artifact.reference,
+        {**environment(spec, replica, sandbox), **gpus}, sink,
+        name=f"kiln-{spec.app}-{replica.replace('.', '-')}",
+        labels={"kiln.app": spec.app, "kiln.release": str(spec.release), "kiln.replica": replica},
+        gpu_ids=host_gpus,
+        limits=limits,
+    )  # fmt: skip
+
+
+def launch_key(dyno: ProcessDyno | ContainerDyno) -> tuple[Any, ...]:
+    """All that decides what a dyno runs and where it is reached: two dynos with the same
+    key are the same launch."""
+    from kiln.run.dyno import ProcessDyno
+
+    if isinstance(dyno, ProcessDyno):
+        return ("process", dyno.command, dyno.cwd, dyno.env, dyno.socket, dyno.spare)
+    return ("container", dyno.engine_url, dyno.image, dyno.env, dyno.name, dyno.labels,
+            dyno.gpu_ids, dyno.limits)  # fmt: skip
+
+
 class _Held:
     """A dyno's output until its supervisor takes it: then the held lines first, in order."""
 
@@ -155,33 +208,56 @@ class _Held:
 
 @dataclass
 class Early:
-    """A dyno started early in this worker, for the replica ``replica``."""
+    """A dyno started early in this worker, for the replica ``replica``: a process at once, on
+    the worker's main thread; a container on a thread of its own (``thread``), as its start
+    waits on the engine."""
 
     replica: str
-    dyno: ProcessDyno
+    dyno: ProcessDyno | ContainerDyno
     held: _Held
     started: float = field(default_factory=time.time)
+    thread: threading.Thread | None = None
+    failed: str | None = None  # why it did not start after all
+
+    def start_container(self, spec: DynoSpec) -> None:
+        """The container's start, on ``thread``; a node whose engine lacks the image (a
+        cluster's: the supervisor pulls it first) starts nothing."""
+        from kiln.engine import connect_engine
+
+        try:
+            if spec.image_source is not None:
+                engine = connect_engine(engine_url(spec))
+                if engine is None or not engine.has_image(spec.artifact.reference):
+                    self.failed = "its image is not on this node yet"
+                    return
+            self.dyno.start()
+        except Exception as exc:  # the supervisor starts it again, and says so if it fails
+            self.failed = f"{type(exc).__name__}: {exc}"
+
+    def wait(self) -> str | None:
+        """Once its start is over: None if it started, else why not (blocks for a container)."""
+        if self.thread is not None:
+            self.thread.join()
+        return self.failed
 
 
 _early: Early | None = None
 
 
 def adopt(
-    replica: str, command: list[str], cwd: Path, env: dict[str, str], socket: Path | None,
-    sink: Callable[[str], None],
-) -> Early | None:  # fmt: skip
-    """The dyno started early for ``replica``, if any, its output now going to ``sink``; once.
-    One the supervisor would not launch exactly so (another release, another environment) is
-    stopped, and None returned: the supervisor starts its own."""
+    replica: str, mine: ProcessDyno | ContainerDyno, sink: Callable[[str], None]
+) -> Early | None:
+    """The dyno started early for ``replica``, if any and if it is the same launch as ``mine``
+    (the dyno the supervisor would start), its output now going to ``sink``; once. One that is
+    not (another release, another environment) is stopped, and None returned: the supervisor
+    starts its own."""
     global _early
     early, _early = _early, None
     if early is None:
         return None
-    dyno = early.dyno
-    if (early.replica, dyno.command, dyno.cwd, dyno.env, dyno.socket) != (
-        replica, command, cwd, env, socket
-    ):  # fmt: skip
-        dyno.stop(1.0)
+    if early.replica != replica or launch_key(early.dyno) != launch_key(mine):
+        early.wait()
+        early.dyno.stop(1.0)
         logger.warning("the dyno started early for %s was not this replica's: stopped", replica)
         return None
     early.held.hand_to(sink)
@@ -223,25 +299,28 @@ def _spec_of(config: dict[str, Any]) -> DynoSpec | None:
 
 
 def _whole_here(spec: DynoSpec) -> bool:
-    """Whether the slug, its virtualenv and runtime, and the models are all on this node (on
-    the head, or cached by an earlier replica): nothing to fetch first."""
+    """Whether what the dyno needs is on this node already (on the head, or brought by an
+    earlier replica): a slug, its virtualenv and runtime, and the models. (An image is looked
+    for when its container starts.)"""
+    from kiln.models import ArtifactKind
     from kiln.run.depot import complete, has_revision, runtimes_of
 
+    cache = spec.model_cache
+    if cache and not all(has_revision(m.revision)(Path(cache) / m.folder) for m in spec.models):
+        return False
+    if spec.artifact.kind is ArtifactKind.IMAGE:
+        return True
     slug = Path(spec.artifact.reference)
     if not complete(slug) or not (slug / "slug.json").is_file():
         return False
     venv = Path(json.loads((slug / "slug.json").read_text())["venv"])
-    if not complete(venv) or not all(complete(r) for r in runtimes_of(venv)):
-        return False
-    cache = spec.model_cache
-    return not cache or all(has_revision(m.revision)(Path(cache) / m.folder) for m in spec.models)
+    return complete(venv) and all(complete(r) for r in runtimes_of(venv))
 
 
 def start(actor_name: str, checkpoint: bytes | None) -> Early | None:
     """Start the dyno of the Serve replica ``actor_name``, from Serve's ``checkpoint``, if it
-    is a dyno that qualifies and its artifact is whole here; None where it is not."""
+    is a dyno that qualifies and what it needs is here; None where it is not."""
     from kiln.models import ArtifactKind
-    from kiln.run.dyno import ProcessDyno, gpu_environment
     from kiln.run.serve_config import DEPLOYMENT
 
     rest, _, unique = actor_name.removeprefix(REPLICA_PREFIX).rpartition("#")
@@ -253,17 +332,20 @@ def start(actor_name: str, checkpoint: bytes | None) -> Early | None:
     if spec is None or not _whole_here(spec):
         return None
     sandbox = spec.sandbox.ensure() if spec.sandbox is not None else None
-    if sandbox is not None and spec.model_cache:
+    if sandbox is not None and spec.model_cache and spec.artifact.kind is ArtifactKind.SLUG:
         for model in spec.models:
             sandbox.link_model(Path(spec.model_cache), model.folder)
-    replica = replica_name(unique)
-    command, cwd, env, socket = launch(
-        spec, replica, sandbox, gpu_environment([], ArtifactKind.SLUG)
-    )
     held = _Held()
-    dyno = ProcessDyno(command, cwd, env, held, sandbox=sandbox, socket=socket)
-    dyno.start()
-    return Early(replica, dyno, held)
+    replica = replica_name(unique)
+    early = Early(replica, dyno_for(spec, replica, sandbox, [], None, held), held)
+    if spec.artifact.kind is ArtifactKind.IMAGE:
+        early.thread = threading.Thread(
+            target=early.start_container, args=(spec,), daemon=True, name="early-dyno"
+        )
+        early.thread.start()
+    else:
+        early.dyno.start()
+    return early
 
 
 def _on_serve_import() -> None:

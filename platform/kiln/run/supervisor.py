@@ -25,15 +25,15 @@ import ray
 from ray import serve
 from ray.serve import Application
 
-from kiln.engine import EngineError, app_network, connect_engine
+from kiln.engine import EngineError, connect_engine
 from kiln.models import ArtifactKind
 from kiln.route.figures import Answer, ReplicaStart, router_line, start_line, stop_line
 from kiln.route.keys import KeyGuard
 from kiln.route.proxy import Forwarder
 from kiln.run.cluster import node_name
 from kiln.run.depot import TransferFailed, complete, fetch, has_revision, runtimes_of
-from kiln.run.dyno import ContainerDyno, ContainerLimits, Dyno, ProcessDyno, gpu_environment
-from kiln.run.early import Early, adopt, environment, launch, replica_name
+from kiln.run.dyno import ContainerDyno, Dyno, ProcessDyno
+from kiln.run.early import Early, adopt, dyno_for, engine_url, launch, replica_name
 from kiln.run.engine_metrics import NotAnEngine, scrape
 from kiln.run.keeper import DynoFailed, DynoKeeper
 from kiln.run.logs import LogShipper
@@ -128,10 +128,8 @@ class DynoSupervisor:
     # -- the keeper's host: what a dyno is here, and how it is reached -----------------------
 
     def make(self, spec: DynoSpec) -> Dyno:
-        artifact = spec.artifact
         host_gpus = [str(g) for g in ray.get_gpu_ids()]  # Ray's: the node's own indices
         share = ray.get_runtime_context().get_assigned_resources().get("GPU")  # type: ignore[no-untyped-call]
-        gpus = gpu_environment(host_gpus, artifact.kind, share)
         probe = f'"GET {spec.health_path} '
 
         def sink(line: str) -> None:
@@ -139,50 +137,19 @@ class DynoSupervisor:
                 self.logs.line("dyno", line)
 
         box = self.sandbox
-        self._spare = None
-        if artifact.kind is not ArtifactKind.SLUG:
-            env = {**environment(spec, self.replica, box), **gpus}
-            dyno: Dyno = self._container(spec, env, sink, host_gpus)
-        else:
-            command, cwd, full, socket = launch(spec, self.replica, box, gpus)
-            spare = None
-            if spec.warm_spare and box is not None:
-                # What every dyno of this release on this node shares: not its name or GPUs.
-                shared = {k: v for k, v in full.items() if k != "KILN_DYNO" and k not in gpus}
-                spare = spare_socket(box, spare_key(command, cwd, shared))
-                self._spare = (command, cwd, shared, spare)
-            early = adopt(self.replica, command, cwd, full, socket, sink)
-            if early is not None:  # started while Ray's worker imported Serve (kiln.run.early)
-                dyno = early.dyno
-                self._early = early
-            else:
-                dyno = ProcessDyno(command, cwd, full, sink, sandbox=box, socket=socket,
-                                   spare=spare)  # fmt: skip
+        self._spare, spare = None, None
+        if spec.warm_spare and box is not None and spec.artifact.kind is ArtifactKind.SLUG:
+            # What every dyno of this release on this node shares: not its name or GPUs.
+            command, cwd, full, _ = launch(spec, self.replica, box, {})
+            shared = {k: v for k, v in full.items() if k != "KILN_DYNO"}
+            spare = spare_socket(box, spare_key(command, cwd, shared))
+            self._spare = (command, cwd, shared, spare)
+        mine = dyno_for(spec, self.replica, box, host_gpus, share, sink, spare=spare)
+        early = adopt(self.replica, mine, sink)  # started while Ray's worker imported Serve
+        self._early = early
+        dyno: Dyno = early.dyno if early is not None else mine
         self.pinned = PinnedSocket(dyno.socket) if dyno.socket is not None else None
         return dyno
-
-    def _container(
-        self, spec: DynoSpec, env: dict[str, str], sink: Any, gpus: list[str]
-    ) -> ContainerDyno:
-        import docker
-
-        url = _engine_url(spec)
-        limits = ContainerLimits(
-            network=app_network(spec.app),
-            memory_bytes=spec.memory_bytes,
-            pids=spec.pids_limit,
-            models=tuple((f"{spec.model_cache}/{m.folder}", f"/models/{m.folder}")
-                         for m in spec.models) if spec.model_cache else (),
-            socket_dir=self.sandbox.mounts / self.replica if self.sandbox is not None else None,
-        )  # fmt: skip
-        return ContainerDyno(
-            docker.DockerClient(base_url=url), url, spec.artifact.reference, env, sink,
-            name=f"kiln-{spec.app}-{self.replica.replace('.', '-')}",
-            labels={"kiln.app": spec.app, "kiln.release": str(spec.release),
-                    "kiln.replica": self.replica},
-            gpu_ids=gpus,
-            limits=limits,
-        )  # fmt: skip
 
     async def prepare(self, spec: DynoSpec) -> None:
         """Bring what the release needs to this node (made on the head; here already when this
@@ -232,10 +199,10 @@ class DynoSupervisor:
 
     def _pull(self, spec: DynoSpec, say: Callable[[str], None]) -> None:
         """The image from the cluster's registry, unless this node's engine has it already."""
-        engine = connect_engine(_engine_url(spec))
+        engine = connect_engine(engine_url(spec))
         reference, remote = spec.artifact.reference, spec.image_source
         if engine is None:
-            raise EngineError(f"no container engine answers at {_engine_url(spec)} on this node")
+            raise EngineError(f"no container engine answers at {engine_url(spec)} on this node")
         if remote is None or engine.has_image(reference):
             return
         user = os.environ.get("KILN_REGISTRY_USERNAME")
@@ -260,11 +227,16 @@ class DynoSupervisor:
 
     async def start(self, dyno: Dyno) -> None:
         early, self._early = self._early, None
-        if early is not None and early.dyno is dyno:  # running already: its first start
-            self.log("release", f"the dyno started early, {self._began - early.started:.2f}s "
-                     "before this replica's constructor, while Ray's worker imported Serve",
-                     self.keeper.spec.release)  # fmt: skip
-            return
+        if early is not None and early.dyno is dyno:  # its first start: begun already
+            failed = await asyncio.to_thread(early.wait)
+            release = self.keeper.spec.release
+            if failed is None:
+                self.log("release", f"the dyno started early, {self._began - early.started:.2f}s "
+                         "before this replica's constructor, while Ray's worker imported Serve",
+                         release)  # fmt: skip
+                return
+            self.log("release", f"the dyno did not start early ({failed}): starting it now",
+                     release)  # fmt: skip
         if self.pinned is not None:
             self.pinned.clear()  # a dead dyno's socket; the new one makes its own
         if isinstance(dyno, ContainerDyno):
@@ -390,12 +362,6 @@ def _worker_wait() -> float:
     replica nothing."""
     age = process_age_s()
     return age if age is not None and age < 60 else 0.0
-
-
-def _engine_url(spec: DynoSpec) -> str:
-    """This node's container engine: its own DOCKER_HOST (set where it joined), else the
-    head's, else the default socket."""
-    return os.environ.get("DOCKER_HOST") or spec.docker_host or "unix:///var/run/docker.sock"
 
 
 def _on_head() -> bool:
