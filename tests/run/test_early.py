@@ -102,6 +102,8 @@ def test_the_dyno_starts_from_serves_checkpoint_and_the_supervisor_adopts_it(
             time.sleep(0.05)
         assert lines == [f"hello from {REPLICA} s3"]  # its name, and its config var, opened
         assert started.dyno.env["KILN_RELEASE"] == "v7"
+        assert early.adopt(REPLICA, mine(stored), print) is None  # adopted once, not again
+        assert started.dyno.alive()
     finally:
         started.dyno.stop(5)
 
@@ -149,7 +151,10 @@ def test_what_does_not_start_early(
     artifact = slug(tmp_path, whole=whole)
     if "warm_spare" in manifest:
         artifact = artifact.model_copy(update={"runtime": "llm"})
-    assert early.start(name, checkpoint(key, artifact, manifest)) is None
+    started = early.start(name, checkpoint(key, artifact, manifest))
+    if started is not None:
+        started.dyno.stop(5)
+    assert started is None
 
 
 @pytest.mark.integration

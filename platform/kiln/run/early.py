@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from kiln.sandbox import Sandbox
 
 SERVE = "ray.serve"
+DEPLOYMENT = "dyno"  # an app's one Serve deployment (kiln.run.serve_config's, from here)
 REPLICA_PREFIX = "SERVE_REPLICA::"  # Serve's actor names: SERVE_REPLICA::<app>#<deployment>#<id>
 # Where Serve's controller keeps the config applied through its REST API: in Ray's internal
 # key-value store, namespace "serve", key "ray-serve-<the controller's namespace>-" + this.
@@ -178,7 +179,8 @@ def launch_key(dyno: ProcessDyno | ContainerDyno) -> tuple[Any, ...]:
     from kiln.run.dyno import ProcessDyno
 
     if isinstance(dyno, ProcessDyno):
-        return ("process", dyno.command, dyno.cwd, dyno.env, dyno.socket, dyno.spare)
+        return ("process", dyno.command, dyno.cwd, dyno.env, dyno.socket, dyno.spare,
+                dyno.sandbox)  # fmt: skip
     return ("container", dyno.engine_url, dyno.image, dyno.env, dyno.name, dyno.labels,
             dyno.gpu_ids, dyno.limits)  # fmt: skip
 
@@ -317,15 +319,21 @@ def _whole_here(spec: DynoSpec) -> bool:
     return complete(venv) and all(complete(r) for r in runtimes_of(venv))
 
 
+def _deployment(actor_name: str) -> str:
+    """The deployment a Serve replica's actor name names."""
+    return actor_name.removeprefix(REPLICA_PREFIX).rpartition("#")[0].rpartition("#")[2]
+
+
 def start(actor_name: str, checkpoint: bytes | None) -> Early | None:
     """Start the dyno of the Serve replica ``actor_name``, from Serve's ``checkpoint``, if it
     is a dyno that qualifies and what it needs is here; None where it is not."""
     from kiln.models import ArtifactKind
-    from kiln.run.serve_config import DEPLOYMENT
 
     rest, _, unique = actor_name.removeprefix(REPLICA_PREFIX).rpartition("#")
-    app, _, deployment = rest.rpartition("#")
-    if not actor_name.startswith(REPLICA_PREFIX) or deployment != DEPLOYMENT or not checkpoint:
+    app = rest.rpartition("#")[0]
+    if not actor_name.startswith(REPLICA_PREFIX) or _deployment(actor_name) != DEPLOYMENT:
+        return None
+    if not checkpoint:
         return None
     config = applied(checkpoint, app)
     spec = _spec_of(config) if config is not None else None
@@ -357,8 +365,8 @@ def _on_serve_import() -> None:
         from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_list
 
         name = ray.get_runtime_context().get_actor_name() or ""
-        if not name.startswith(REPLICA_PREFIX):
-            return  # Ray's own workers, Serve's controller and proxies
+        if not name.startswith(REPLICA_PREFIX) or _deployment(name) != DEPLOYMENT:
+            return  # Ray's own workers, Serve's controller and proxies, other apps' replicas
         keys = [
             k for k in _internal_kv_list(b"ray-serve-", namespace=CHECKPOINT_NAMESPACE)
             if k.endswith(CHECKPOINT_SUFFIX)
@@ -366,9 +374,8 @@ def _on_serve_import() -> None:
         if len(keys) == 1:  # one Serve in this cluster, as Kiln runs it
             _early = start(name, _internal_kv_get(keys[0], namespace=CHECKPOINT_NAMESPACE))
     except Exception as exc:  # never the reason a replica cannot start: its supervisor starts
-        from kiln.run.keeper import DynoFailed  # the dyno, and says what failed
-
-        logger.warning("could not start the dyno early", exc_info=not isinstance(exc, DynoFailed))
+        expected = type(exc).__name__ == "DynoFailed"  # the dyno, and says what failed
+        logger.warning("could not start the dyno early: %s", exc, exc_info=not expected)
 
 
 class _Finder:

@@ -35,6 +35,7 @@ from typing import Any
 
 from kiln.manifest import SPARE_RUNTIMES, Accelerator, GpuSpec, Manifest
 from kiln.models import Artifact, ArtifactKind, Formation, KeyRule
+from kiln.run import early
 from kiln.run.spec import CachedModel, DynoSpec
 from kiln.sandbox import Sandbox
 
@@ -46,7 +47,7 @@ STARTING = "starting"  # Serve has its config; its route is on its way
 STOPPED = "stopped"  # its formation is zero replicas
 NO_RELEASE = "no_release"  # created, never deployed
 REFUSED = "refused"  # its release has no config Serve accepts
-DEPLOYMENT = "dyno"
+DEPLOYMENT = early.DEPLOYMENT  # the one deployment of an app: its replicas are dyno supervisors
 RETRY_AFTER_S = 5.0  # what a 503 for a full hold tells the client to wait
 # How long Serve averages load before scaling; short, for the fast reaction serverless needs.
 LOOK_BACK_PERIOD_S = 5.0

@@ -32,7 +32,7 @@ from kiln.route.keys import KeyGuard
 from kiln.route.proxy import Forwarder
 from kiln.run.cluster import node_name
 from kiln.run.depot import TransferFailed, complete, fetch, has_revision, runtimes_of
-from kiln.run.dyno import ContainerDyno, Dyno, ProcessDyno
+from kiln.run.dyno import ContainerDyno, Dyno, ProcessDyno, gpu_environment
 from kiln.run.early import Early, adopt, dyno_for, engine_url, launch, replica_name
 from kiln.run.engine_metrics import NotAnEngine, scrape
 from kiln.run.keeper import DynoFailed, DynoKeeper
@@ -140,8 +140,9 @@ class DynoSupervisor:
         self._spare, spare = None, None
         if spec.warm_spare and box is not None and spec.artifact.kind is ArtifactKind.SLUG:
             # What every dyno of this release on this node shares: not its name or GPUs.
-            command, cwd, full, _ = launch(spec, self.replica, box, {})
-            shared = {k: v for k, v in full.items() if k != "KILN_DYNO"}
+            gpus = gpu_environment(host_gpus, spec.artifact.kind, share)
+            command, cwd, full, _ = launch(spec, self.replica, box, gpus)
+            shared = {k: v for k, v in full.items() if k != "KILN_DYNO" and k not in gpus}
             spare = spare_socket(box, spare_key(command, cwd, shared))
             self._spare = (command, cwd, shared, spare)
         mine = dyno_for(spec, self.replica, box, host_gpus, share, sink, spare=spare)
