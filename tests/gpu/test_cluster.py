@@ -27,7 +27,9 @@ def cluster() -> Iterator[tuple[str, str]]:
 
     saved = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")}
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Set, not defaulted: this cluster has no token, whatever an earlier test left behind (one
+    # full run found RAY_AUTH_MODE=token here and every test of this module failed).
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     Path("/tmp/ray").mkdir(parents=True, exist_ok=True)  # Cluster records its address there
     dashboard = free_port()
     temp = tempfile.mkdtemp(prefix="kiln-gpus-", dir="/tmp")
