@@ -1,5 +1,6 @@
 """Journey: scaling to a fixed count, to zero and back, with every request answered."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -43,14 +44,17 @@ def test_scale_to_zero_and_back_answers_every_request(
         )
     assert answers == [200] * 16
     assert platform.ps(app)["replicas"]
-    # The dyno started while its replica's worker imported Serve (kiln.run.early), from the
-    # config Serve keeps; its first lines, printed before the supervisor adopted it, kept.
+    # The replica from zero did not wait for a new worker's imports: it got a worker made warm
+    # ahead (kiln.run.warm), or its dyno started while its new worker imported Serve
+    # (kiln.run.early), its first lines, printed before the supervisor adopted it, kept.
 
-    def started_early() -> str | None:
+    def started_fast() -> str | None:
         logs = platform.kiln("logs", "-a", app, "-n", "500").output
-        return logs if "the dyno started early" in logs and "dyno[dyno." in logs else None
+        fast = "the replica's worker was warm" in logs or "the dyno started early" in logs
+        return logs if fast and "dyno[dyno." in logs else None
 
-    platform.wait("the early start in the release log", started_early, timeout_s=30)
+    platform.wait("a warm worker or an early start in the release log", started_fast,
+                  timeout_s=30)  # fmt: skip
     platform.wait("zero again", lambda: not platform.ps(app)["replicas"], timeout_s=90)
 
 
@@ -80,6 +84,56 @@ def test_the_platforms_workers_mend_serves_push_at_zero_replicas(platform: Platf
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "True", done.stdout
+
+
+# A driver in the platform's own Ray: it asks the head's raylet for a warm worker (as a
+# supervisor does once its dyno serves) and creates an actor as Serve creates a replica: the
+# actor must land on that worker, with Serve's replica already imported before it came.
+WARM_PROBE = """
+import json, os, sys, time, ray
+ray.init(address=sys.argv[1], logging_level="ERROR")
+from kiln.run import warm
+
+@ray.remote(num_cpus=0)
+class Probe:
+    def look(self):
+        serve = "ray.serve._private.replica" in sys.modules
+        return os.getpid(), serve, warm.taken(warm.directory(), os.getpid())
+
+def ready(folder):
+    for mark in folder.glob("held-*"):
+        try:
+            idle = (warm._title(int(mark.name[5:])) or b"").startswith(b"ray::IDLE")
+            if idle and mark.read_bytes() == warm.READY:
+                return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+folder = warm.directory()
+for attempt in range(3):  # a replica of another app may take the warm worker first
+    asked = warm.top_up(folder, 1, warm.prestart)
+    deadline = time.time() + 90
+    while not ready(folder) and time.time() < deadline:
+        time.sleep(0.2)
+    pid, serve, age = ray.get(Probe.remote().look.remote(), timeout=90)
+    if age is not None:
+        break
+print(json.dumps({"asked": asked, "pid": pid, "serve": serve, "age": age}))
+"""
+
+
+def test_an_actor_lands_on_a_warm_worker_with_serve_imported(platform: Platform) -> None:
+    env = {**platform.env, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           "RAY_AUTH_TOKEN_PATH": str(platform.home / "ray" / "auth_token")}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", WARM_PROBE, f"127.0.0.1:{platform.ports['ray']}"],
+        capture_output=True, text=True, timeout=400, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["age"] is not None, found  # its worker was one made warm ahead of it
+    assert found["serve"] is True, found  # and had imported Serve's replica by then
 
 
 def test_scale_sets_a_fixed_count(

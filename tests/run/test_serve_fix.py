@@ -70,8 +70,8 @@ def test_every_worker_of_kilns_ray_loads_the_mend(
 ) -> None:
     monkeypatch.delenv("RAY_preload_python_modules", raising=False)
     env = ray_environment(Settings(home=tmp_path))
-    assert env["RAY_preload_python_modules"] == "kiln.run.serve_fix,kiln.run.early"
+    assert env["RAY_preload_python_modules"] == "kiln.run.serve_fix,kiln.run.early,kiln.run.warm"
     # An operator's own preloads stay.
     monkeypatch.setenv("RAY_preload_python_modules", "mine")
     env = ray_environment(Settings(home=tmp_path))
-    assert env["RAY_preload_python_modules"] == "mine,kiln.run.serve_fix,kiln.run.early"
+    assert env["RAY_preload_python_modules"] == "mine,kiln.run.serve_fix,kiln.run.early,kiln.run.warm"

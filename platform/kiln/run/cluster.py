@@ -92,6 +92,7 @@ def ray_headers(settings: Settings) -> dict[str, str]:
 PRELOAD = "RAY_preload_python_modules"  # Ray's config names are case-sensitive
 SERVE_FIX = "kiln.run.serve_fix"
 EARLY = "kiln.run.early"
+WARM = "kiln.run.warm"
 
 
 def ray_environment(settings: Settings) -> dict[str, str]:
@@ -140,6 +141,7 @@ def ray_environment(settings: Settings) -> dict[str, str]:
         KILN_LOG_MAX_BYTES=str(settings.log_max_bytes),  # the log sink rotates app logs
         KILN_LOG_KEEP=str(settings.log_keep),
         KILN_SECRET_KEY=load_vault(settings).key_material,
+        KILN_WARM_WORKERS=str(settings.warm_workers),
     )
     # One machine: Ray stays on loopback (else it maps localhost to eth0's address). A cluster's
     # head and nodes must not have it: with it, Ray refuses a second node.
@@ -171,9 +173,10 @@ def ray_environment(settings: Settings) -> dict[str, str]:
         env["DOCKER_HOST"] = settings.resolved_docker_host
     # Every worker loads Kiln's mend of Serve's scale-from-zero push (kiln.run.serve_fix):
     # without it, Serve decided to start a replica 0.2-0.7 s after the request arrived; and a
-    # dyno's replica worker starts the dyno while it imports Serve (kiln.run.early). An
-    # operator's own preloads stay.
-    ours = (SERVE_FIX, EARLY)
+    # dyno's replica worker starts the dyno while it imports Serve (kiln.run.early); a worker
+    # started ahead of need imports what a replica needs (kiln.run.warm). An operator's own
+    # preloads stay.
+    ours = (SERVE_FIX, EARLY, WARM)
     preloads = [m for m in env.get(PRELOAD, "").split(",") if m and m not in ours]
     env[PRELOAD] = ",".join([*preloads, *ours])
     return env

@@ -41,9 +41,11 @@ from kiln.run.serve_config import canary_period
 from kiln.run.sockets import PinnedSocket
 from kiln.run.spares import runs_vllm, spare_key, spare_socket, start_spare
 from kiln.run.spec import DynoSpec
+from kiln.run.warm import directory, prestart, taken, top_up, wanted
 from kiln_runtime import process_age_s
 
 logger = logging.getLogger(__name__)
+WARM_AFTER_S = 1.0  # the first request's answer goes first
 
 
 def build(args: dict[str, Any]) -> Application:
@@ -57,7 +59,8 @@ def build(args: dict[str, Any]) -> Application:
 @serve.ingress()
 class DynoSupervisor:
     async def __init__(self, spec: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
-        begun, worker_s = time.time(), _worker_wait()
+        begun, warm = time.time(), taken(directory(), os.getpid())
+        worker_s = 0.0 if warm is not None else _worker_wait()  # a warm worker cost it nothing
         base = DynoSpec.model_validate(spec)
         context = serve.get_replica_context()
         self.replica = replica_name(context.replica_id.unique_id)
@@ -86,6 +89,7 @@ class DynoSupervisor:
         await self.keeper.start()
         # After the start, not in it: what it says and leaves is for the next replica.
         self._spare_task = asyncio.get_running_loop().create_task(self._leave_spare())
+        self._warm_task = asyncio.get_running_loop().create_task(self._leave_warm(warm))
         self.log("release", start_line(ReplicaStart(
             worker_s=worker_s,
             prepare_s=self._prepare_s or 0.0,
@@ -121,6 +125,22 @@ class DynoSupervisor:
             if left:
                 self.log("release", "left a warm spare on this node for the next replica",
                          spec.release)  # fmt: skip
+
+    async def _leave_warm(self, warm: float | None) -> None:
+        """Say whether this replica's worker was warm, and top this node's warm workers up for
+        the next replica (a moment after the dyno serves: a new worker's start takes CPU)."""
+        release = self.keeper.spec.release
+        if warm is not None:
+            self.log("release", f"the replica's worker was warm (ready {warm:.1f}s before, "
+                     "with Serve and the supervisor imported)", release)  # fmt: skip
+        folder = directory()
+        if folder is None:
+            return
+        await asyncio.sleep(WARM_AFTER_S)
+        try:
+            await asyncio.to_thread(top_up, folder, wanted(), prestart)
+        except Exception as exc:  # the next replica starts a worker as Ray would anyway
+            logger.warning("could not start a warm worker on this node: %s", exc)
 
     def __serve_build_asgi_app__(self) -> Forwarder:
         return self.forwarder
@@ -346,6 +366,7 @@ class DynoSupervisor:
         self._usage.cancel()
         self._engine.cancel()
         self._spare_task.cancel()
+        self._warm_task.cancel()
         self._ship_usage()
         self.logs.line("release", stop_line(self.keeper.spec.release))
         await self.keeper.stop()
