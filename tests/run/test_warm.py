@@ -126,12 +126,43 @@ def test_the_wanted_count_comes_from_the_node(monkeypatch: pytest.MonkeyPatch) -
     assert warm.wanted() == 1
 
 
-def test_outside_a_ray_worker_the_module_does_nothing_and_imports_no_ray() -> None:
+def test_outside_ray_the_module_does_nothing_and_imports_no_ray() -> None:
     # Every worker of the cluster preloads it: a worker that claims no token pays for this only.
     code = (
         "import sys, kiln.run.warm as w; "
-        "print(w.directory(), any(m == 'ray' or m.startswith('ray.') for m in sys.modules))"
+        "print(w.directory(), w.leave(0.0), "
+        "any(m == 'ray' or m.startswith('ray.') for m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)  # fmt: skip
-    assert done.stdout.split() == ["None", "False"]
+    assert done.stdout.split() == ["None", "None", "False"]
+
+
+def test_leaving_one_tops_the_node_up_later_on_a_thread(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[int] = []
+    monkeypatch.setattr(warm, "directory", lambda: folder)
+    monkeypatch.setattr(warm, "prestart", asked.append)
+    monkeypatch.setenv(warm.WANTED, "1")
+    timer = warm.leave(0.05)
+    assert timer is not None and asked == []  # not at once: a replica is starting
+    timer.join(10)
+    assert asked == [1] and len(list(folder.glob("want-*"))) == 1
+    monkeypatch.setenv(warm.WANTED, "0")
+    assert warm.leave(0.0) is None
+
+
+def test_a_raylet_that_refuses_costs_a_warning_not_the_replica(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(count: int) -> None:
+        raise RuntimeError("UNAUTHENTICATED")
+
+    monkeypatch.setattr(warm, "directory", lambda: folder)
+    monkeypatch.setattr(warm, "prestart", refuse)
+    timer = warm.leave(0.0)
+    assert timer is not None
+    timer.join(10)
+    assert "could not start a warm worker on this node: UNAUTHENTICATED" in caplog.text
+    assert not list(folder.glob("want-*"))

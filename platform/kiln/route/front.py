@@ -29,6 +29,11 @@ from starlette.responses import Response
 
 from kiln.route.ingress import RETRY_AFTER_S
 from kiln.run.serve_config import NO_RELEASE, REFUSED, STARTING, STOPPED
+from kiln.run.warm import leave
+
+# The front starts with the platform: it leaves the head a warm worker (kiln.run.warm) for the
+# first replica, once the apps the platform brings back have had their start.
+WARM_AFTER_S = 10.0
 
 
 def build(args: dict[str, Any]) -> Application:
@@ -71,6 +76,7 @@ def answer(path: str, apps: dict[str, str]) -> tuple[int, str, str]:
 class Front:
     def __init__(self) -> None:
         self.apps: dict[str, str] = {}
+        self._warm = leave(WARM_AFTER_S)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         self.apps = dict(config.get("apps") or {})

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +42,7 @@ from kiln.run.serve_config import canary_period
 from kiln.run.sockets import PinnedSocket
 from kiln.run.spares import runs_vllm, spare_key, spare_socket, start_spare
 from kiln.run.spec import DynoSpec
-from kiln.run.warm import directory, prestart, taken, top_up, wanted
+from kiln.run.warm import directory, leave, taken
 from kiln_runtime import process_age_s
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class DynoSupervisor:
         # The warm spare this release's dynos share on this node (set by make()), if any.
         self._spare: tuple[list[str], Path, dict[str, str], Path] | None = None
         self._early: Early | None = None  # a dyno started before this constructor, adopted
+        self._warm_timer: threading.Timer | None = None  # tops the node's warm workers up
         self._began = begun
         self.keeper = DynoKeeper(base, self)
         self.forwarder = Forwarder(
@@ -89,7 +91,10 @@ class DynoSupervisor:
         await self.keeper.start()
         # After the start, not in it: what it says and leaves is for the next replica.
         self._spare_task = asyncio.get_running_loop().create_task(self._leave_spare())
-        self._warm_task = asyncio.get_running_loop().create_task(self._leave_warm(warm))
+        if warm is not None:
+            self.log("release", f"the replica's worker was warm (ready {warm:.1f}s before, "
+                     "with Serve and the supervisor imported)", base.release)  # fmt: skip
+        self._warm_timer = leave(WARM_AFTER_S)  # for the next replica on this node
         self.log("release", start_line(ReplicaStart(
             worker_s=worker_s,
             prepare_s=self._prepare_s or 0.0,
@@ -125,22 +130,6 @@ class DynoSupervisor:
             if left:
                 self.log("release", "left a warm spare on this node for the next replica",
                          spec.release)  # fmt: skip
-
-    async def _leave_warm(self, warm: float | None) -> None:
-        """Say whether this replica's worker was warm, and top this node's warm workers up for
-        the next replica (a moment after the dyno serves: a new worker's start takes CPU)."""
-        release = self.keeper.spec.release
-        if warm is not None:
-            self.log("release", f"the replica's worker was warm (ready {warm:.1f}s before, "
-                     "with Serve and the supervisor imported)", release)  # fmt: skip
-        folder = directory()
-        if folder is None:
-            return
-        await asyncio.sleep(WARM_AFTER_S)
-        try:
-            await asyncio.to_thread(top_up, folder, wanted(), prestart)
-        except Exception as exc:  # the next replica starts a worker as Ray would anyway
-            logger.warning("could not start a warm worker on this node: %s", exc)
 
     def __serve_build_asgi_app__(self) -> Forwarder:
         return self.forwarder
@@ -366,7 +355,8 @@ class DynoSupervisor:
         self._usage.cancel()
         self._engine.cancel()
         self._spare_task.cancel()
-        self._warm_task.cancel()
+        if self._warm_timer is not None:
+            self._warm_timer.cancel()
         self._ship_usage()
         self.logs.line("release", stop_line(self.keeper.spec.release))
         await self.keeper.stop()

@@ -21,8 +21,8 @@ release log that it started warm.
 
 from __future__ import annotations
 
-__all__ = ["IMPORTS", "KEEP_ALIVE_S", "claim", "directory", "prestart", "taken", "top_up",
-           "waiting"]  # fmt: skip
+__all__ = ["IMPORTS", "KEEP_ALIVE_S", "claim", "directory", "leave", "prestart", "taken",
+           "top_up", "waiting"]  # fmt: skip
 
 import contextlib
 import fcntl
@@ -30,6 +30,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -192,6 +193,25 @@ def prestart(count: int) -> None:
     with grpc.insecure_channel(f"{node.node_ip_address}:{node.node_manager_port}") as channel:
         stub = node_manager_pb2_grpc.NodeManagerServiceStub(channel)
         stub.PrestartWorkers(request, timeout=10, metadata=metadata)
+
+
+def leave(after_s: float) -> threading.Timer | None:
+    """Top this node up ``after_s`` from now (a new worker's start takes CPU: not while a
+    replica starts), on a thread of its own; None outside Ray or where none are wanted."""
+    folder, want = directory(), wanted()
+    if folder is None or want == 0:
+        return None
+
+    def ask() -> None:
+        try:
+            top_up(folder, want, prestart)
+        except Exception as exc:  # the next replica starts a worker as Ray would anyway
+            logger.warning("could not start a warm worker on this node: %s", exc)
+
+    timer = threading.Timer(after_s, ask)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _preload() -> None:
