@@ -71,7 +71,8 @@ def test_the_count_keeps_what_still_waits_and_drops_the_rest(folder: Path) -> No
     token(folder, "lock")
     shown = {10: IDLE, 11: b"python\x00default_worker.py", 12: b"ray::ServeReplica:a:dyno\x00",
              14: b"python\x00"}  # fmt: skip
-    assert warm.waiting(folder, now, titles(shown)) == 3
+    # On their way: the fresh token and the importing worker (the idle one counts apart).
+    assert warm.waiting(folder, now, titles(shown)) == 2
     assert sorted(p.name for p in folder.iterdir()) == [
         "held-10", "held-11", "lock", "want-fresh",
     ]  # fmt: skip
@@ -96,6 +97,7 @@ def test_a_top_up_asks_only_for_what_the_node_lacks(tmp_path: Path) -> None:
     assert (folder.stat().st_mode & 0o777) == 0o700
     assert warm.top_up(folder, 2, asked.append) == 0  # both still waiting to be claimed
     assert warm.top_up(folder, 3, asked.append) == 1 and asked == [2, 1]
+    assert warm.top_up(folder, 4, asked.append, idle=lambda: 1) == 0  # 3 coming, 1 idle
     assert warm.top_up(tmp_path / "none", 0, asked.append) == 0
     assert not (tmp_path / "none").exists()
 
@@ -124,6 +126,20 @@ def test_the_wanted_count_comes_from_the_node(monkeypatch: pytest.MonkeyPatch) -
     assert warm.wanted() == 0
     monkeypatch.setenv(warm.WANTED, "many")
     assert warm.wanted() == 1
+    monkeypatch.setenv(warm.WANTED, "1000")
+    assert warm.wanted() == 16
+
+
+def test_idle_workers_are_the_raylets_children_titled_idle(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    for pid, parent, title in [(100, 7, b"ray::IDLE\x00"), (101, 7, b"ray::ServeReplica\x00"),
+                               (102, 8, b"ray::IDLE\x00"), (103, 7, b"ray::IDLE   ")]:  # fmt: skip
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "stat").write_text(f"{pid} (ray::I) S {parent} 1 1 0 -1\n")
+        (proc / str(pid) / "cmdline").write_bytes(title)
+    (proc / "104").mkdir()  # gone while read
+    (proc / "self").mkdir()
+    assert warm.idle_workers(7, proc) == 2
 
 
 def test_outside_ray_the_module_does_nothing_and_imports_no_ray() -> None:
@@ -144,12 +160,19 @@ def test_leaving_one_tops_the_node_up_later_on_a_thread(
     asked: list[int] = []
     monkeypatch.setattr(warm, "directory", lambda: folder)
     monkeypatch.setattr(warm, "prestart", asked.append)
+    monkeypatch.setattr(warm, "idle_workers", lambda raylet: 0)
     monkeypatch.setenv(warm.WANTED, "1")
-    timer = warm.leave(0.05)
+    monkeypatch.setenv(warm.RAYLET_PID, "1")
+    monkeypatch.setenv(warm.PRELOAD, "kiln.run.serve_fix,kiln.run.warm")
+    timer = warm.leave(1.0)
     assert timer is not None and asked == []  # not at once: a replica is starting
     timer.join(10)
     assert asked == [1] and len(list(folder.glob("want-*"))) == 1
     monkeypatch.setenv(warm.WANTED, "0")
+    assert warm.leave(0.0) is None
+    # A node whose workers do not preload the module: a prestarted worker would claim nothing.
+    monkeypatch.setenv(warm.WANTED, "1")
+    monkeypatch.setenv(warm.PRELOAD, "kiln.run.serve_fix")
     assert warm.leave(0.0) is None
 
 
@@ -161,6 +184,9 @@ def test_a_raylet_that_refuses_costs_a_warning_not_the_replica(
 
     monkeypatch.setattr(warm, "directory", lambda: folder)
     monkeypatch.setattr(warm, "prestart", refuse)
+    monkeypatch.setattr(warm, "idle_workers", lambda raylet: 0)
+    monkeypatch.setenv(warm.RAYLET_PID, "1")
+    monkeypatch.setenv(warm.PRELOAD, "kiln.run.warm")
     timer = warm.leave(0.0)
     assert timer is not None
     timer.join(10)

@@ -141,7 +141,8 @@ def ray_environment(settings: Settings) -> dict[str, str]:
         KILN_LOG_MAX_BYTES=str(settings.log_max_bytes),  # the log sink rotates app logs
         KILN_LOG_KEEP=str(settings.log_keep),
         KILN_SECRET_KEY=load_vault(settings).key_material,
-        KILN_WARM_WORKERS=str(settings.warm_workers),
+        # A head kept for the platform (no CPUs for replicas) keeps no worker for one.
+        KILN_WARM_WORKERS=str(0 if settings.ray_num_cpus == 0 else settings.warm_workers),
     )
     # One machine: Ray stays on loopback (else it maps localhost to eth0's address). A cluster's
     # head and nodes must not have it: with it, Ray refuses a second node.

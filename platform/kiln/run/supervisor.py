@@ -42,7 +42,7 @@ from kiln.run.serve_config import canary_period
 from kiln.run.sockets import PinnedSocket
 from kiln.run.spares import runs_vllm, spare_key, spare_socket, start_spare
 from kiln.run.spec import DynoSpec
-from kiln.run.warm import directory, leave, taken
+from kiln.run.warm import WARM_MIN_S, directory, leave, taken
 from kiln_runtime import process_age_s
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ def build(args: dict[str, Any]) -> Application:
 class DynoSupervisor:
     async def __init__(self, spec: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits it
         begun, warm = time.time(), taken(directory(), os.getpid())
+        if warm is not None and warm < WARM_MIN_S:
+            warm = None  # made warm as this replica waited for it: Ray started it for this one
         worker_s = 0.0 if warm is not None else _worker_wait()  # a warm worker cost it nothing
         base = DynoSpec.model_validate(spec)
         context = serve.get_replica_context()

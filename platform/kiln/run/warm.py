@@ -21,8 +21,8 @@ release log that it started warm.
 
 from __future__ import annotations
 
-__all__ = ["IMPORTS", "KEEP_ALIVE_S", "claim", "directory", "leave", "prestart", "taken",
-           "top_up", "waiting"]  # fmt: skip
+__all__ = ["IMPORTS", "KEEP_ALIVE_S", "claim", "directory", "idle_workers", "leave", "preloaded",
+           "prestart", "taken", "top_up", "waiting", "wanted"]  # fmt: skip
 
 import contextlib
 import fcntl
@@ -42,6 +42,11 @@ KEEP_ALIVE_S = 30 * 24 * 3600  # Ray's reaper of idle workers spares a prestarte
 UNCLAIMED_S = 60.0  # a token no worker took by then: its worker never started
 READY = b"ready"
 WORKER_MODE = 1  # ray._private.worker.WORKER_MODE, without importing Ray here
+PRELOAD = "RAY_preload_python_modules"
+RAYLET_PID = "RAY_RAYLET_PID"  # Ray sets it for each worker it starts
+SERVE = "ray.serve"
+WARM_MIN_S = 1.0  # a worker ready for less than this before a replica's constructor was
+# likely started for that very replica (one Ray started for it took a token meanwhile)
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +62,17 @@ def directory() -> Path | None:
 
 
 def wanted() -> int:
-    """How many warm workers this node keeps (``KILN_WARM_WORKERS``; 0: none)."""
+    """How many idle workers this node keeps (``KILN_WARM_WORKERS``, at most 16; 0: none)."""
     try:
-        return max(0, int(os.environ.get(WANTED, "1")))
+        return min(16, max(0, int(os.environ.get(WANTED, "1"))))
     except ValueError:
         return 1
+
+
+def preloaded() -> bool:
+    """Whether this node's workers preload this module (Kiln's nodes do; a Ray cluster of the
+    operator's own may not): elsewhere a prestarted worker would never claim its token."""
+    return __name__ in os.environ.get(PRELOAD, "").split(",")
 
 
 def claim(folder: Path, pid: int) -> bool:
@@ -74,7 +85,7 @@ def claim(folder: Path, pid: int) -> bool:
         if token.name.startswith("want-"):
             try:
                 token.rename(folder / f"held-{pid}")
-            except FileNotFoundError:
+            except OSError:
                 continue  # another starting worker took it
             return True
     return False
@@ -96,7 +107,7 @@ def taken(folder: Path | None, pid: int) -> float | None:
     try:
         age = time.time() - mark.stat().st_mtime
         mark.unlink()
-    except FileNotFoundError:
+    except OSError:
         return None
     return max(0.0, age)
 
@@ -109,12 +120,28 @@ def _title(pid: int) -> bytes | None:
         return None
 
 
+def idle_workers(raylet: int, proc: Path = Path("/proc")) -> int:
+    """The idle Ray workers of the raylet ``raylet`` (its children titled ``ray::IDLE``), warm
+    or not: Ray hands any of them to the next replica, and each counts against the wanted."""
+    count = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == raylet and (entry / "cmdline").read_bytes().startswith(b"ray::IDLE"):
+                count += 1
+        except (OSError, ValueError, IndexError):
+            continue
+    return count
+
+
 def waiting(
     folder: Path, now: float, title: Callable[[int], bytes | None] = _title
 ) -> int:  # fmt: skip
-    """Warm workers waiting on this node: idle and ready, still importing, or asked for and not
-    started yet. Marks that no longer say so go: a dead worker's, one something else took, a
-    token no worker claimed in time."""
+    """Warm workers on their way: asked for and not started yet, or still importing (idle ones
+    are counted apart, ``idle_workers``). Marks that no longer say anything go: a dead worker's,
+    one something else took, a token no worker claimed in time."""
     count = 0
     for entry in os.scandir(folder):
         kind, _, rest = entry.name.partition("-")
@@ -126,11 +153,12 @@ def waiting(
                 continue
             if kind == "held" and rest.isdigit() and entry.is_file(follow_symlinks=False):
                 shown = title(int(rest))
-                ready = path.read_bytes() == READY
-                if shown is not None and (
-                    (ready and shown.startswith(b"ray::IDLE")) or (not ready and age < UNCLAIMED_S)
-                ):  # fmt: skip
-                    count += 1
+                idle = shown is not None and shown.startswith(b"ray::IDLE")
+                if path.read_bytes() == READY:
+                    if idle:
+                        continue  # waits for a replica, counted among the idle
+                elif shown is not None and age < UNCLAIMED_S:
+                    count += 0 if idle else 1  # importing (Ray may have titled it idle already)
                     continue
             if kind in ("want", "held"):
                 path.unlink()
@@ -150,14 +178,17 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def top_up(folder: Path, want: int, ask: Callable[[int], None]) -> int:
-    """Ask (``ask(n)``) for as many warm workers as this node lacks of ``want``, a token for
-    each; how many it asked for. Tokens of a failed ask are taken back."""
+def top_up(
+    folder: Path, want: int, ask: Callable[[int], None], idle: Callable[[], int] = lambda: 0
+) -> int:  # fmt: skip
+    """Ask (``ask(n)``) for as many warm workers as this node lacks of ``want`` (counting its
+    ``idle`` workers and those on their way), a token for each; how many it asked for. Tokens
+    of a failed ask are taken back."""
     if want <= 0:
         return 0
     folder.mkdir(mode=0o700, exist_ok=True)
     with _locked(folder):
-        lacking = want - waiting(folder, time.time())
+        lacking = want - idle() - waiting(folder, time.time())
         if lacking <= 0:
             return 0
         tokens = [folder / f"want-{uuid.uuid4().hex}" for _ in range(lacking)]
@@ -198,13 +229,13 @@ def prestart(count: int) -> None:
 def leave(after_s: float) -> threading.Timer | None:
     """Top this node up ``after_s`` from now (a new worker's start takes CPU: not while a
     replica starts), on a thread of its own; None outside Ray or where none are wanted."""
-    folder, want = directory(), wanted()
-    if folder is None or want == 0:
+    folder, want, raylet = directory(), wanted(), os.environ.get(RAYLET_PID, "")
+    if folder is None or want == 0 or not preloaded() or not raylet.isdigit():
         return None
 
     def ask() -> None:
         try:
-            top_up(folder, want, prestart)
+            top_up(folder, want, prestart, lambda: idle_workers(int(raylet)))
         except Exception as exc:  # the next replica starts a worker as Ray would anyway
             logger.warning("could not start a warm worker on this node: %s", exc)
 
@@ -219,12 +250,13 @@ def _preload() -> None:
     worker = sys.modules.get("ray._private.worker")
     if worker is None or getattr(worker.global_worker, "mode", None) != WORKER_MODE:
         return
-    folder, pid = directory(), os.getpid()
-    if folder is None or not claim(folder, pid):
-        return
+    if SERVE in sys.modules:
+        return  # not a worker's preload: a replica importing the supervisor (no preload here)
     try:
-        warm_up(folder, pid)
-    except Exception:  # it serves as any new worker would: cold
+        folder, pid = directory(), os.getpid()
+        if folder is not None and claim(folder, pid):
+            warm_up(folder, pid)
+    except Exception:  # never the reason a worker cannot start: it serves as a cold one
         logger.warning("could not warm this worker up", exc_info=True)
 
 
