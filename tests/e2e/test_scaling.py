@@ -90,7 +90,7 @@ def test_the_platforms_workers_mend_serves_push_at_zero_replicas(platform: Platf
 # supervisor does once its dyno serves) and creates an actor as Serve creates a replica: the
 # actor must land on that worker, with Serve's replica already imported before it came.
 WARM_PROBE = """
-import json, os, sys, time, ray
+import json, os, pathlib, sys, time, ray
 ray.init(address=sys.argv[1], logging_level="ERROR")
 from kiln.run import warm
 
@@ -114,19 +114,28 @@ def ready(folder):  # the warm workers seen idle and ready now, with their paren
     return found
 
 folder = warm.directory()
+def raylets(session):  # this platform's raylet: the process Ray started for its session
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        try:
+            line = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue
+        if b"raylet/raylet" in line and f"--session_dir={session}".encode() in line:
+            found.append(int(entry.name))
+    return found
+
+raylet = raylets(folder.parent)
 for attempt in range(2):  # a replica of another app may take the warm worker first
-    asked = warm.top_up(folder, 1, warm.prestart)
+    asked = warm.top_up(folder, 1, warm.prestart, lambda: warm.idle_workers(raylet[0]))
     deadline = time.time() + 60
     while not (seen := ready(folder)) and time.time() < deadline:
         time.sleep(0.2)
     pid, serve, age = ray.get(Probe.remote().look.remote(), timeout=90)
     if pid in seen:
         break
-raylet = seen.get(pid)
-idle = warm.idle_workers(raylet) if raylet else 0
-parent = open(f"/proc/{raylet}/cmdline", "rb").read() if raylet else b""
 print(json.dumps({"asked": asked, "pid": pid, "seen": list(seen), "serve": serve, "age": age,
-                  "raylet": b"raylet" in parent, "idle": idle}))
+                  "parents": sorted(set(seen.values())), "raylets": raylet}))
 """
 
 
@@ -144,7 +153,7 @@ def test_an_actor_lands_on_a_warm_worker_with_serve_imported(platform: Platform)
     assert found["pid"] in found["seen"] and found["age"] is not None, found
     assert found["serve"] is True, found
     # A warm worker is the raylet's own child, as the count of a node's idle workers expects.
-    assert found["raylet"] is True, found
+    assert found["parents"] == found["raylets"] and len(found["raylets"]) == 1, found
 
 
 def test_scale_sets_a_fixed_count(
@@ -153,10 +162,19 @@ def test_scale_sets_a_fixed_count(
 ) -> None:
     app = fresh_app(platform, "scaled")
     deploy(platform, EXAMPLES / "echo", app, "--artifact", "slug")
-    platform.kiln("scale", "2", "-a", app)
+    platform.kiln("scale", "3", "-a", app)
     platform.wait(
-        "two running", lambda: [r["state"] for r in platform.ps(app)["replicas"]] == ["RUNNING"] * 2
+        "three running",
+        lambda: [r["state"] for r in platform.ps(app)["replicas"]] == ["RUNNING"] * 3,
     )
+    # Two replicas at once, and the node keeps one warm worker (kiln.run.warm): at least one
+    # got a new worker, and its dyno started while that worker imported Serve (kiln.run.early).
+
+    def started_early() -> str | None:
+        logs = platform.kiln("logs", "-a", app, "-n", "500", "--source", "release").output
+        return logs if "the dyno started early" in logs else None
+
+    platform.wait("an early start in the release log", started_early, timeout_s=30)
     platform.kiln("scale", "0", "-a", app)
     platform.wait("no application", lambda: platform.ps(app)["status"] == "STOPPED")
     # Its URL now reaches the platform's front, which says why nothing answers, in Kiln's words.
