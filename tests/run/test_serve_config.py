@@ -116,6 +116,12 @@ def test_rollouts_start_new_replicas_before_stopping_old_ones() -> None:
     assert app is not None and app["deployments"][0]["max_surge_percent"] == 100
 
 
+def test_serve_logs_no_access_line_per_request_the_router_line_does() -> None:
+    config = config_of(item())
+    parsed = ServeDeploySchema.model_validate(config).applications[0]
+    assert parsed.logging_config is not None and parsed.logging_config.enable_access_log is False
+
+
 def test_the_config_is_deterministic() -> None:
     assert config_of(item(), item(app="other")) == config_of(item(app="other"), item())
 

@@ -212,6 +212,10 @@ def application_config(
         "route_prefix": f"/{item.app}",
         "import_path": IMPORT_PATH,
         "args": {"spec": spec.model_dump(mode="json")},
+        # The supervisor logs each request itself (its router line, in the app's log); Serve's
+        # own access log line per request in each replica's file cost about 5% of the
+        # replica's CPU under load, for lines nobody reads.
+        "logging_config": {"enable_access_log": False},
         "deployments": [deployment],
     }
 
