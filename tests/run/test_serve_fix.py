@@ -74,4 +74,6 @@ def test_every_worker_of_kilns_ray_loads_the_mend(
     # An operator's own preloads stay.
     monkeypatch.setenv("RAY_preload_python_modules", "mine")
     env = ray_environment(Settings(home=tmp_path))
-    assert env["RAY_preload_python_modules"] == "mine,kiln.run.serve_fix,kiln.run.early,kiln.run.warm"
+    assert (
+        env["RAY_preload_python_modules"] == "mine,kiln.run.serve_fix,kiln.run.early,kiln.run.warm"
+    )
