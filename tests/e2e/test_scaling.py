@@ -74,16 +74,21 @@ print(ray.get(mended.remote(), timeout=60))
 """.replace("MENDED", repr(serve_fix.MENDED))
 
 
-def test_the_platforms_workers_mend_serves_push_at_zero_replicas(platform: Platform) -> None:
+def in_platforms_ray(platform: Platform, code: str, timeout_s: float) -> str:
+    """The last line ``code`` prints, run as a driver of the platform's own Ray."""
     # (Ray's own switch to reach a loopback cluster at 127.0.0.1, not at the host's address.)
     env = {**platform.env, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "RAY_AUTH_TOKEN_PATH": str(platform.home / "ray" / "auth_token")}  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, f"127.0.0.1:{platform.ports['ray']}"],
-        capture_output=True, text=True, timeout=180, env=env,
+        [sys.executable, "-c", code, f"127.0.0.1:{platform.ports['ray']}"],
+        capture_output=True, text=True, timeout=timeout_s, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "True", done.stdout
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_the_platforms_workers_mend_serves_push_at_zero_replicas(platform: Platform) -> None:
+    assert in_platforms_ray(platform, PROBE, 180) == "True"
 
 
 # A driver in the platform's own Ray: it asks the head's raylet for a warm worker (as a
@@ -140,14 +145,7 @@ print(json.dumps({"asked": asked, "pid": pid, "seen": list(seen), "serve": serve
 
 
 def test_an_actor_lands_on_a_warm_worker_with_serve_imported(platform: Platform) -> None:
-    env = {**platform.env, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           "RAY_AUTH_TOKEN_PATH": str(platform.home / "ray" / "auth_token")}  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-c", WARM_PROBE, f"127.0.0.1:{platform.ports['ray']}"],
-        capture_output=True, text=True, timeout=400, env=env,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found = json.loads(in_platforms_ray(platform, WARM_PROBE, 400))
     # Its worker was one seen idle and warm before the actor was asked for (its mark says so),
     # and had imported Serve's replica by then.
     assert found["pid"] in found["seen"] and found["age"] is not None, found

@@ -134,6 +134,24 @@ def test_adopt_is_once_and_for_its_replica_only(tmp_path: Path, key: Vault) -> N
         started.dyno.stop(5)
 
 
+def test_describing_an_image_dyno_asks_its_engine_nothing(
+    tmp_path: Path, key: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The supervisor describes its own dyno to compare it with one started early, and may never
+    # start it: no request to the engine until it does (here none could answer).
+    import docker
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    image = Artifact(kind=ArtifactKind.IMAGE, reference="kiln/shop:b1", digest="sha256:" + "b" * 64,
+                     runtime="python", command=[])  # fmt: skip
+    described = mine(checkpoint(key, image))
+    assert early.launch_key(described)[:3] == (
+        "container", f"unix://{tmp_path}/no-engine.sock", "kiln/shop:b1",
+    )  # fmt: skip
+    with pytest.raises(docker.errors.DockerException):
+        described.client  # noqa: B018  # made on first use: only then is the engine asked
+
+
 @pytest.mark.parametrize(
     ("name", "manifest", "whole"),
     [

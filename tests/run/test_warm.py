@@ -45,15 +45,13 @@ def test_each_token_is_claimed_by_one_worker(folder: Path) -> None:
     assert not warm.claim(folder / "missing", 104)
 
 
-def test_a_worker_made_warm_is_marked_ready(tmp_path: Path) -> None:
+def test_a_worker_made_warm_is_marked_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     token(tmp_path, "held-7")
-    imported = []
-    original = warm.importlib.import_module
-    try:
-        warm.importlib.import_module = imported.append  # type: ignore[assignment]
-        warm.warm_up(tmp_path, 7)
-    finally:
-        warm.importlib.import_module = original
+    imported: list[str] = []
+    monkeypatch.setattr(warm.importlib, "import_module", imported.append)
+    warm.warm_up(tmp_path, 7)
     assert imported == list(warm.IMPORTS)
     assert (tmp_path / "held-7").read_bytes() == warm.READY
 

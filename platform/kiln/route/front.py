@@ -76,7 +76,7 @@ def answer(path: str, apps: dict[str, str]) -> tuple[int, str, str]:
 class Front:
     def __init__(self) -> None:
         self.apps: dict[str, str] = {}
-        self._warm = leave(WARM_AFTER_S)
+        leave(WARM_AFTER_S)  # on a timer thread of its own
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         self.apps = dict(config.get("apps") or {})

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from kiln.errors import KilnError
 from kiln.proc import alive, log_tail, running_pid
 from kiln.route.ingress import WRAPPER_NAME, write_wrapper
+from kiln.run.warm import PRELOAD
 from kiln.sandbox import check_owned
 from kiln.vault import load_vault
 
@@ -89,7 +90,6 @@ def ray_headers(settings: Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-PRELOAD = "RAY_preload_python_modules"  # Ray's config names are case-sensitive
 SERVE_FIX = "kiln.run.serve_fix"
 EARLY = "kiln.run.early"
 WARM = "kiln.run.warm"

@@ -225,7 +225,7 @@ class ContainerDyno:
 
     def __init__(
         self,
-        client: Any,  # docker.DockerClient
+        client: Any,  # docker.DockerClient; None: made from engine_url when first needed
         engine_url: str,
         image: str,
         env: dict[str, str],
@@ -236,7 +236,7 @@ class ContainerDyno:
         gpu_ids: list[str],  # the host's GPU indices (or UUIDs) the engine hands over
         limits: ContainerLimits | None = None,
     ) -> None:
-        self.client = client
+        self._client = client
         self.engine_url = engine_url
         self.image = image
         self.env = env
@@ -250,6 +250,17 @@ class ContainerDyno:
         self._output = _Output(sink)
         self._container: Any = None
         self._reaper: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client(self) -> Any:
+        """The engine's client, made on first use: making one asks the engine its API version,
+        which a dyno that is described and never started (one the supervisor compares with a
+        dyno started early) need not."""
+        if self._client is None:
+            import docker
+
+            self._client = docker.DockerClient(base_url=self.engine_url)
+        return self._client
 
     def start(self) -> None:
         import docker.types

@@ -152,8 +152,6 @@ def dyno_for(
     if spec.artifact.kind is not ArtifactKind.IMAGE:
         command, cwd, env, socket = launch(spec, replica, sandbox, gpus)
         return ProcessDyno(command, cwd, env, sink, sandbox=sandbox, socket=socket, spare=spare)
-    import docker
-
     url = engine_url(spec)
     limits = ContainerLimits(
         network=app_network(spec.app),
@@ -164,7 +162,7 @@ def dyno_for(
         socket_dir=sandbox.mounts / replica if sandbox is not None else None,
     )  # fmt: skip
     return ContainerDyno(
-        docker.DockerClient(base_url=url), url, spec.artifact.reference,
+        None, url, spec.artifact.reference,  # its engine client is made when it starts
         {**environment(spec, replica, sandbox), **gpus}, sink,
         name=f"kiln-{spec.app}-{replica.replace('.', '-')}",
         labels={"kiln.app": spec.app, "kiln.release": str(spec.release), "kiln.replica": replica},

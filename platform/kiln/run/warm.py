@@ -36,15 +36,17 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from kiln.run.early import SERVE  # preloaded before this module: no cost
+
 IMPORTS = ("ray.serve._private.replica", "kiln.run.supervisor")
 WANTED = "KILN_WARM_WORKERS"  # per node; set on every Ray node by kiln.run.cluster
 KEEP_ALIVE_S = 30 * 24 * 3600  # Ray's reaper of idle workers spares a prestarted one this long
 UNCLAIMED_S = 60.0  # a token no worker took by then: its worker never started
 READY = b"ready"
 WORKER_MODE = 1  # ray._private.worker.WORKER_MODE, without importing Ray here
-PRELOAD = "RAY_preload_python_modules"
+PRELOAD = "RAY_preload_python_modules"  # Ray's config names are case-sensitive
 RAYLET_PID = "RAY_RAYLET_PID"  # Ray sets it for each worker it starts
-SERVE = "ray.serve"
+IDLE = b"ray::IDLE"  # how Ray titles an idle worker (its /proc cmdline)
 WARM_MIN_S = 1.0  # a worker ready for less than this before a replica's constructor was
 # likely started for that very replica (one Ray started for it took a token meanwhile)
 
@@ -112,10 +114,10 @@ def taken(folder: Path | None, pid: int) -> float | None:
     return max(0.0, age)
 
 
-def _title(pid: int) -> bytes | None:
+def _title(pid: int, proc: Path = Path("/proc")) -> bytes | None:
     """A process's command line as Ray retitles its workers (``ray::IDLE`` while idle)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
+        return (proc / str(pid) / "cmdline").read_bytes()
     except OSError:
         return None
 
@@ -129,7 +131,7 @@ def idle_workers(raylet: int, proc: Path = Path("/proc")) -> int:
             continue
         try:
             parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if parent == raylet and (entry / "cmdline").read_bytes().startswith(b"ray::IDLE"):
+            if parent == raylet and (_title(int(entry.name), proc) or b"").startswith(IDLE):
                 count += 1
         except (OSError, ValueError, IndexError):
             continue
@@ -153,12 +155,13 @@ def waiting(
                 continue
             if kind == "held" and rest.isdigit() and entry.is_file(follow_symlinks=False):
                 shown = title(int(rest))
-                idle = shown is not None and shown.startswith(b"ray::IDLE")
+                idle = shown is not None and shown.startswith(IDLE)
                 if path.read_bytes() == READY:
                     if idle:
                         continue  # waits for a replica, counted among the idle
                 elif shown is not None and age < UNCLAIMED_S:
-                    count += 0 if idle else 1  # importing (Ray may have titled it idle already)
+                    if not idle:  # importing; Ray may have titled it idle already (counted so)
+                        count += 1
                     continue
             if kind in ("want", "held"):
                 path.unlink()
