@@ -20,6 +20,7 @@ class Result:
     p99_ms: float
     errors: int
     tool: str
+    requests: int = 0  # answered in the run
 
 
 def _ms(text: str) -> float:
@@ -38,7 +39,9 @@ def run_load(url: str, connections: int, seconds: float) -> Result:
         p99 = _ms(re.search(r"^\s*99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
         errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
         non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        return Result(rps, p50, p99, errors + (int(non2xx.group(1)) if non2xx else 0), "wrk")
+        requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        errors += int(non2xx.group(1)) if non2xx else 0
+        return Result(rps, p50, p99, errors, "wrk", requests)
     out = subprocess.run(
         [sys.executable, "-m", "kiln.bench.load", url, str(connections), str(seconds)],
         capture_output=True, text=True, check=True,
@@ -76,6 +79,7 @@ async def _client(url: str, connections: int, seconds: float) -> dict[str, float
         "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
         "errors": errors,
+        "requests": len(latencies),
     }
 
 

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import httpx
 
 from kiln.bench.bare_echo import app_dir
+from kiln.bench.cpu import snapshot, spent
 from kiln.bench.load import Result, run_load
 from kiln.builds.artifacts import BuildJob
 from kiln.builds.image import ImageBuilder
@@ -164,11 +165,17 @@ def overhead(settings: Settings, artifact: Artifact, seconds: float) -> None:
     for connections in (16, 1):
         print(f"\nconcurrency {connections}, {seconds:g}s each"
               f"\n  {'':<28}{'req/s':>9}{'vs bare':>8}{'p50 ms':>9}{'+p50':>9}{'p99 ms':>9}{'errors':>7}")  # fmt: skip
-        results = {name: run_load(url, connections, seconds) for name, url in targets.items()}
+        results, cpu = {}, {}
+        for name, url in targets.items():
+            before = snapshot()
+            results[name] = run_load(url, connections, seconds)
+            cpu[name] = spent(before, snapshot()).line(results[name].requests)
         bare = results["bare Ray Serve (HAProxy)"]
         for name, result in results.items():
             print(row(name, result, None if name.startswith("bare") else bare))
         print(f"  (load: {bare.tool})")
+        for name, line in cpu.items():
+            print(f"  {name}: {line}")
     dyno.stop(10)
 
 
