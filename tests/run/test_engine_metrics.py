@@ -132,9 +132,9 @@ def test_ps_and_metrics_show_each_vllm_dynos_figures(settings: Settings) -> None
 def test_a_scrape_reads_a_body_that_comes_in_many_chunks_and_refuses_a_flood() -> None:
     import asyncio
 
-    import aiohttp
     from aiohttp import web
 
+    from kiln.route.upstream import Upstream
     from kiln.run import engine_metrics
 
     padding = "".join(f'python_info{{n="{i}"}} 1.0\n' for i in range(4000))  # ~100 KB first
@@ -168,14 +168,14 @@ def test_a_scrape_reads_a_body_that_comes_in_many_chunks_and_refuses_a_flood() -
         await site.start()
         port = runner.addresses[0][1]
         try:
-            async with aiohttp.ClientSession() as session:
-                base = f"http://127.0.0.1:{port}"
-                found = (await engine_metrics.scrape(session, f"{base}/metrics"),
-                         await engine_metrics.scrape(session, f"{base}/flood"))  # fmt: skip
-                for not_vllm in ("/none", "/plain"):  # no /metrics; another app's metrics
-                    with pytest.raises(engine_metrics.NotAnEngine):
-                        await engine_metrics.scrape(session, f"{base}{not_vllm}")
-                return found
+            dyno = Upstream(f"http://127.0.0.1:{port}")
+            found = (await engine_metrics.scrape(dyno, "/metrics"),
+                     await engine_metrics.scrape(dyno, "/flood"))  # fmt: skip
+            for not_vllm in ("/none", "/plain"):  # no /metrics; another app's metrics
+                with pytest.raises(engine_metrics.NotAnEngine):
+                    await engine_metrics.scrape(dyno, not_vllm)
+            dyno.close()
+            return found
         finally:
             await runner.cleanup()
 

@@ -28,10 +28,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-import aiohttp
-
 from kiln.manifest import Manifest, Runtime
 from kiln.models import LlmFigures, LogRecord, LogSource
+from kiln.route.upstream import Upstream, UpstreamError
 from kiln.run.logs import records_since
 
 GAUGES = {
@@ -128,27 +127,28 @@ class NotAnEngine(Exception):
 
 
 async def scrape(
-    session: aiohttp.ClientSession, url: str, timeout_s: float = 5.0
+    dyno: Upstream, path: str = "/metrics", timeout_s: float = 5.0
 ) -> dict[str, float] | None:
-    """``summarize`` of the dyno's ``/metrics`` at ``url``; None when it does not answer now
+    """``summarize`` of the dyno's figures at ``path``; None when it does not answer now
     (busy, failing) or says more than MAX_BYTES; NotAnEngine when it is not vLLM."""
     body = bytearray()
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
-            if 400 <= response.status < 500:
-                raise NotAnEngine(f"{url} answered {response.status}")
-            if response.status != 200:
-                return None
-            # read(n) gives what has come so far, up to n: gather to the end, within the bound
-            while chunk := await response.content.read(1 << 16):
-                body += chunk
-                if len(body) > MAX_BYTES:
+        async with asyncio.timeout(timeout_s):
+            reply = await dyno.request(b"GET", path.encode(), [], b"")
+            async with reply:
+                if 400 <= reply.status < 500:
+                    raise NotAnEngine(f"{path} answered {reply.status}")
+                if reply.status != 200:
                     return None
-    except (TimeoutError, aiohttp.ClientError):
+                async for chunk in reply.chunks():
+                    body += chunk
+                    if len(body) > MAX_BYTES:
+                        return None
+    except (TimeoutError, UpstreamError):
         return None
     summary = await asyncio.to_thread(summarize, body.decode(errors="replace"))
     if summary is None:
-        raise NotAnEngine(f"{url} has no vLLM figures")
+        raise NotAnEngine(f"{path} has no vLLM figures")
     return summary
 
 

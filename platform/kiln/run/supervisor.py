@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import ray
 from ray import serve
 from ray.serve import Application
@@ -31,6 +30,7 @@ from kiln.models import ArtifactKind
 from kiln.route.figures import Answer, ReplicaStart, router_line, start_line, stop_line
 from kiln.route.keys import KeyGuard
 from kiln.route.proxy import Forwarder
+from kiln.route.upstream import UpstreamError
 from kiln.run.cluster import node_name
 from kiln.run.depot import TransferFailed, complete, fetch, has_revision, runtimes_of
 from kiln.run.dyno import ContainerDyno, Dyno, ProcessDyno, gpu_environment
@@ -273,12 +273,15 @@ class DynoSupervisor:
         if not self._reachable():
             return False
         try:
-            async with self.forwarder.session().get(
-                f"{dyno.url}{spec.health_path}",
-                timeout=aiohttp.ClientTimeout(total=spec.health_timeout_s),
-            ) as response:
-                return response.status == 200
-        except (TimeoutError, aiohttp.ClientError):
+            async with asyncio.timeout(spec.health_timeout_s):
+                reply = await self.forwarder.upstream().request(
+                    b"GET", spec.health_path.encode(), [], b""
+                )
+                async with reply:
+                    async for _ in reply.chunks():
+                        pass
+                    return reply.status == 200
+        except (TimeoutError, UpstreamError):
             return False
 
     def log(self, source: str, line: str, release: int) -> None:
@@ -335,7 +338,7 @@ class DynoSupervisor:
             try:
                 if not self._reachable():
                     continue
-                summary = await scrape(self.forwarder.session(), f"{keeper.dyno.url}/metrics")
+                summary = await scrape(self.forwarder.upstream())
                 if summary is not None:
                     self.logs.line("metrics", json.dumps(summary))
             except NotAnEngine:  # the transformers engine ("auto" without vLLM): ask no more
