@@ -4,7 +4,7 @@ once ready, stop cleanly on SIGTERM (uvicorn's handlers finish in-flight request
 
 from __future__ import annotations
 
-__all__ = ["ASGIApp", "health_path", "serve", "with_health"]
+__all__ = ["ASGIApp", "access_log", "health_path", "serve", "with_health"]
 
 import json
 import os
@@ -20,6 +20,11 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def access_log() -> bool:
+    """Whether uvicorn logs a line per request: only when the app asks (``KILN_ACCESS_LOG=1``)."""
+    return os.environ.get("KILN_ACCESS_LOG", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def health_path() -> str:
@@ -73,6 +78,9 @@ def serve(app: ASGIApp) -> None:
         app,
         **where,
         log_level=os.environ.get("KILN_LOG_LEVEL", "info"),
+        # The router logs a line for every request (kiln logs --source router); the app's own
+        # line per request, the same again, costs the dyno and its replica CPU on every request.
+        access_log=access_log(),
         timeout_graceful_shutdown=int(os.environ.get("KILN_GRACEFUL_SHUTDOWN_S", "25")),
         server_header=False,
     )

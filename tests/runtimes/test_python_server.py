@@ -55,3 +55,41 @@ async def test_wsgi_apps_are_served_through_an_adapter() -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+APP = """
+from kiln_runtime.dyno import serve
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hi"})
+
+serve(app)
+"""
+
+
+@pytest.mark.parametrize("asked", ["", "1"])
+def test_a_dyno_logs_a_line_per_request_only_when_asked(tmp_path, asked: str) -> None:  # type: ignore[no-untyped-def]
+    """The router's line is the access log; uvicorn's, the same again, is off unless asked."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    socket = tmp_path / "dyno.sock"
+    env = {**os.environ, "KILN_SOCKET": str(socket), "KILN_ACCESS_LOG": asked}
+    process = subprocess.Popen([sys.executable, "-c", APP], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not socket.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket))) as client:
+            assert client.get("http://dyno/some/path").text == "hi"
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    assert "Uvicorn running" in output  # its own lines are there either way
+    assert ('"GET /some/path HTTP/1.1" 200' in output) == bool(asked)
