@@ -17,6 +17,7 @@ def test_roles_come_from_command_lines() -> None:
     assert role("wrk -t 2 -c 16 -d 10s --latency http://127.0.0.1:1/") == LOAD
     assert role("/tmp/kiln/kiln-haproxy /usr/sbin/haproxy -f cfg") == "HAProxy"
     assert role("/srv/venv/bin/python -m kiln_runtime.dyno") == "dyno"
+    assert role("ray::LogSink.write") == "log sink"
     assert role("ray::ServeController") == "Ray"
     assert role("/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet --x") == "Ray"
     assert role("/usr/bin/bash") == "other"

@@ -2,9 +2,9 @@
 before and after a load run, so the figure holds on a noisy machine where req/s does not (the
 CPU a request costs barely changes when a neighbour steals the cores; the req/s does).
 
-Roles: the load generator (a process this one started and waited for, or one still running), HAProxy, each Serve replica (``replica <app>``), dynos, the rest of
-Ray, other processes, and the kernel's share no process was charged with (softirqs: loopback
-networking).
+Roles: the load generator (a process this one started and waited for, or one still running),
+HAProxy, each Serve replica (``replica <app>``), dynos, Kiln's log sink, the rest of Ray, other
+processes, and the kernel's share no process was charged with (softirqs: loopback networking).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def role(cmdline: str) -> str:
     """The role of a process, from its command line (Ray titles its workers ``ray::...``)."""
     if cmdline.startswith("ray::ServeReplica:"):
         return "replica " + cmdline.split(":")[3]
+    if cmdline.startswith("ray::LogSink"):  # Kiln's: where the router's lines are written
+        return "log sink"
     if "kiln.bench.load" in cmdline or cmdline.startswith("wrk"):
         return LOAD
     if "haproxy" in cmdline:

@@ -321,7 +321,11 @@ def main() -> None:
     finally:
         ray.stop()
         shutil.rmtree(home, ignore_errors=True)
-        shutil.rmtree(sandbox_for(settings, "bench-echo", 1).root, ignore_errors=True)
+        # The apps' sandboxes and what they share (the runtime, uv): this run's own folder,
+        # unless the operator named one (KILN_SANDBOX_DIR).
+        own = settings.sandbox_dir is None
+        shutil.rmtree(settings.resolved_sandbox_dir if own else sandbox_for(settings, "bench-echo", 1).root,
+                      ignore_errors=True)  # fmt: skip
 
 
 if __name__ == "__main__":
