@@ -3,6 +3,7 @@
 import asyncio
 import gzip
 import hashlib
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,7 @@ from fastapi.responses import StreamingResponse
 
 from kiln.models import LogRecord
 from kiln.route.figures import Answer, parse, router_line
-from kiln.route.proxy import Forwarder, _app_path
+from kiln.route.proxy import CLIENT_LEFT, Forwarder, _app_path
 from tests.conftest import free_port
 
 upstream = FastAPI()
@@ -41,9 +42,13 @@ def gzipped() -> Response:
     )
 
 
+DIGESTED: list[int] = []  # the sizes of the bodies /digest took whole
+
+
 @upstream.post("/digest")
 async def digest(request: Request) -> dict[str, object]:
     body = await request.body()
+    DIGESTED.append(len(body))
     return {"size": len(body), "sha": hashlib.sha256(body).hexdigest()}
 
 
@@ -420,3 +425,30 @@ def test_a_client_that_leaves_an_endless_stream_ends_it_at_the_dyno(upstream_url
     (answer,) = seen
     assert answer.note == "cancelled: the client left" and answer.chunks < 200
     assert endless_streams_ended[0] < 200
+
+
+@pytest.mark.parametrize("length", [1000, 9 * 2**20])  # sent whole; streamed (over 8 MiB)
+def test_a_client_that_leaves_mid_upload_never_hands_the_dyno_a_shorter_body(
+    upstream_url: str, length: int
+) -> None:
+    seen: list[Answer] = []
+
+    async def ready() -> bool:
+        return True
+
+    port = free_port()
+    server = serve_in_thread(
+        Forwarder(lambda: upstream_url, ready, lambda _m, _p, a: seen.append(a)), port
+    )
+    before = len(DIGESTED)
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        client.sendall(b"POST /digest HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % length)
+        client.sendall(b"x" * 100)
+        time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    server.should_exit = True
+    assert [(a.status, a.note) for a in seen] == [(499, CLIENT_LEFT)]
+    assert len(DIGESTED) == before  # the app never took a body as whole

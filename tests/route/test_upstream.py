@@ -5,6 +5,8 @@ not (garbage, endless headers, a connection cut mid-body), and connection reuse.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -257,3 +259,104 @@ def test_a_big_answer_pauses_reading_until_taken(tmp_path: Path) -> None:
         assert total == size
 
     run(handler, test, tmp_path)
+
+
+def test_an_answer_left_unread_never_puts_its_connection_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upstream, "PAUSE_AT", 10)  # the whole answer in one read: paused, and whole
+
+    async def test(client: Upstream, dyno: Dyno) -> None:
+        reply = await client.request(b"GET", b"/x", [], b"", 5)
+        async with reply:
+            await asyncio.sleep(0.1)  # a client gone before it read anything
+        assert client._idle == []
+        assert (await read_all(client))[0] == 200  # on a new connection, not a paused one
+
+    assert run(keep_answering, test, tmp_path).connections == 2
+
+
+def test_the_read_timeout_starts_once_a_streamed_body_is_sent(tmp_path: Path) -> None:
+    async def test(client: Upstream, dyno: Dyno) -> None:
+        async def slow_upload() -> AsyncIterator[bytes]:
+            for piece in (b"a", b"b", b"c", b"d"):
+                await asyncio.sleep(0.15)  # longer in all than the read timeout, never silent
+                yield piece
+
+        reply = await client.request(b"POST", b"/up", [], slow_upload(), 0.3)
+        async with reply:
+            assert b"".join([chunk async for chunk in reply.chunks()]).endswith(b" abcd")
+
+    run(keep_answering, test, tmp_path)
+
+
+def test_bytes_after_an_answer_are_nobodys_answer(tmp_path: Path) -> None:
+    second = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nSECRET"
+    made = {"n": 0}
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        made["n"] += 1
+        if made["n"] < 3:
+            await read_request(reader)
+            answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+            if made["n"] == 1:  # a second answer in the same write
+                writer.write(answer + second)
+            else:  # a late one, while the connection waits for the next request
+                writer.write(answer)
+                await writer.drain()
+                await asyncio.sleep(0.1)
+                writer.write(b"STALE!")
+            await writer.drain()
+        await keep_answering(reader, writer)
+
+    async def test(client: Upstream, dyno: Dyno) -> None:
+        reply = await client.request(b"GET", b"/x", [], b"", 5)
+        async with reply:
+            assert (reply.status, [c async for c in reply.chunks()]) == (200, [b"hi"])
+        assert (await read_all(client))[:2] == (200, b"hi")  # a new connection: the late case
+        await asyncio.sleep(0.2)
+        status, data, _ = await read_all(client)
+        assert (status, data) == (200, b"GET /x HTTP/1.1 ")  # its own answer, on a third
+
+    assert run(handler, test, tmp_path).connections == 3
+
+
+def test_a_reset_is_not_the_end_of_an_unframed_answer() -> None:
+    """An answer with no length ends when the dyno closes: with a FIN, not a reset (TCP)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npartial")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # an RST, not a FIN
+
+    async def main() -> None:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reply = await Upstream(f"http://127.0.0.1:{port}").request(b"GET", b"/x", [], b"", 5)
+        got = []
+        with pytest.raises(Broken):
+            async with reply:
+                async for chunk in reply.chunks():
+                    got.append(chunk)
+        assert got == [b"partial"]
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_a_kept_connection_closes_after_its_idle_time_with_no_next_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upstream, "IDLE_S", 0.05)
+
+    async def test(client: Upstream, dyno: Dyno) -> None:
+        await read_all(client)
+        assert len(client._idle) == 1
+        await asyncio.sleep(0.2)
+        assert client._idle == []
+
+    run(keep_answering, test, tmp_path)

@@ -139,7 +139,11 @@ class Forwarder:
         if scope.get("root_path"):
             headers.append((b"X-Forwarded-Prefix", scope["root_path"].encode("latin-1")))
         method = scope["method"].encode("latin-1")
-        body = await _body(scope, receive)
+        try:
+            body = await _body(scope, receive, outcome)
+        except _ClientLeft:
+            return await _error(send, 499, "the client left before its request was whole",
+                                code="client_left")  # fmt: skip
         retryable = whole = isinstance(body, bytes)
         while True:
             started = False
@@ -188,6 +192,11 @@ class Forwarder:
             except UpstreamError as exc:
                 if started:  # the caller has the status line already: all we can do is stop
                     raise
+                if (
+                    outcome.note == CLIENT_LEFT
+                ):  # mid-upload: its body's sending closed the dyno's connection
+                    return await _error(send, 499, "the client left before its request was whole",
+                                        code="client_left")  # fmt: skip
                 # The dyno died under us. If the request can be sent again safely (it never
                 # reached the dyno, or it is idempotent), wait for the dyno to be restarted in
                 # place and send it once more: the caller sees a delay, not a 502.
@@ -245,9 +254,15 @@ def _app_path(scope: Scope) -> str:
     return path if path.startswith("/") else "/" + path
 
 
-async def _body(scope: Scope, receive: Receive) -> bytes | AsyncIterator[bytes]:
+class _ClientLeft(ConnectionResetError):
+    """The client hung up before its request's body was whole."""
+
+
+async def _body(scope: Scope, receive: Receive, outcome: _Outcome) -> bytes | AsyncIterator[bytes]:
     """The request body: whole when its length is known (so it can be sent again if the dyno
-    restarts), streamed when it is chunked or too large to hold."""
+    restarts), streamed when it is chunked or too large to hold. A client that leaves before
+    its body is whole ends the request (:class:`_ClientLeft`): the dyno never gets a shorter
+    body as if it were the whole one."""
     headers = dict(scope["headers"])
     length = headers.get(b"content-length")
     chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
@@ -255,6 +270,9 @@ async def _body(scope: Scope, receive: Receive) -> bytes | AsyncIterator[bytes]:
         parts = []
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                outcome.note = CLIENT_LEFT
+                raise _ClientLeft
             parts.append(message.get("body", b""))
             if not message.get("more_body"):
                 return b"".join(parts)
@@ -262,6 +280,9 @@ async def _body(scope: Scope, receive: Receive) -> bytes | AsyncIterator[bytes]:
     async def stream() -> AsyncIterator[bytes]:
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                outcome.note = CLIENT_LEFT
+                raise _ClientLeft  # the dyno's connection closes: it never takes a cut body whole
             if message.get("body"):
                 yield message["body"]
             if not message.get("more_body"):

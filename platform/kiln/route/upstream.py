@@ -58,12 +58,15 @@ class _Connection(asyncio.Protocol):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.lost = False
-        self.idle_since = 0.0
         self._writable: asyncio.Future[None] | None = None  # set while the kernel's buffer is full
         self.sending: asyncio.Future[None] | None = None  # a body of unknown length, still going
+        self.idle_timer: asyncio.TimerHandle | None = None  # closes it when kept too long
+        self.paused = False
         self._begin(head_only=False)
 
     def _begin(self, head_only: bool) -> None:
+        if self.paused and self.transport is not None:
+            self.transport.resume_reading()
         self.parser = httptools.HttpResponseParser(self)
         self.head_only = head_only
         self.status = 0
@@ -86,6 +89,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.complete:  # bytes after the whole answer (or while kept): nobody's answer
+            self._fail(Broken("the dyno sent bytes after its answer"))
+            return
         self.received = True
         try:
             self.parser.feed_data(data)
@@ -98,7 +104,8 @@ class _Connection(asyncio.Protocol):
         self.lost = True
         if self._writable is not None and not self._writable.done():
             self._writable.set_exception(Broken("the dyno closed the connection"))
-        if self.has_head and self.until_close and not self.complete:
+            self._writable.exception()  # retrieved here: a body sent whole waits on nothing
+        if self.has_head and self.until_close and not self.complete and exc is None:
             self.complete = True  # that is how such an answer ends
             self._wake()
         elif not self.complete and self.error is None:
@@ -114,7 +121,14 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools' callbacks ------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.has_head:  # a second answer to one request: the connection is not to be trusted
+            self.error = Broken("the dyno sent more than one answer")
+            raise self.error
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.has_head:  # trailers: not forwarded
+            return
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > MAX_HEAD:
             self.error = Broken(f"the dyno's answer's headers are over {MAX_HEAD // 1024} KiB")
@@ -128,10 +142,10 @@ class _Connection(asyncio.Protocol):
             return
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
-        names = {name.lower() for name, _ in self.headers}
+        fields = {name.lower(): value for name, value in self.headers}
         self.until_close = (
-            b"content-length" not in names
-            and b"transfer-encoding" not in names
+            b"content-length" not in fields
+            and b"chunked" not in fields.get(b"transfer-encoding", b"").lower()
             and status not in (204, 304)
         )
         self.has_head = True
@@ -176,6 +190,16 @@ class _Connection(asyncio.Protocol):
             self.waiter = None
             if expiry is not None:
                 expiry.cancel()
+
+    def reusable(self) -> bool:
+        """Whether the next request may go on this connection: its answer read whole, both
+        sides keeping it, nothing pending or waiting on it."""
+        transport = self.transport
+        return (
+            self.complete and self.keep_alive and self.error is None and not self.lost
+            and self.sending is None and not self.paused and not self.chunks
+            and transport is not None and not transport.is_closing()
+        )  # fmt: skip
 
     async def writable(self) -> None:
         if self._writable is not None:
@@ -238,10 +262,7 @@ class Reply:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         connection = self._connection
-        if (
-            kind is None and connection.complete and connection.keep_alive
-            and connection.sending is None and not connection.lost
-        ):  # fmt: skip
+        if kind is None and connection.reusable():
             self._pool.keep(connection)
         else:
             connection.close()
@@ -309,17 +330,20 @@ class Upstream:
             while not connection.has_head:
                 if connection.error is not None:
                     raise connection.error
-                await connection.wait(timeout_s)
+                # The read timeout starts once the body is sent: an upload that keeps coming
+                # for longer is not the dyno being silent.
+                await connection.wait(timeout_s if connection.sending is None else None)
         except BaseException:
             connection.close()
             raise
         return Reply(self, connection, timeout_s)
 
     def _reuse(self) -> _Connection | None:
-        now = asyncio.get_running_loop().time()
         while self._idle:
             connection = self._idle.pop()
-            if not connection.lost and now - connection.idle_since < IDLE_S:
+            if connection.idle_timer is not None:
+                connection.idle_timer.cancel()
+            if connection.error is None and not connection.lost:
                 return connection
             connection.close()
         return None
@@ -346,14 +370,25 @@ class Upstream:
         if self.closed:
             connection.close()
             return
-        connection.idle_since = asyncio.get_running_loop().time()
+        connection.idle_timer = asyncio.get_running_loop().call_later(
+            IDLE_S, self._drop, connection
+        )
         self._idle.append(connection)
+
+    def _drop(self, connection: _Connection) -> None:
+        """A kept connection unused for IDLE_S: closed before the dyno closes it under a request."""
+        if connection in self._idle:
+            self._idle.remove(connection)
+        connection.close()
 
     def close(self) -> None:
         """Close the idle connections; those in use close when their answers end."""
         self.closed = True
         while self._idle:
-            self._idle.pop().close()
+            connection = self._idle.pop()
+            if connection.idle_timer is not None:
+                connection.idle_timer.cancel()
+            connection.close()
 
 
 def _retrieved(sending: asyncio.Future[None]) -> None:
@@ -377,3 +412,4 @@ async def _send_chunked(connection: _Connection, body: AsyncIterator[bytes]) -> 
         raise
     finally:
         connection.sending = None
+        connection._wake()  # the wait for the answer's head now runs on the read timeout
