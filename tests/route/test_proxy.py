@@ -248,6 +248,11 @@ def test_the_route_prefix_is_removed(root: str, raw: bytes, path: str) -> None:
     assert _app_path({"root_path": root, "raw_path": raw, "path": raw.decode()}) == path
 
 
+def test_a_path_with_no_raw_form_is_encoded_again_for_the_dyno() -> None:
+    scope = {"root_path": "/echo", "path": "/echo/a b\r\nX-Evil: 1/é"}
+    assert _app_path(scope) == "/a%20b%0D%0AX-Evil%3A%201/%C3%A9"
+
+
 def test_a_request_the_dyno_never_got_waits_for_the_restart_and_goes_through(proxied: str) -> None:
     up_port = int(proxied.rsplit(":", 1)[1])  # anything that answers will do: the proxy itself
     target = {"url": f"http://127.0.0.1:{free_port()}"}  # a dead dyno first

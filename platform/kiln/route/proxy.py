@@ -15,6 +15,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import quote
 
 from kiln.route.figures import Answer
 from kiln.route.keys import KeyGuard, Verdict, retry_after
@@ -247,7 +248,10 @@ def _sent_path(scope: Scope) -> str:
 
 def _app_path(scope: Scope) -> str:
     """The path as the app sees it: without the route prefix Serve matched."""
-    path: str = scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0] or scope["path"]
+    raw: bytes = scope.get("raw_path") or b""
+    # As sent (still percent-encoded); a server that gives no raw path: its decoded one, encoded
+    # again, so no space or line break of a client's can reach the dyno's request line.
+    path = raw.decode("latin-1").split("?", 1)[0] if raw else quote(scope["path"])
     root: str = scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root) :]
