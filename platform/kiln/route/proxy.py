@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from kiln.route.figures import Answer
 from kiln.route.keys import KeyGuard, Verdict, retry_after
-from kiln.route.upstream import NotDelivered, Silent, Upstream, UpstreamError
+from kiln.route.upstream import IDEMPOTENT, NotDelivered, Silent, Upstream, UpstreamError
 
 Scope = MutableMapping[str, Any]
 # How a request that ended because its client hung up ends its router line.
@@ -38,7 +38,6 @@ _PLATFORM_OWNED = frozenset({b"forwarded", b"x-real-ip", b"x-forwarded-for", b"x
 # Not passed on: the above, and what the request to the dyno sets itself (its body's framing;
 # uvicorn here has answered an Expect: 100-continue already).
 _NOT_FORWARDED = _HOP | _PLATFORM_OWNED | {b"content-length", b"expect"}
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _BUFFER_LIMIT = 8 * 2**20  # bodies with a Content-Length up to this are sent whole
 
 
@@ -143,8 +142,7 @@ class Forwarder:
         try:
             body = await _body(scope, receive, outcome)
         except _ClientLeft:
-            return await _error(send, 499, "the client left before its request was whole",
-                                code="client_left")  # fmt: skip
+            return await _gone_mid_upload(send)
         retryable = whole = isinstance(body, bytes)
         while True:
             started = False
@@ -193,16 +191,13 @@ class Forwarder:
             except UpstreamError as exc:
                 if started:  # the caller has the status line already: all we can do is stop
                     raise
-                if (
-                    outcome.note == CLIENT_LEFT
-                ):  # mid-upload: its body's sending closed the dyno's connection
-                    return await _error(send, 499, "the client left before its request was whole",
-                                        code="client_left")  # fmt: skip
+                if outcome.note == CLIENT_LEFT:  # mid-upload: the body's sending closed it
+                    return await _gone_mid_upload(send)
                 # The dyno died under us. If the request can be sent again safely (it never
                 # reached the dyno, or it is idempotent), wait for the dyno to be restarted in
                 # place and send it once more: the caller sees a delay, not a 502.
                 never_delivered = isinstance(exc, NotDelivered)
-                safe = never_delivered or scope["method"] in _IDEMPOTENT
+                safe = never_delivered or method in IDEMPOTENT
                 if not (retryable and safe and await outcome.waiting(self._recover())):
                     return await _error(
                         send, 502, f"the app's dyno did not answer ({type(exc).__name__})"
@@ -273,26 +268,34 @@ async def _body(scope: Scope, receive: Receive, outcome: _Outcome) -> bytes | As
     if not chunked and (length is None or int(length) <= _BUFFER_LIMIT):
         parts = []
         while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                outcome.note = CLIENT_LEFT
-                raise _ClientLeft
+            message = await _part(receive, outcome)
             parts.append(message.get("body", b""))
             if not message.get("more_body"):
                 return b"".join(parts)
 
     async def stream() -> AsyncIterator[bytes]:
         while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                outcome.note = CLIENT_LEFT
-                raise _ClientLeft  # the dyno's connection closes: it never takes a cut body whole
+            message = await _part(receive, outcome)  # raising closes the dyno's connection
             if message.get("body"):
                 yield message["body"]
             if not message.get("more_body"):
                 return
 
     return stream()
+
+
+async def _part(receive: Receive, outcome: _Outcome) -> Message:
+    """The next part of the request's body; :class:`_ClientLeft` if the client hung up."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        outcome.note = CLIENT_LEFT
+        raise _ClientLeft
+    return message
+
+
+async def _gone_mid_upload(send: Send) -> int:
+    return await _error(send, 499, "the client left before its request was whole",
+                        code="client_left")  # fmt: skip
 
 
 def _left(received: asyncio.Future[Message]) -> bool:

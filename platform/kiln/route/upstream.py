@@ -17,7 +17,7 @@ an answer's head over ``MAX_HEAD`` bytes, or one that is not HTTP, ends the conn
 
 from __future__ import annotations
 
-__all__ = ["Broken", "NotDelivered", "Reply", "Silent", "Upstream", "UpstreamError"]
+__all__ = ["IDEMPOTENT", "Broken", "NotDelivered", "Reply", "Silent", "Upstream", "UpstreamError"]
 
 import asyncio
 import collections
@@ -31,7 +31,8 @@ IDLE_S = 4.0  # a kept connection unused this long is closed, before the dyno's 
 CONNECT_S = 10.0
 PAUSE_AT = 256 * 1024  # bytes of an answer waiting for the client at which reading pauses
 MAX_HEAD = 64 * 1024  # bytes of an answer's status line and headers
-_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+# Methods a request may be sent with again when it may have reached the dyno already.
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"})
 _WITH_BODY = frozenset({b"POST", b"PUT", b"PATCH"})  # a length is sent even when it is 0
 
 
@@ -61,12 +62,10 @@ class _Connection(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None  # set while the kernel's buffer is full
         self.sending: asyncio.Future[None] | None = None  # a body of unknown length, still going
         self.idle_timer: asyncio.TimerHandle | None = None  # closes it when kept too long
-        self.paused = False
         self._begin(head_only=False)
 
     def _begin(self, head_only: bool) -> None:
-        if self.paused and self.transport is not None:
-            self.transport.resume_reading()
+        """Ready for the next answer (a kept connection is never paused: see reusable())."""
         self.parser = httptools.HttpResponseParser(self)
         self.head_only = head_only
         self.status = 0
@@ -305,9 +304,21 @@ class Upstream:
             except Broken:
                 # It may have been closed by the dyno as it went idle: for a request that may
                 # be sent twice, once more on a fresh connection.
-                if connection.received or method not in _IDEMPOTENT or not isinstance(body, bytes):
+                if connection.received or method not in IDEMPOTENT or not isinstance(body, bytes):
                     raise
         return await self._exchange(await self._connect(), method, head, body, timeout_s)
+
+    async def get(self, path: str, limit: int | None = None) -> tuple[int, bytes | None]:
+        """``GET path``: its status and whole body (None past ``limit`` bytes). No timeout of
+        its own: the caller bounds the whole of it (``asyncio.timeout``)."""
+        reply = await self.request(b"GET", path.encode(), [], b"")
+        body = bytearray()
+        async with reply:
+            async for chunk in reply.chunks():
+                body += chunk
+                if limit is not None and len(body) > limit:
+                    return reply.status, None
+        return reply.status, bytes(body)
 
     async def _exchange(
         self, connection: _Connection, method: bytes, head: bytes,

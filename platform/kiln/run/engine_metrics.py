@@ -131,20 +131,14 @@ async def scrape(
 ) -> dict[str, float] | None:
     """``summarize`` of the dyno's figures at ``path``; None when it does not answer now
     (busy, failing) or says more than MAX_BYTES; NotAnEngine when it is not vLLM."""
-    body = bytearray()
     try:
         async with asyncio.timeout(timeout_s):
-            reply = await dyno.request(b"GET", path.encode(), [], b"")
-            async with reply:
-                if 400 <= reply.status < 500:
-                    raise NotAnEngine(f"{path} answered {reply.status}")
-                if reply.status != 200:
-                    return None
-                async for chunk in reply.chunks():
-                    body += chunk
-                    if len(body) > MAX_BYTES:
-                        return None
+            status, body = await dyno.get(path, MAX_BYTES)
     except (TimeoutError, UpstreamError):
+        return None
+    if 400 <= status < 500:
+        raise NotAnEngine(f"{path} answered {status}")
+    if status != 200 or body is None:
         return None
     summary = await asyncio.to_thread(summarize, body.decode(errors="replace"))
     if summary is None:

@@ -274,13 +274,8 @@ class DynoSupervisor:
             return False
         try:
             async with asyncio.timeout(spec.health_timeout_s):
-                reply = await self.forwarder.upstream().request(
-                    b"GET", spec.health_path.encode(), [], b""
-                )
-                async with reply:
-                    async for _ in reply.chunks():
-                        pass
-                    return reply.status == 200
+                status, _ = await self.forwarder.upstream().get(spec.health_path)
+                return status == 200
         except (TimeoutError, UpstreamError):
             return False
 
